@@ -1,0 +1,660 @@
+"""A bounded connection pool for greenlets and threads.
+
+The pool knows nothing of Django or MySQL: it takes a ``connect()`` callable and
+optional ``check`` (is this idle connection still alive?) and ``reset`` (make a
+returned connection clean for the next user) hooks.
+
+Three objects, as in SQLAlchemy's pool:
+
+* ``Pool`` is the policy: how many connections, who waits, in which order.
+* ``_Record`` is one connection's life: when it was made, last used, expires.
+* ``_Waiter`` is one request queued for a connection.
+
+The size cap is a count of *slots*, taken under the lock before ``connect()``
+runs and given back only when a connection is discarded: a connect that yields
+to other greenlets half-way cannot let a second one past the cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import traceback
+import weakref
+from collections import deque
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from greenpool import _compat
+from greenpool.errors import PoolClosed, PoolError, PoolTimeout, TooManyRequests
+
+logger = logging.getLogger("greenpool")
+
+# Handed to a waiter instead of a connection: "a slot is yours, connect".
+_SLOT = object()
+
+
+class _Record:
+    """One pooled connection and the facts of its life."""
+
+    __slots__ = ("conn", "created_at", "expires_at", "last_used", "checked_out_at", "stack")
+
+    def __init__(self, conn: Any, max_lifetime: float) -> None:
+        now = time.monotonic()
+        self.conn = conn
+        self.created_at = now
+        # Jitter (up to -5 %) spreads the replacements of connections made
+        # together, e.g. at start-up, so they do not all expire in one instant.
+        self.expires_at = now + max_lifetime * (1.0 - 0.05 * random.random())
+        self.last_used = now
+        self.checked_out_at = 0.0
+        self.stack: str | None = None
+
+
+class _Waiter:
+    """A request queued for a connection; ``value`` is a _Record or _SLOT."""
+
+    __slots__ = ("event", "value")
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        self.value: Any = None
+
+    def give(self, value: Any) -> None:
+        self.value = value
+        self.event.set()
+
+
+_STAT_KEYS = (
+    "requests_num",  # checkouts served
+    "requests_queued",  # checkouts that had to wait
+    "requests_wait_ms",  # total time spent waiting, ms
+    "requests_timeouts",  # PoolTimeout raised
+    "requests_errors",  # TooManyRequests raised
+    "returns_bad",  # connections discarded at checkin (reset failed, holder killed)
+    "connections_num",  # connects attempted successfully
+    "connections_ms",  # total time spent connecting, ms
+    "connections_errors",  # connects that raised
+    "connections_lost",  # found dead by the checkout check or keepalive
+    "connections_recycled",  # closed for max_lifetime or max_idle
+    "checks_skipped",  # checkout checks skipped: used within check_window
+    "keepalive_num",  # keepalive pings sent
+    "keepalive_lost",  # keepalive pings that found a dead connection
+    "leaks_reported",  # connections held past leak_threshold
+)
+
+# Pools alive in this process, so a forked child can disown its parent's.
+_all_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+
+
+class Pool:
+    """A bounded pool of connections made by ``connect()``.
+
+    ``getconn()``/``putconn()`` or ``with pool.connection() as conn:``. Requests
+    that find no free connection wait in FIFO order up to ``timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        *,
+        min_size: int = 0,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        max_waiting: int = 0,
+        max_lifetime: float = 3600.0,
+        max_idle: float = 600.0,
+        name: str | None = None,
+        check: Callable[[Any], None] | None = None,
+        check_window: float = 1.0,
+        reset: Callable[[Any], None] | None = None,
+        close_conn: Callable[[Any], None] | None = None,
+        keepalive: float | None = None,
+        ping: Callable[[Any], None] | None = None,
+        leak_threshold: float | None = None,
+        reconnect_backoff: float = 0.1,
+        reconnect_backoff_max: float = 5.0,
+        concurrency: str = "auto",
+        open: bool = False,
+    ) -> None:
+        _require(callable(connect), "connect", connect, "a callable")
+        _require(_is_int(min_size) and min_size >= 0, "min_size", min_size, "an int >= 0")
+        _require(_is_int(max_size) and max_size >= 1, "max_size", max_size, "an int >= 1")
+        _require(min_size <= max_size, "min_size", min_size, f"<= max_size ({max_size})")
+        _require(_is_seconds(timeout) and timeout > 0, "timeout", timeout, "seconds > 0")
+        _require(_is_int(max_waiting) and max_waiting >= 0, "max_waiting", max_waiting, "an int >= 0 (0: no limit)")
+        _require(_is_seconds(max_lifetime) and max_lifetime > 0, "max_lifetime", max_lifetime, "seconds > 0")
+        _require(_is_seconds(max_idle) and max_idle > 0, "max_idle", max_idle, "seconds > 0")
+        _require(_is_seconds(check_window) and check_window >= 0, "check_window", check_window, "seconds >= 0")
+        _require(keepalive is None or (_is_seconds(keepalive) and keepalive > 0), "keepalive", keepalive, "None or seconds > 0")
+        _require(leak_threshold is None or (_is_seconds(leak_threshold) and leak_threshold > 0), "leak_threshold", leak_threshold, "None or seconds > 0")
+        _require(_is_seconds(reconnect_backoff) and reconnect_backoff > 0, "reconnect_backoff", reconnect_backoff, "seconds > 0")
+        _require(_is_seconds(reconnect_backoff_max) and reconnect_backoff_max >= reconnect_backoff, "reconnect_backoff_max", reconnect_backoff_max, ">= reconnect_backoff")
+        for hook_name, hook in (("check", check), ("reset", reset), ("close_conn", close_conn), ("ping", ping)):
+            _require(hook is None or callable(hook), hook_name, hook, "None or a callable")
+        try:
+            mode = _compat.resolve_mode(concurrency)
+        except ValueError as exc:
+            raise ValueError(f"invalid pool option concurrency={concurrency!r}: {exc}") from None
+
+        self.name = name or f"pool-{id(self):x}"
+        self.min_size = min_size
+        self.max_size = max_size
+        self.timeout = float(timeout)
+        self.max_waiting = max_waiting
+        self.max_lifetime = float(max_lifetime)
+        self.max_idle = float(max_idle)
+        self.check_window = float(check_window)
+        self.keepalive = keepalive
+        self.leak_threshold = leak_threshold
+        self.reconnect_backoff = reconnect_backoff
+        self.reconnect_backoff_max = reconnect_backoff_max
+        self._connect = connect
+        self._check = check
+        self._reset = reset
+        self._close_conn = close_conn
+        self._ping = ping or check
+
+        self._prims = _compat.Primitives(mode)
+        self._lock = self._prims.Lock()
+        self._idle: deque[_Record] = deque()  # right end = most recently used
+        self._out: dict[int, _Record] = {}  # id(conn) -> record, checked out
+        self._waiting: deque[_Waiter] = deque()
+        self._slots = 0  # connections open or being opened: never > max_size
+        self._stats = dict.fromkeys(_STAT_KEYS, 0)
+        self._opened = False
+        self._closed = False
+        self._pid = os.getpid()
+        self._maintenance: Any = None
+        self._stop_event = self._prims.Event()
+        _all_pools.add(self)
+        if open:
+            self.open()
+
+    # -- life cycle -------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self._prims.mode
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Start the pool: fill to min_size in the background (or, with
+        ``wait``, before returning) and start the maintenance task."""
+        self._check_fork()
+        with self._lock:
+            if self._closed:
+                raise PoolClosed(f"pool {self.name!r} is closed and cannot be reopened")
+            if self._opened:
+                return
+            self._opened = True
+        self._maintenance = self._prims.spawn_background(f"greenpool-maintenance[{self.name}]", self._maintain_loop)
+        if wait:
+            self.wait(timeout)
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Open connections until min_size are idle; raise PoolTimeout if that
+        takes longer than ``timeout`` (the last connect error is chained)."""
+        deadline = time.monotonic() + timeout
+        last_error: BaseException | None = None
+        while True:
+            try:
+                if not self._fill_one():
+                    return
+            except Exception as exc:
+                last_error = exc
+                if time.monotonic() >= deadline:
+                    raise PoolTimeout(
+                        f"pool {self.name!r} could not open min_size={self.min_size} connections "
+                        f"within {timeout:.1f}s: {exc}"
+                    ) from exc
+                self._prims.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            if time.monotonic() >= deadline:
+                raise PoolTimeout(
+                    f"pool {self.name!r} could not open min_size={self.min_size} connections within {timeout:.1f}s"
+                ) from last_error
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close idle connections now, stop the maintenance task, and make
+        every waiter and later caller get PoolClosed. Connections still checked
+        out are closed when they come back."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            idle = list(self._idle)
+            self._idle.clear()
+            self._slots -= len(idle)
+            waiters = list(self._waiting)
+            self._waiting.clear()
+        self._stop_event.set()
+        for waiter in waiters:
+            waiter.give(None)
+        for record in idle:
+            self._close_quietly(record.conn, "pool closed")
+        if self._maintenance is not None:
+            if not self._prims.join(self._maintenance, timeout):
+                logger.warning("pool %r: maintenance task did not stop within %.1fs", self.name, timeout)
+            self._maintenance = None
+
+    def __enter__(self) -> "Pool":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.name!r} {self.mode} size={self._slots}/{self.max_size} "
+            f"idle={len(self._idle)} in_use={len(self._out)} waiting={len(self._waiting)}"
+            f"{' closed' if self._closed else ''}>"
+        )
+
+    # -- checkout / checkin -----------------------------------------------
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[Any]:
+        """Check a connection out for the ``with`` block.
+
+        If the block is interrupted by a BaseException that is not an
+        Exception (gevent.Timeout, GreenletExit, KeyboardInterrupt) the
+        connection may be mid-protocol, so it is discarded, never reused.
+        """
+        conn = self.getconn(timeout)
+        try:
+            yield conn
+        except Exception:
+            self.putconn(conn)
+            raise
+        except BaseException:
+            self.putconn(conn, discard=True)
+            raise
+        else:
+            self.putconn(conn)
+
+    def getconn(self, timeout: float | None = None) -> Any:
+        """Check out a connection, waiting up to ``timeout`` (default: the
+        pool's) for one to be free. Raises PoolTimeout, TooManyRequests or
+        PoolClosed."""
+        self._check_fork()
+        timeout = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        if not self._opened and not self._closed:
+            self.open()
+        waiter = None
+        with self._lock:
+            self._raise_if_closed()
+            record = self._pop_idle()
+            if record is None:
+                if self._slots < self.max_size:
+                    self._slots += 1
+                    record = _SLOT
+                else:
+                    if self.max_waiting and len(self._waiting) >= self.max_waiting:
+                        self._stats["requests_errors"] += 1
+                        raise TooManyRequests(
+                            f"pool {self.name!r}: {len(self._waiting)} requests already waiting "
+                            f"(max_waiting={self.max_waiting}, max_size={self.max_size})"
+                        )
+                    waiter = _Waiter(self._prims.Event())
+                    self._waiting.append(waiter)
+                    self._stats["requests_queued"] += 1
+        if waiter is not None:
+            record = self._wait_for(waiter, timeout, started)
+        return self._hand_out(record, started)
+
+    def putconn(self, conn: Any, discard: bool = False) -> None:
+        """Return a connection. ``discard`` closes it instead of reusing it
+        (its holder was interrupted, or it is in an unknown state)."""
+        with self._lock:
+            record = self._out.pop(id(conn), None)
+        if record is None or record.conn is not conn:
+            raise PoolError(f"pool {self.name!r}: putconn of a connection this pool does not have checked out: {conn!r}")
+        if self.leak_threshold is not None:
+            held = time.monotonic() - record.checked_out_at
+            if held > self.leak_threshold:
+                logger.warning(
+                    "pool %r: connection returned after %.1fs (leak_threshold=%.1fs)", self.name, held, self.leak_threshold
+                )
+        if discard:
+            self._stats["returns_bad"] += 1
+            self._discard(record, "discarded at checkin")
+            return
+        if not self._closed and self._reset is not None:
+            try:
+                self._reset(conn)
+            except Exception as exc:
+                self._stats["returns_bad"] += 1
+                logger.warning("pool %r: reset failed, discarding the connection: %s", self.name, exc)
+                self._discard(record, "reset failed")
+                return
+        now = time.monotonic()
+        if self._closed:
+            self._discard(record, "pool closed")
+        elif now >= record.expires_at:
+            self._stats["connections_recycled"] += 1
+            self._discard(record, "max_lifetime reached")
+        else:
+            record.last_used = now
+            record.stack = None
+            self._give_back(record)
+
+    # -- stats ------------------------------------------------------------
+
+    def get_stats(self) -> dict[str, int]:
+        """Counters since the last pop_stats(), plus the pool's current shape."""
+        with self._lock:
+            stats = {
+                "pool_min": self.min_size,
+                "pool_max": self.max_size,
+                "pool_size": self._slots,
+                "pool_available": len(self._idle),
+                "pool_in_use": len(self._out),
+                "requests_waiting": len(self._waiting),
+            }
+            stats.update(self._stats)
+        return stats
+
+    def pop_stats(self) -> dict[str, int]:
+        """Like get_stats(), and reset the counters to zero."""
+        with self._lock:
+            stats = self.get_stats()
+            self._stats = dict.fromkeys(_STAT_KEYS, 0)
+        return stats
+
+    # -- internals: checkout ----------------------------------------------
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
+
+    def _pop_idle(self) -> _Record | None:
+        """Take the most recently used idle record (called under the lock).
+
+        LIFO keeps a few hot connections busy and lets the cold end of the
+        deque age past max_idle, so the pool shrinks back after a burst.
+        """
+        if self._idle:
+            return self._idle.pop()
+        return None
+
+    def _wait_for(self, waiter: _Waiter, timeout: float, started: float) -> Any:
+        try:
+            got = waiter.event.wait(timeout)
+        except BaseException:
+            # Killed while waiting (gevent.Timeout, GreenletExit): leave the
+            # queue, and pass on anything handed to us meanwhile.
+            self._abandon(waiter)
+            raise
+        if not got:
+            if self._abandon(waiter):
+                with self._lock:
+                    self._stats["requests_timeouts"] += 1
+                    in_use, waiting = len(self._out), len(self._waiting)
+                raise PoolTimeout(
+                    f"pool {self.name!r}: no connection free after waiting {time.monotonic() - started:.2f}s "
+                    f"(max_size={self.max_size}, in use={in_use}, waiting={waiting}, timeout={timeout}s)"
+                )
+        if waiter.value is None:
+            raise PoolClosed(f"pool {self.name!r} was closed while waiting for a connection")
+        return waiter.value
+
+    def _abandon(self, waiter: _Waiter) -> bool:
+        """Take a waiter out of the queue. True if it was still queued; False
+        if something was handed to it in the meantime, which is passed on."""
+        with self._lock:
+            try:
+                self._waiting.remove(waiter)
+                return True
+            except ValueError:
+                pass  # already served: its value is handled below
+        value = waiter.value
+        if value is _SLOT:
+            self._release_slot()
+        elif isinstance(value, _Record):
+            self._give_back(value)
+        return False
+
+    def _hand_out(self, record: Any, started: float) -> Any:
+        """Turn an idle record or a reserved slot into a checked-out, healthy
+        connection. On any failure the slot is released, never lost."""
+        if record is not _SLOT:
+            record = self._vet(record)
+        if record is _SLOT:
+            try:
+                record = self._new_record()
+            except BaseException:
+                self._release_slot()
+                raise
+        now = time.monotonic()
+        record.checked_out_at = now
+        if self.leak_threshold is not None:
+            record.stack = "".join(traceback.format_stack(limit=16)[:-2])
+        with self._lock:
+            self._out[id(record.conn)] = record
+            self._stats["requests_num"] += 1
+            self._stats["requests_wait_ms"] += int((now - started) * 1000)
+        return record.conn
+
+    def _vet(self, record: _Record) -> Any:
+        """Check an idle record before handing it out. Returns the record,
+        or _SLOT when it was closed and its slot should be refilled."""
+        now = time.monotonic()
+        if now >= record.expires_at:
+            self._stats["connections_recycled"] += 1
+            self._close_quietly(record.conn, "max_lifetime reached")
+            return _SLOT
+        if now - record.last_used > self.max_idle and self._slots > self.min_size:
+            self._stats["connections_recycled"] += 1
+            self._close_quietly(record.conn, "max_idle reached")
+            return _SLOT
+        if self._check is None:
+            return record
+        if now - record.last_used <= self.check_window:
+            # Used a moment ago: a ping would cost a round trip to learn what
+            # we already know (HikariCP skips its alive-check the same way).
+            self._stats["checks_skipped"] += 1
+            return record
+        try:
+            self._check(record.conn)
+        except Exception as exc:
+            self._stats["connections_lost"] += 1
+            logger.info("pool %r: connection failed its checkout check, replacing it: %s", self.name, exc)
+            self._close_quietly(record.conn, "failed check")
+            return _SLOT
+        return record
+
+    def _new_record(self) -> _Record:
+        started = time.monotonic()
+        try:
+            conn = self._connect()
+        except Exception:
+            self._stats["connections_errors"] += 1
+            raise
+        self._stats["connections_num"] += 1
+        self._stats["connections_ms"] += int((time.monotonic() - started) * 1000)
+        return _Record(conn, self.max_lifetime)
+
+    # -- internals: checkin -------------------------------------------------
+
+    def _give_back(self, record: _Record) -> None:
+        """An idle record goes to the first waiter, or back to the idle deque."""
+        with self._lock:
+            if self._closed:
+                self._slots -= 1
+                closing = True
+            elif self._waiting:
+                self._waiting.popleft().give(record)
+                return
+            else:
+                self._idle.append(record)
+                return
+        if closing:
+            self._close_quietly(record.conn, "pool closed")
+
+    def _discard(self, record: _Record, why: str) -> None:
+        self._close_quietly(record.conn, why)
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        """A connection is gone: its slot goes to the first waiter (who then
+        connects), or back to the pool."""
+        with self._lock:
+            if self._waiting and not self._closed:
+                self._waiting.popleft().give(_SLOT)
+            else:
+                self._slots -= 1
+
+    def _close_quietly(self, conn: Any, why: str) -> None:
+        try:
+            if self._close_conn is not None:
+                self._close_conn(conn)
+            else:
+                conn.close()
+        except Exception as exc:
+            # The connection is being thrown away; failing to close it cleanly
+            # (usually: the server already dropped it) is worth a debug line.
+            logger.debug("pool %r: closing a connection (%s) failed: %s", self.name, why, exc)
+
+    # -- internals: maintenance (keepalive, shrink, refill, leaks) -----------
+
+    def _fill_one(self) -> bool:
+        """Open one connection if fewer than min_size exist. True if it did."""
+        with self._lock:
+            if self._closed or self._slots >= self.min_size:
+                return False
+            self._slots += 1
+        try:
+            record = self._new_record()
+        except BaseException:
+            self._release_slot()
+            raise
+        self._give_back(record)
+        return True
+
+    def _maintain_loop(self) -> None:
+        """Background task: refill to min_size with back-off, shrink idle
+        connections past max_idle, ping idle ones past ``keepalive``, replace
+        expired ones, report leaks. Holds the lock only to pick records."""
+        backoff = self.reconnect_backoff
+        while not self._stop_event.is_set():
+            try:
+                if self._fill_one():
+                    backoff = self.reconnect_backoff
+                    continue  # one at a time, but without waiting when healthy
+                self._run_housekeeping()
+                interval = self._maintenance_interval()
+            except Exception as exc:
+                # Refill failed (server down?): retry with exponential back-off
+                # and jitter, so N workers do not reconnect in the same instant.
+                logger.info("pool %r: background connect failed, retrying in %.2fs: %s", self.name, backoff, exc)
+                interval = backoff * (0.5 + random.random())
+                backoff = min(backoff * 2, self.reconnect_backoff_max)
+            if self._stop_event.wait(interval):
+                return
+
+    def _maintenance_interval(self) -> float:
+        candidates = [self.max_idle / 2, 30.0]
+        if self.keepalive is not None:
+            candidates.append(self.keepalive / 2)
+        if self.leak_threshold is not None:
+            candidates.append(self.leak_threshold / 2)
+        return max(0.05, min(candidates))
+
+    def _run_housekeeping(self) -> None:
+        now = time.monotonic()
+        self._report_leaks(now)
+        to_close: list[tuple[_Record, str]] = []
+        to_ping: list[_Record] = []
+        with self._lock:
+            keep: deque[_Record] = deque()
+            # Oldest-used first: those past max_idle go while above min_size.
+            while self._idle:
+                record = self._idle.popleft()
+                if now >= record.expires_at:
+                    to_close.append((record, "max_lifetime reached"))
+                elif now - record.last_used > self.max_idle and self._slots - len(to_close) > self.min_size:
+                    to_close.append((record, "max_idle reached"))
+                elif self.keepalive is not None and self._ping is not None and now - record.last_used > self.keepalive:
+                    to_ping.append(record)
+                else:
+                    keep.append(record)
+            self._idle = keep
+            # Records being pinged are out of the idle deque but still own
+            # their slots; a request arriving now connects anew or waits.
+        for record, why in to_close:
+            self._stats["connections_recycled"] += 1
+            self._discard(record, why)
+        for record in to_ping:
+            self._stats["keepalive_num"] += 1
+            try:
+                self._ping(record.conn)  # type: ignore[misc]
+            except Exception as exc:
+                self._stats["keepalive_lost"] += 1
+                logger.info("pool %r: keepalive found a dead connection: %s", self.name, exc)
+                self._discard(record, "keepalive failed")
+                continue
+            record.last_used = time.monotonic()
+            self._give_back(record)
+
+    def _report_leaks(self, now: float) -> None:
+        if self.leak_threshold is None:
+            return
+        with self._lock:
+            leaked = [r for r in self._out.values() if r.stack and now - r.checked_out_at > self.leak_threshold]
+        for record in leaked:
+            self._stats["leaks_reported"] += 1
+            logger.warning(
+                "pool %r: connection held for %.1fs (leak_threshold=%.1fs), checked out at:\n%s",
+                self.name,
+                now - record.checked_out_at,
+                self.leak_threshold,
+                record.stack,
+            )
+            record.stack = None  # report each checkout once
+
+    # -- internals: fork ------------------------------------------------------
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():
+            raise PoolError(
+                f"pool {self.name!r} was made in process {self._pid} and cannot be used in forked child "
+                f"{os.getpid()}: build a new pool in the child (greenpool.registry does this for you)"
+            )
+
+    def _disown_after_fork(self) -> None:
+        """In a forked child: forget the parent's connections without talking
+        to the server on their sockets (that would break the parent's
+        sessions), and refuse further use."""
+        self._idle = deque()
+        self._out = {}
+        self._waiting = deque()
+        self._closed = True
+        self._maintenance = None
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_all_pools):
+        pool._disown_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require(ok: bool, option: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"invalid pool option {option}={value!r}: expected {expected}")

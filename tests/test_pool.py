@@ -1,0 +1,549 @@
+"""Unit tests of greenpool/pool.py on a fake DB-API, under gevent and threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import gevent
+import gevent.event
+import pytest
+
+from greenpool import Pool, PoolClosed, PoolTimeout, TooManyRequests
+from greenpool.errors import PoolError
+from pymysql.err import OperationalError
+from tests.fakedb import FakeDB, FakeError
+
+
+class Gevent:
+    mode = "gevent"
+    sleep = staticmethod(gevent.sleep)
+
+    def spawn(self, fn, *args):
+        return gevent.spawn(fn, *args)
+
+    def join(self, tasks, timeout=30):
+        gevent.joinall(tasks, timeout=timeout, raise_error=False)
+        assert all(t.dead for t in tasks), "tasks did not finish in time"
+
+
+class Threads:
+    mode = "threads"
+    sleep = staticmethod(time.sleep)
+
+    def spawn(self, fn, *args):
+        thread = threading.Thread(target=fn, args=args, daemon=True)
+        thread.start()
+        return thread
+
+    def join(self, tasks, timeout=30):
+        deadline = time.monotonic() + timeout
+        for t in tasks:
+            t.join(max(0.0, deadline - time.monotonic()))
+        assert not any(t.is_alive() for t in tasks), "tasks did not finish in time"
+
+
+@pytest.fixture(params=[Gevent, Threads], ids=["gevent", "threads"])
+def conc(request):
+    return request.param()
+
+
+@pytest.fixture
+def db(conc):
+    return FakeDB(sleep=conc.sleep)
+
+
+def make_pool(db, conc, **options):
+    options.setdefault("name", "test")
+    options.setdefault("timeout", 5)
+    return Pool(db.connect, concurrency=conc.mode, **options)
+
+
+def test_pool_errors_are_pymysql_operational_errors():
+    for cls in (PoolError, PoolTimeout, TooManyRequests, PoolClosed):
+        assert issubclass(cls, OperationalError)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("max_size", 0),
+        ("max_size", "5"),
+        ("min_size", -1),
+        ("min_size", 11),  # above max_size=10
+        ("timeout", 0),
+        ("max_waiting", -1),
+        ("max_lifetime", 0),
+        ("max_idle", -5),
+        ("keepalive", 0),
+        ("leak_threshold", "x"),
+        ("concurrency", "fibers"),
+        ("check", 42),
+    ],
+)
+def test_invalid_option_is_rejected_with_its_name(option, value):
+    with pytest.raises(ValueError, match=rf"invalid pool option {option}="):
+        Pool(lambda: None, **{option: value})
+
+
+def test_getconn_and_putconn_reuse_one_connection(db, conc):
+    pool = make_pool(db, conc, max_size=2)
+    conn = pool.getconn()
+    pool.putconn(conn)
+    assert pool.getconn() is conn
+    assert db.connects == 1
+    pool.close()
+
+
+def test_never_more_than_max_size_even_when_connect_yields(db, conc):
+    db.connect_hangs = 0.01
+    pool = make_pool(db, conc, max_size=5, timeout=60)
+    done = []
+
+    def work():
+        with pool.connection() as conn:
+            conn.query()
+            conc.sleep(0)
+        done.append(1)
+
+    n = 1000 if conc.mode == "gevent" else 200
+    tasks = [conc.spawn(work) for _ in range(n)]
+    conc.join(tasks, timeout=120)
+    assert len(done) == n
+    assert db.max_live <= 5
+    stats = pool.get_stats()
+    assert stats["pool_size"] <= 5 and stats["requests_num"] == n
+    pool.close()
+
+
+def test_waiters_are_served_fifo_and_handed_the_returned_connection(db, conc):
+    pool = make_pool(db, conc, max_size=1)
+    held = pool.getconn()
+    order = []
+    got = {}
+
+    def wait(i):
+        conn = pool.getconn()
+        order.append(i)
+        got[i] = conn
+        pool.putconn(conn)
+
+    tasks = []
+    for i in range(5):
+        tasks.append(conc.spawn(wait, i))
+        conc.sleep(0.02)  # queue them in a known order
+    assert pool.get_stats()["requests_waiting"] == 5
+    pool.putconn(held)
+    conc.join(tasks)
+    assert order == [0, 1, 2, 3, 4]
+    assert all(conn is held for conn in got.values())
+    assert db.connects == 1
+    pool.close()
+
+
+def test_pool_timeout_names_pool_size_usage_and_wait(db, conc):
+    pool = make_pool(db, conc, max_size=2, name="orders")
+    a, b = pool.getconn(), pool.getconn()
+    started = time.monotonic()
+    with pytest.raises(PoolTimeout) as info:
+        pool.getconn(timeout=0.2)
+    assert time.monotonic() - started >= 0.19
+    message = str(info.value)
+    for part in ("'orders'", "max_size=2", "in use=2", "waiting=0", "after waiting 0.2"):
+        assert part in message
+    assert pool.get_stats()["requests_timeouts"] == 1
+    assert pool.get_stats()["requests_waiting"] == 0
+    pool.putconn(a)
+    pool.putconn(b)
+    pool.close()
+
+
+def test_too_many_requests_past_max_waiting(db, conc):
+    pool = make_pool(db, conc, max_size=1, max_waiting=2)
+    held = pool.getconn()
+
+    def wait_and_return():
+        pool.putconn(pool.getconn(timeout=2))
+
+    waiters = [conc.spawn(wait_and_return) for _ in range(2)]
+    conc.sleep(0.05)
+    with pytest.raises(TooManyRequests, match="max_waiting=2"):
+        pool.getconn()
+    pool.putconn(held)
+    conc.join(waiters)
+    pool.close()
+
+
+def test_closed_pool_raises_pool_closed_to_callers_and_waiters(db, conc):
+    pool = make_pool(db, conc, max_size=1)
+    held = pool.getconn()
+    errors = []
+
+    def wait():
+        try:
+            pool.getconn(timeout=5)
+        except PoolClosed as exc:
+            errors.append(exc)
+
+    task = conc.spawn(wait)
+    conc.sleep(0.05)
+    pool.close()
+    conc.join([task])
+    assert len(errors) == 1
+    with pytest.raises(PoolClosed):
+        pool.getconn()
+    pool.putconn(held)  # a late return is closed, not reused
+    assert held.closed
+
+
+def test_connect_failure_reaches_the_caller_and_loses_no_slot(db, conc):
+    pool = make_pool(db, conc, max_size=2)
+    db.connect_fails = True
+    for _ in range(5):
+        with pytest.raises(FakeError):
+            pool.getconn()
+    assert pool.get_stats()["pool_size"] == 0
+    assert pool.get_stats()["connections_errors"] == 5
+    db.connect_fails = False  # the server is back
+    a, b = pool.getconn(), pool.getconn()
+    assert a is not b
+    pool.putconn(a)
+    pool.putconn(b)
+    pool.close()
+
+
+def test_failed_connect_passes_its_slot_to_a_waiter(db, conc):
+    pool = make_pool(db, conc, max_size=1)
+    db.connect_hangs = 0.1
+    db.connect_fails = True
+    results = []
+
+    def first():
+        try:
+            pool.getconn()
+        except FakeError:
+            results.append("failed")
+            db.connect_fails = False  # the server is back for the waiter
+
+    def second():
+        conn = pool.getconn(timeout=5)
+        results.append("ok")
+        pool.putconn(conn)
+
+    t1 = conc.spawn(first)
+    conc.sleep(0.03)  # first holds the only slot, connecting
+    t2 = conc.spawn(second)
+    conc.join([t1, t2])
+    assert sorted(results) == ["failed", "ok"]
+    assert pool.get_stats()["pool_size"] == 1
+    pool.close()
+
+
+def test_hanging_connect_killed_by_timeout_releases_its_slot():
+    db = FakeDB(sleep=gevent.sleep)
+    db.connect_hangs = 10
+    pool = Pool(db.connect, max_size=1, timeout=5, concurrency="gevent")
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.1):
+            pool.getconn()
+    assert pool.get_stats()["pool_size"] == 0
+    db.connect_hangs = 0
+    conn = pool.getconn(timeout=1)
+    pool.putconn(conn)
+    pool.close()
+
+
+def test_killed_waiter_loses_no_slot():
+    db = FakeDB(sleep=gevent.sleep)
+    pool = Pool(db.connect, max_size=1, timeout=5, concurrency="gevent")
+    held = pool.getconn()
+    waiter = gevent.spawn(pool.getconn)
+    gevent.sleep(0.02)
+    waiter.kill(block=True, timeout=1)
+    assert pool.get_stats()["requests_waiting"] == 0
+    pool.putconn(held)
+    assert pool.get_stats()["pool_available"] == 1
+    assert pool.getconn(timeout=0.5) is held
+    pool.close()
+
+
+def test_waiter_killed_as_it_is_handed_a_connection_passes_it_on():
+    db = FakeDB(sleep=gevent.sleep)
+    pool = Pool(db.connect, max_size=1, timeout=5, concurrency="gevent")
+    held = pool.getconn()
+    waiter = gevent.spawn(pool.getconn)
+    gevent.sleep(0.02)
+    waiter.kill(block=False)  # the kill is scheduled first...
+    pool.putconn(held)  # ...then the connection is handed to the waiter
+    waiter.join(timeout=1)
+    assert isinstance(waiter.value, gevent.GreenletExit), "the waiter was killed before it could run"
+    assert pool.get_stats()["pool_available"] == 1
+    assert pool.get_stats()["pool_in_use"] == 0
+    pool.close()
+
+
+def test_connection_of_a_holder_killed_mid_use_is_discarded():
+    db = FakeDB(sleep=gevent.sleep)
+    db.query_hangs = 10
+    pool = Pool(db.connect, max_size=1, timeout=5, concurrency="gevent")
+    seen = []
+
+    def use():
+        with pool.connection() as conn:
+            seen.append(conn)
+            conn.query()
+
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.05):
+            use()
+    assert seen[0].closed, "a connection interrupted mid-query must not be reused"
+    assert pool.get_stats()["returns_bad"] == 1
+    db.query_hangs = 0
+    with pool.connection() as conn:
+        assert conn is not seen[0]
+    pool.close()
+
+
+def test_exception_in_with_block_returns_connection_for_reuse(db, conc):
+    pool = make_pool(db, conc)
+    with pytest.raises(RuntimeError):
+        with pool.connection() as conn:
+            raise RuntimeError("app error")
+    assert pool.getconn() is conn
+    pool.close()
+
+
+def test_putconn_rejects_foreign_and_double_returns(db, conc):
+    pool = make_pool(db, conc)
+    other = make_pool(FakeDB(), conc)
+    foreign = other.getconn()
+    with pytest.raises(PoolError, match="does not have checked out"):
+        pool.putconn(foreign)
+    conn = pool.getconn()
+    pool.putconn(conn)
+    with pytest.raises(PoolError, match="does not have checked out"):
+        pool.putconn(conn)
+    assert pool.get_stats()["pool_size"] == 1
+    pool.close()
+    other.close()
+
+
+def test_connection_past_max_lifetime_is_replaced(db, conc):
+    pool = make_pool(db, conc, max_lifetime=0.1)
+    first = pool.getconn()
+    pool.putconn(first)
+    conc.sleep(0.15)
+    second = pool.getconn()
+    assert second is not first and first.closed
+    assert pool.get_stats()["connections_recycled"] == 1
+    pool.putconn(second)
+    pool.close()
+
+
+def test_idle_connections_past_max_idle_close_down_to_min_size(db, conc):
+    pool = make_pool(db, conc, min_size=1, max_size=4, max_idle=0.2)
+    conns = [pool.getconn() for _ in range(4)]
+    for conn in conns:
+        pool.putconn(conn)
+    deadline = time.monotonic() + 5
+    while pool.get_stats()["pool_size"] > 1 and time.monotonic() < deadline:
+        conc.sleep(0.05)
+    assert pool.get_stats()["pool_size"] == 1
+    assert db.live == 1
+    pool.close()
+
+
+def test_open_fills_to_min_size(db, conc):
+    pool = make_pool(db, conc, min_size=3, max_size=5)
+    pool.open(wait=True, timeout=5)
+    stats = pool.get_stats()
+    assert stats["pool_size"] == 3 and stats["pool_available"] == 3
+    pool.close()
+    assert db.live == 0
+
+
+def test_open_wait_raises_pool_timeout_when_server_is_down(db, conc):
+    db.connect_fails = True
+    pool = make_pool(db, conc, min_size=1, reconnect_backoff=0.05)
+    with pytest.raises(PoolTimeout, match="could not open min_size=1"):
+        pool.open(wait=True, timeout=0.3)
+    pool.close()
+
+
+def test_background_refill_recovers_after_server_returns(db, conc):
+    db.connect_fails = True
+    pool = make_pool(db, conc, min_size=2, reconnect_backoff=0.02, reconnect_backoff_max=0.1)
+    pool.open()
+    conc.sleep(0.2)
+    db.connect_fails = False
+    deadline = time.monotonic() + 5
+    while pool.get_stats()["pool_available"] < 2 and time.monotonic() < deadline:
+        conc.sleep(0.05)
+    assert pool.get_stats()["pool_available"] == 2
+    pool.close()
+
+
+def test_checkout_check_replaces_a_dead_connection(db, conc):
+    pool = make_pool(db, conc, check=lambda c: c.ping(), check_window=0)
+    conn = pool.getconn()
+    pool.putconn(conn)
+    conn.alive = False  # killed by the server while idle
+    fresh = pool.getconn()
+    assert fresh is not conn and conn.closed
+    fresh.query()
+    assert pool.get_stats()["connections_lost"] == 1
+    pool.close()
+
+
+def test_checkout_check_is_skipped_for_a_connection_just_used(db, conc):
+    pool = make_pool(db, conc, check=lambda c: c.ping(), check_window=10)
+    conn = pool.getconn()
+    pool.putconn(conn)
+    assert pool.getconn() is conn
+    assert db.pings == 0
+    assert pool.get_stats()["checks_skipped"] == 1
+    pool.close()
+
+
+def test_failed_reset_discards_the_connection(db, conc):
+    def reset(conn):
+        raise FakeError("rollback failed")
+
+    pool = make_pool(db, conc, reset=reset)
+    conn = pool.getconn()
+    pool.putconn(conn)
+    assert conn.closed
+    assert pool.get_stats()["returns_bad"] == 1
+    assert pool.get_stats()["pool_size"] == 0
+    pool.close()
+
+
+def test_keepalive_pings_idle_connections_and_drops_dead_ones(db, conc):
+    pool = make_pool(db, conc, min_size=2, max_size=2, keepalive=0.1, ping=lambda c: c.ping())
+    pool.open(wait=True)
+    db.made[0].alive = False
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        stats = pool.get_stats()
+        if stats["keepalive_lost"] >= 1 and stats["keepalive_num"] >= 3 and stats["pool_available"] == 2:
+            break
+        conc.sleep(0.05)
+    stats = pool.get_stats()
+    assert stats["keepalive_lost"] == 1 and stats["keepalive_num"] >= 3
+    assert stats["pool_available"] == 2, "the dead connection was replaced in the background"
+    pool.close()
+
+
+def test_leaked_connection_is_logged_with_the_stack_that_took_it(db, conc, caplog):
+    pool = make_pool(db, conc, leak_threshold=0.1)
+    pool.open()
+
+    def take_and_forget():
+        return pool.getconn()
+
+    conn = take_and_forget()
+    with caplog.at_level(logging.WARNING, logger="greenpool"):
+        deadline = time.monotonic() + 5
+        while not pool.get_stats()["leaks_reported"] and time.monotonic() < deadline:
+            conc.sleep(0.05)
+    assert pool.get_stats()["leaks_reported"] == 1
+    assert "take_and_forget" in caplog.text and "leak_threshold=0.1" in caplog.text
+    pool.putconn(conn)
+    pool.close()
+
+
+def test_stats_carry_units_and_pop_resets_counters(db, conc):
+    pool = make_pool(db, conc, max_size=1)
+    conn = pool.getconn()
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=0.05)
+    pool.putconn(conn)
+    stats = pool.pop_stats()
+    for key in (
+        "pool_size", "pool_available", "requests_waiting", "requests_num", "requests_wait_ms",
+        "requests_timeouts", "connections_num", "connections_errors", "connections_lost", "returns_bad",
+    ):
+        assert key in stats
+    assert stats["requests_num"] == 1 and stats["requests_timeouts"] == 1 and stats["requests_wait_ms"] >= 0
+    after = pool.get_stats()
+    assert after["requests_num"] == 0 and after["pool_size"] == 1
+    pool.close()
+
+
+def test_close_stops_the_maintenance_task(db, conc):
+    pool = make_pool(db, conc, min_size=1)
+    pool.open(wait=True)
+    task = pool._maintenance
+    pool.close(timeout=2)
+    if conc.mode == "gevent":
+        assert task.dead
+    else:
+        assert not task.is_alive()
+
+
+def test_repr_is_informative():
+    pool = Pool(lambda: object(), name="reports", max_size=3, concurrency="threads")
+    assert "'reports'" in repr(pool) and "size=0/3" in repr(pool)
+
+
+def test_forked_child_never_reuses_parents_pool(tmp_path):
+    script = textwrap.dedent(
+        """
+        import os, sys
+        sys.path.insert(0, %r)
+        from greenpool import Pool
+        from greenpool.errors import PoolError
+        from tests.fakedb import FakeDB
+        db = FakeDB()
+        pool = Pool(db.connect, max_size=2, concurrency="threads")
+        parent_conn = pool.getconn(); pool.putconn(parent_conn)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                pool.getconn()
+            except PoolError as exc:
+                ok = "forked child" in str(exc)
+            else:
+                ok = False
+            # the parent's connection was neither reused nor closed by the child
+            os._exit(0 if ok and not parent_conn.closed else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert pool.getconn() is parent_conn
+        print("fork-ok")
+        """
+    ) % os.getcwd()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "fork-ok" in result.stdout
+
+
+def test_threads_share_one_pool_safely():
+    db = FakeDB()
+    db.connect_hangs = 0.005
+    pool = Pool(db.connect, max_size=3, timeout=30, concurrency="threads")
+    errors = []
+
+    def work():
+        for _ in range(50):
+            try:
+                with pool.connection() as conn:
+                    conn.query()
+            except Exception as exc:  # collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert db.max_live <= 3
+    stats = pool.get_stats()
+    assert stats["requests_num"] == 800 and stats["pool_in_use"] == 0
+    pool.close()
