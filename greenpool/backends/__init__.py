@@ -1,0 +1,1 @@
+"""Django database backends built on greenpool."""

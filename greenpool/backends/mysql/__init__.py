@@ -1,0 +1,1 @@
+"""ENGINE "greenpool.backends.mysql": Django's MySQL backend on a greenpool pool."""

@@ -1,0 +1,192 @@
+"""Django's MySQL backend with connections from a greenpool pool.
+
+Modelled on Django's PostgreSQL pool (django/db/backends/postgresql/base.py):
+a ``pool`` property, ``close_pool()``, and ``get_new_connection``/``_close``
+that check out and check in instead of connecting and disconnecting. Without
+OPTIONS["pool"] this is exactly Django's MySQL backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from greenpool.backends.mysql.driver import ensure_pymysql
+
+ensure_pymysql()
+
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.db.backends.base.base import NO_DB_ALIAS  # noqa: E402
+from django.db.backends.mysql import base as mysql_base  # noqa: E402
+from django.utils.functional import cached_property  # noqa: E402
+
+from greenpool import _compat, mysql, registry  # noqa: E402
+from greenpool.backends.mysql.options import parse_pool_options, pool_kwargs  # noqa: E402
+from greenpool.pool import Pool  # noqa: E402
+
+logger = logging.getLogger("greenpool")
+
+# Server facts Django reads once per DatabaseWrapper (VERSION(), sql_mode,
+# ...). Under gevent every request greenlet gets a new wrapper, so without
+# this cache each request would pay an extra query. Keyed per server.
+_server_data: dict[tuple, dict[str, Any]] = {}
+
+
+class DatabaseWrapper(mysql_base.DatabaseWrapper):
+    def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
+        super().__init__(settings_dict, alias)
+        # Validate now, when Django first builds the connection, so a bad
+        # setting fails at start-up (greenpool-serve touches every alias at
+        # boot), not on the first request that needs the database.
+        self._pool_options = parse_pool_options(alias, settings_dict.get("OPTIONS", {}).get("pool"))
+        if self._pool_options is not None and settings_dict.get("CONN_MAX_AGE", 0) != 0:
+            raise ImproperlyConfigured("Pooling doesn't support persistent connections.")
+        self._greenlet_linked: Any = None
+
+    # -- the pool -------------------------------------------------------------
+
+    @property
+    def pool(self) -> Pool | None:
+        if self.alias == NO_DB_ALIAS or self._pool_options is None:
+            return None
+        return registry.get_pool(self.alias, self._pool_fingerprint(), self._make_pool)
+
+    def close_pool(self) -> None:
+        """Close this alias's pool in this process (Django's name for it)."""
+        if self._pool_options is not None:
+            registry.close_pool(self.alias)
+
+    def _pool_fingerprint(self) -> tuple:
+        # The test runner renames NAME to test_<name>; a pool made for the old
+        # database must not serve the new one.
+        s = self.settings_dict
+        return (s["NAME"], s["HOST"], s["PORT"], s["USER"])
+
+    def _make_pool(self) -> Pool:
+        options = self._pool_options
+        assert options is not None
+        params = self.get_connection_params()
+        # Django sets autocommit itself after every checkout; start there so
+        # that costs no round trip.
+        params["autocommit"] = True
+        connect = mysql.connect_factory(params)
+        enable_checks = bool(self.settings_dict.get("CONN_HEALTH_CHECKS"))
+        holder: list[Pool] = []
+
+        def connect_and_learn() -> Any:
+            conn = connect()
+            if options["keepalive"] == "auto" and holder and holder[0].keepalive is None:
+                _learn_keepalive(holder[0], conn)
+            return conn
+
+        pool = Pool(
+            connect_and_learn,
+            check=mysql.check if enable_checks else None,
+            ping=mysql.check,
+            reset=mysql.make_reset(options["reset_session"]),
+            **pool_kwargs(self.alias, options),
+        )
+        holder.append(pool)
+        return pool
+
+    # -- Django's connection life cycle ---------------------------------------
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params = super().get_connection_params()
+        params.pop("pool", None)  # ours, not PyMySQL's
+        return params
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        pool = self.pool
+        if pool is None:
+            return super().get_new_connection(conn_params)
+        conn = pool.getconn()
+        self._return_when_greenlet_ends()
+        return conn
+
+    def init_connection_state(self) -> None:
+        # Django runs its session set-up (SQL_AUTO_IS_NULL, isolation level)
+        # on every connect; a pooled connection keeps it until a session
+        # reset undoes it, so run it once per physical connection.
+        conn = self.connection
+        if self._pool_options is not None and getattr(conn, "greenpool_initialized", False):
+            return
+        super().init_connection_state()
+        if self._pool_options is not None:
+            init_command = self.settings_dict["OPTIONS"].get("init_command")
+            if init_command and conn.greenpool_was_reset:
+                # PyMySQL ran init_command at connect; a session reset undid it.
+                with self.cursor() as cursor:
+                    cursor.execute(init_command)
+            conn.greenpool_initialized = True
+
+    def _close(self) -> None:
+        if self.connection is None or self._pool_options is None:
+            return super()._close()
+        conn, self.connection = self.connection, None
+        pool = registry.peek_pool(self.alias)
+        with self.wrap_database_errors:
+            if pool is None:
+                conn.close()  # the pool was closed under us
+            else:
+                pool.putconn(conn)
+
+    @cached_property
+    def mysql_server_data(self) -> dict[str, Any]:
+        if self._pool_options is None:
+            return mysql_base.DatabaseWrapper.mysql_server_data.func(self)  # type: ignore[attr-defined]
+        key = (self.settings_dict["HOST"], self.settings_dict["PORT"])
+        data = _server_data.get(key)
+        if data is None:
+            data = mysql_base.DatabaseWrapper.mysql_server_data.func(self)  # type: ignore[attr-defined]
+            _server_data[key] = data
+        return data
+
+    # -- greenlets that end holding a connection ---------------------------------
+
+    def _return_when_greenlet_ends(self) -> None:
+        """Under gevent, connections live in greenlet-local storage: a spawned
+        greenlet that used the ORM and ended without closing would otherwise
+        keep its checkout forever. Link the greenlet once per wrapper."""
+        if self._greenlet_linked is not None or not _compat.gevent_patched():
+            return
+        import gevent
+
+        current = gevent.getcurrent()
+        if not isinstance(current, gevent.Greenlet):
+            return  # the main greenlet or a raw one: it never "ends" for us
+        self._greenlet_linked = current
+        current.rawlink(self._on_greenlet_end)
+
+    def _on_greenlet_end(self, _greenlet: Any) -> None:
+        # Runs in the hub, where nothing may block: hand the (maybe blocking)
+        # rollback and checkin to a fresh greenlet.
+        conn = self.connection
+        if conn is None:
+            return
+        import gevent
+
+        self.connection = None
+        gevent.spawn(self._return_orphan, conn)
+
+    def _return_orphan(self, conn: Any) -> None:
+        pool = registry.peek_pool(self.alias)
+        if pool is None:
+            conn.close()
+            return
+        logger.debug("pool %r: returning a connection left by an ended greenlet", pool.name)
+        try:
+            pool.putconn(conn)
+        except Exception as exc:
+            logger.warning("pool %r: could not return a connection left by an ended greenlet: %s", pool.name, exc)
+
+
+def _learn_keepalive(pool: Pool, conn: Any) -> None:
+    """keepalive 'auto': read @@wait_timeout on the pool's first connection
+    and ping idle connections at half of it (at most 300 s), so users need
+    not know the server's setting."""
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT @@wait_timeout")
+        (wait_timeout,) = cursor.fetchone()
+    pool.keepalive = max(1.0, min(float(wait_timeout) / 2, 300.0))
+    logger.info("pool %r: keepalive every %.1fs (server wait_timeout=%ss)", pool.name, pool.keepalive, wait_timeout)

@@ -1,0 +1,62 @@
+"""Answer 503 + Retry-After, not a 500 traceback, when the database is busy or away.
+
+Add "greenpool.middleware.DatabaseUnavailableMiddleware" to MIDDLEWARE. A
+PoolTimeout (every connection busy for ``timeout`` seconds), TooManyRequests,
+or a connection the server refused or dropped is a temporary condition: the
+client should retry, and nginx may try another upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from django.db import OperationalError as DjangoOperationalError
+from django.http import HttpRequest, HttpResponse
+from pymysql.err import OperationalError as PyMySQLOperationalError
+
+from greenpool.errors import PoolError
+
+logger = logging.getLogger("greenpool")
+
+# Client-side codes for "could not reach / lost the server", and the server's
+# "Too many connections": all pass once the cause does.
+_UNAVAILABLE_CODES = {1040, 2002, 2003, 2005, 2006, 2013}
+
+RETRY_AFTER_SECONDS = 1
+
+
+def unavailable_cause(exc: BaseException) -> BaseException | None:
+    """The pool or connection error behind ``exc``, or None if it is another error."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, PoolError):
+            return exc
+        if isinstance(exc, PyMySQLOperationalError) and exc.args and exc.args[0] in _UNAVAILABLE_CODES:
+            return exc
+        exc = exc.__cause__  # type: ignore[assignment]
+        seen += 1
+    return None
+
+
+class DatabaseUnavailableMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
+        if not isinstance(exception, (DjangoOperationalError, PyMySQLOperationalError)):
+            return None
+        cause = unavailable_cause(exception)
+        if cause is None:
+            return None
+        logger.warning("503 for %s %s: %s: %s", request.method, request.path, type(cause).__name__, cause)
+        response = HttpResponse(
+            f"Service unavailable: the database is busy or unreachable ({type(cause).__name__}). Retry shortly.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response

@@ -1,0 +1,81 @@
+"""One pool per (process, gevent hub, alias): the pools a process holds.
+
+Pools are made lazily, on first use, never at import or settings time. The key
+includes the process id, so a forked child never finds its parent's pool and
+builds its own; and the hub, because gevent objects belong to the hub (thread)
+that made them. In an unpatched threaded process the hub key is None and all
+threads share one thread-safe pool per alias.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+from greenpool import _compat
+from greenpool.pool import Pool
+
+logger = logging.getLogger("greenpool")
+
+_Key = tuple[int, "int | None", str]
+
+_pools: dict[_Key, tuple[Pool, object]] = {}  # key -> (pool, fingerprint)
+
+
+def _key(alias: str) -> _Key:
+    return (os.getpid(), _compat.hub_key(), alias)
+
+
+def get_pool(alias: str, fingerprint: object, factory: Callable[[], Pool]) -> Pool:
+    """Return this process's and hub's pool for ``alias``, making it with
+    ``factory()`` on first use, or anew when ``fingerprint`` (what the pool
+    connects to) changed: the old pool is closed."""
+    key = _key(alias)
+    entry = _pools.get(key)
+    if entry is not None and entry[1] == fingerprint and not entry[0].closed:
+        return entry[0]
+    # Building a pool does no I/O (it opens on first checkout), so no other
+    # greenlet can run between the lookup above and the store below.
+    pool = factory()
+    _pools[key] = (pool, fingerprint)
+    if entry is not None and not entry[0].closed:
+        entry[0].close()
+    return pool
+
+
+def peek_pool(alias: str) -> Pool | None:
+    """This process's and hub's pool for ``alias`` if one was made."""
+    entry = _pools.get(_key(alias))
+    return entry[0] if entry is not None and not entry[0].closed else None
+
+
+def close_pool(alias: str, timeout: float = 5.0) -> None:
+    entry = _pools.pop(_key(alias), None)
+    if entry is not None:
+        entry[0].close(timeout)
+
+
+def pools() -> dict[str, Pool]:
+    """This process's and hub's open pools by alias."""
+    pid, hub = os.getpid(), _compat.hub_key()
+    return {k[2]: e[0] for k, e in list(_pools.items()) if k[0] == pid and k[1] == hub and not e[0].closed}
+
+
+def close_all(timeout: float = 5.0) -> None:
+    """Close every pool this process made (at worker exit)."""
+    pid = os.getpid()
+    for key in [k for k in list(_pools) if k[0] == pid]:
+        entry = _pools.pop(key, None)
+        if entry is not None:
+            entry[0].close(timeout)
+
+
+def _forget_parent_pools() -> None:
+    # The child's pools disown themselves (greenpool.pool); drop the entries
+    # so the dict does not grow with the parent's keys across many forks.
+    for key in [k for k in list(_pools) if k[0] != os.getpid()]:
+        _pools.pop(key, None)
+
+
+os.register_at_fork(after_in_child=_forget_parent_pools)
