@@ -13,12 +13,16 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import pymysql
-from pymysql.constants import COMMAND, SERVER_STATUS
+from pymysql.constants import SERVER_STATUS
 
 logger = logging.getLogger("greenpool")
+
+# The protocol's command byte; PyMySQL names no constant for it.
+_COM_RESET_CONNECTION = 0x1F
 
 _ssl_contexts: dict[tuple, ssl.SSLContext] = {}
 _ssl_lock = threading.Lock()
@@ -60,43 +64,49 @@ class PooledConnection(pymysql.connections.Connection):
                     _ssl_contexts[key] = ctx
         return ctx
 
-    def query(self, sql: Any, unbuffered: bool = False) -> int:
+    @contextmanager
+    def _command(self) -> Iterator[None]:
+        """Mark the connection busy for one command. An Exception (an error
+        packet from the server, or a socket error after which PyMySQL closed
+        the connection) leaves the protocol in a known state; only a
+        BaseException that interrupts the read leaves the mark set."""
         self.greenpool_busy = True
-        result = super().query(sql, unbuffered)
+        try:
+            yield
+        except Exception:
+            self.greenpool_busy = False
+            raise
         self.greenpool_busy = False
-        return result
+
+    def query(self, sql: Any, unbuffered: bool = False) -> int:
+        with self._command():
+            return super().query(sql, unbuffered)
 
     def next_result(self, unbuffered: bool = False) -> int:
-        self.greenpool_busy = True
-        result = super().next_result(unbuffered)
-        self.greenpool_busy = False
-        return result
+        with self._command():
+            return super().next_result(unbuffered)
 
     def commit(self) -> None:
-        self.greenpool_busy = True
-        super().commit()
-        self.greenpool_busy = False
+        with self._command():
+            super().commit()
 
     def rollback(self) -> None:
-        self.greenpool_busy = True
-        super().rollback()
-        self.greenpool_busy = False
+        with self._command():
+            super().rollback()
 
     def ping(self, reconnect: bool = False) -> None:
         # Never reconnect behind the pool's back: a pooled connection that
         # died is replaced by the pool, which counts it.
-        self.greenpool_busy = True
-        super().ping(reconnect=False)
-        self.greenpool_busy = False
+        with self._command():
+            super().ping(reconnect=False)
 
     def reset_session(self) -> None:
         """COM_RESET_CONNECTION: drop user variables, temporary tables, session
         variables, locks and any transaction, keeping the login (MySQL 5.7.3+,
         MariaDB 10.2.4+). One round trip."""
-        self.greenpool_busy = True
-        self._execute_command(COMMAND.COM_RESET_CONNECTION, b"")
-        self._read_ok_packet()
-        self.greenpool_busy = False
+        with self._command():
+            self._execute_command(_COM_RESET_CONNECTION, b"")
+            self._read_ok_packet()
         self.greenpool_initialized = False
         self.greenpool_was_reset = True
 

@@ -1,0 +1,444 @@
+"""greenpool/backends/mysql against a real MariaDB/MySQL server.
+
+In-process tests run the backend on threads (an unpatched process, as under
+manage.py or a threaded server); tests/test_backend_gevent.py runs it in
+monkey-patched subprocesses.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+pytestmark = pytest.mark.mysql
+
+DB_NAME = "greenpool_backend"
+
+
+@pytest.fixture(scope="module")
+def django_db(mysql_params):
+    """Configure Django for this process once, against a database of our own."""
+    import django
+    from django.conf import settings
+
+    admin = _admin(mysql_params)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {DB_NAME} CHARACTER SET utf8mb4")
+    admin.close()
+    if not settings.configured:
+        settings.configure(
+            DATABASES={"default": db_settings(mysql_params)},
+            INSTALLED_APPS=["tests.backend_app"],
+            USE_TZ=True,
+        )
+        django.setup()
+    from django.db import connection
+
+    from tests.backend_app.models import Item
+
+    with connection.schema_editor() as editor:
+        editor.execute(f"DROP TABLE IF EXISTS {Item._meta.db_table}")
+        editor.create_model(Item)
+    connection.close()
+    return mysql_params
+
+
+def db_settings(mysql_params, **overrides):
+    settings = {
+        "ENGINE": "greenpool.backends.mysql",
+        "NAME": DB_NAME,
+        "USER": mysql_params["user"],
+        "PASSWORD": mysql_params["password"],
+        "HOST": mysql_params["host"],
+        "PORT": str(mysql_params["port"]),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"pool": {"max_size": 4, "timeout": 5}},
+    }
+    settings.update(overrides)
+    return settings
+
+
+def _admin(mysql_params):
+    import pymysql
+
+    return pymysql.connect(
+        host=mysql_params["host"], port=int(mysql_params["port"]), user=mysql_params["user"],
+        password=mysql_params["password"], autocommit=True, ssl_disabled=True,
+    )
+
+
+def server_connections(mysql_params):
+    admin = _admin(mysql_params)
+    with admin.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (DB_NAME,))
+        (count,) = cur.fetchone()
+    admin.close()
+    return count
+
+
+@pytest.fixture
+def handler(django_db):
+    """Build a ConnectionHandler per test configuration; close its pools after."""
+    from django.db.utils import ConnectionHandler
+
+    made = []
+
+    def make(**overrides):
+        databases = overrides.pop("databases", None) or {"default": db_settings(django_db, **overrides)}
+        h = ConnectionHandler(databases)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        for conn in h.all(initialized_only=True):
+            conn.close()
+            if hasattr(conn, "close_pool"):
+                conn.close_pool()
+
+
+def query_one(conn, sql, params=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()
+
+
+# -- settings contract ---------------------------------------------------------
+
+
+def test_pool_true_builds_a_pool_with_defaults(handler):
+    conn = handler(OPTIONS={"pool": True})["default"]
+    assert conn.pool is not None and conn.pool.max_size == 10
+    assert query_one(conn, "SELECT 1") == (1,)
+
+
+def test_without_pool_option_it_is_djangos_mysql_backend(handler, django_db):
+    conn = handler(OPTIONS={})["default"]
+    assert conn.pool is None
+    first = query_one(conn, "SELECT CONNECTION_ID()")
+    conn.close()
+    assert conn.connection is None
+    assert query_one(conn, "SELECT CONNECTION_ID()") != first, "closing without a pool disconnects"
+
+
+@pytest.mark.parametrize(
+    "pool, message",
+    [
+        ({"max_sise": 3}, r"unknown option\(s\) max_sise; valid options are: min_size, max_size"),
+        ({"max_size": 0}, r"max_size=0"),
+        ({"timeout": "soon"}, r"timeout='soon'"),
+        ({"keepalive": -1}, r"keepalive.*-1"),
+        ({"reset_session": "yes"}, r"reset_session.*'yes'"),
+        ("big", r"must be True or a dict"),
+    ],
+)
+def test_invalid_pool_options_fail_when_the_connection_is_built(handler, pool, message):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match=message):
+        handler(OPTIONS={"pool": pool})["default"]
+
+
+def test_conn_max_age_with_a_pool_is_improperly_configured(handler):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="Pooling doesn't support persistent connections."):
+        handler(CONN_MAX_AGE=60)["default"]
+
+
+def test_conn_health_checks_turn_on_the_checkout_check(handler):
+    assert handler(CONN_HEALTH_CHECKS=True)["default"].pool._check is not None
+    assert handler(CONN_HEALTH_CHECKS=False, OPTIONS={"pool": {"max_size": 3}})["default"].pool._check is None
+
+
+def test_mysqlclient_imported_first_is_refused_at_startup():
+    script = textwrap.dedent(
+        """
+        import sys, types
+        # Stand-in for the C driver's module object, imported before Django
+        # loads the backend (what `import MySQLdb` does with mysqlclient).
+        sys.modules["MySQLdb"] = types.ModuleType("MySQLdb")
+        from django.core.exceptions import ImproperlyConfigured
+        try:
+            import greenpool.backends.mysql.base
+        except ImproperlyConfigured as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "needs PyMySQL" in out.stdout and "blocks the gevent hub" in out.stdout, out.stderr
+
+
+def test_close_returns_the_connection_to_the_pool(handler, django_db):
+    conn = handler()["default"]
+    first = query_one(conn, "SELECT CONNECTION_ID()")
+    conn.close()
+    assert conn.connection is None
+    assert conn.pool.get_stats()["pool_available"] == 1
+    assert query_one(conn, "SELECT CONNECTION_ID()") == first, "the pooled connection is reused"
+
+
+def test_close_pool_closes_server_connections(handler, django_db):
+    conn = handler(OPTIONS={"pool": {"max_size": 4, "min_size": 2}})["default"]
+    conn.pool.open(wait=True, timeout=5)
+    assert server_connections(django_db) >= 2
+    conn.close_pool()
+    assert server_connections(django_db) == 0
+
+
+def test_django_session_setup_holds_on_a_pooled_connection(handler):
+    conn = handler()["default"]
+    for _ in range(2):
+        isolation, auto_is_null, charset, text = query_one(
+            conn, "SELECT @@tx_isolation, @@sql_auto_is_null, @@character_set_connection, %s", ("a😀b",)
+        )
+        assert isolation == "READ-COMMITTED" and auto_is_null == 0 and charset == "utf8mb4"
+        assert text == "a😀b"
+        conn.close()
+
+
+def test_session_setup_runs_once_per_physical_connection(handler, django_db):
+    """Django's SET statements run per physical connection, not per checkout."""
+    conn = handler()["default"]
+    query_one(conn, "SELECT 1")
+    conn.close()
+    before = query_one(conn, "SHOW SESSION STATUS LIKE 'Com_set_option'")
+    conn.close()
+    after = query_one(conn, "SHOW SESSION STATUS LIKE 'Com_set_option'")
+    conn.close()
+    assert int(after[1]) == int(before[1])
+
+
+# -- transactions ---------------------------------------------------------------
+
+
+def test_atomic_savepoints_and_select_for_update(handler):
+    conn = handler()["default"]
+    with _atomic(conn):
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO backend_app_item (name, counter) VALUES ('a', 1)")
+        sid = conn.savepoint()
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO backend_app_item (name, counter) VALUES ('b', 1)")
+        conn.savepoint_rollback(sid)
+        row = query_one(conn, "SELECT COUNT(*) FROM backend_app_item WHERE name IN ('a', 'b') FOR UPDATE")
+        assert row == (1,)
+    assert query_one(conn, "SELECT COUNT(*) FROM backend_app_item WHERE name = 'b'") == (0,)
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM backend_app_item")
+
+
+class _atomic:
+    """transaction.atomic bound to a handler's connection object."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.set_autocommit(False)
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.conn.commit()
+        else:
+            self.conn.rollback()
+        self.conn.set_autocommit(True)
+
+
+def test_orm_transaction_atomic_and_select_for_update(django_db):
+    from django.db import connection, transaction
+
+    from tests.backend_app.models import Item
+
+    item = Item.objects.create(name="x", counter=0)
+    with transaction.atomic():
+        locked = Item.objects.select_for_update().get(pk=item.pk)
+        locked.counter += 1
+        locked.save()
+        with pytest.raises(RuntimeError):
+            with transaction.atomic():  # a savepoint
+                Item.objects.filter(pk=item.pk).update(counter=100)
+                raise RuntimeError("roll back to the savepoint")
+    assert Item.objects.get(pk=item.pk).counter == 1
+    Item.objects.all().delete()
+    connection.close()
+
+
+def test_connection_returned_inside_a_transaction_is_rolled_back(handler):
+    conn = handler()["default"]
+    conn.set_autocommit(False)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO backend_app_item (name, counter) VALUES ('uncommitted', 1)")
+    raw = conn.connection
+    conn.close()  # returned mid-transaction
+    assert query_one(conn, "SELECT COUNT(*) FROM backend_app_item WHERE name = 'uncommitted'") == (0,)
+    assert conn.connection is raw, "the connection was rolled back and reused, not discarded"
+    assert conn.connection.get_autocommit()
+
+
+def test_connection_in_error_state_is_discarded(handler):
+    conn = handler()["default"]
+    query_one(conn, "SELECT 1")
+    raw = conn.connection
+    raw.greenpool_busy = True  # as if a query was interrupted half-way
+    conn.close()
+    assert not raw.open
+    assert conn.pool.get_stats()["returns_bad"] == 1
+
+
+# -- session state ----------------------------------------------------------------
+
+
+def _leak_state(conn):
+    with conn.cursor() as cur:
+        cur.execute("SET @secret = 'from request 1'")
+        cur.execute("CREATE TEMPORARY TABLE leaked (x INT)")
+        cur.execute("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        cur.execute("SELECT GET_LOCK('greenpool-test-lock', 0)")
+
+
+def test_reset_session_leaves_no_state_for_the_next_request(handler, django_db):
+    from django.db import ProgrammingError
+
+    conn = handler(OPTIONS={"pool": {"max_size": 1, "reset_session": True}, "init_command": "SET @init = 'ran'"})["default"]
+    _leak_state(conn)
+    first = query_one(conn, "SELECT CONNECTION_ID()")
+    conn.close()
+    assert query_one(conn, "SELECT CONNECTION_ID()") == first, "same physical connection"
+    assert query_one(conn, "SELECT @secret") == (None,)
+    with pytest.raises(ProgrammingError, match="leaked"):
+        query_one(conn, "SELECT * FROM leaked")  # the temporary table is gone
+    assert "ANSI_QUOTES" not in query_one(conn, "SELECT @@sql_mode")[0]
+    assert query_one(conn, "SELECT @@tx_isolation") == ("READ-COMMITTED",), "Django's set-up re-applied"
+    assert query_one(conn, "SELECT IS_USED_LOCK('greenpool-test-lock')") == (None,)
+    assert query_one(conn, "SELECT @init") == ("ran",), "init_command re-applied after the reset"
+    assert query_one(conn, "SELECT %s", ("a😀b",)) == ("a😀b",)
+
+
+def test_without_reset_session_state_is_documented_to_persist(handler):
+    """The default (reset_session False) trades isolation for a round trip:
+    transactions are always rolled back, session variables are not cleared."""
+    conn = handler(OPTIONS={"pool": {"max_size": 1}})["default"]
+    query_one(conn, "SET @kept = 1")
+    conn.close()
+    assert query_one(conn, "SELECT @kept") == (1,)
+
+
+# -- health ---------------------------------------------------------------------------
+
+
+def test_connection_killed_by_server_is_replaced_before_the_request_sees_it(handler, django_db):
+    conn = handler(OPTIONS={"pool": {"max_size": 2, "check_window": 0}})["default"]
+    (victim,) = query_one(conn, "SELECT CONNECTION_ID()")
+    conn.close()
+    admin = _admin(django_db)
+    with admin.cursor() as cur:
+        cur.execute(f"KILL CONNECTION {victim}")
+    admin.close()
+    (fresh,) = query_one(conn, "SELECT CONNECTION_ID()")
+    assert fresh != victim
+    assert conn.pool.get_stats()["connections_lost"] == 1
+
+
+def test_recently_used_connection_is_not_pinged_again(handler):
+    conn = handler(OPTIONS={"pool": {"max_size": 2, "check_window": 30}})["default"]
+    query_one(conn, "SELECT 1")
+    conn.close()
+    query_one(conn, "SELECT 1")
+    conn.close()
+    assert conn.pool.get_stats()["checks_skipped"] == 1
+
+
+def test_keepalive_auto_follows_server_wait_timeout(handler):
+    conn = handler(OPTIONS={"pool": {"max_size": 2}})["default"]
+    query_one(conn, "SELECT 1")
+    (wait_timeout,) = query_one(conn, "SELECT @@GLOBAL.wait_timeout")
+    assert conn.pool.keepalive == max(1.0, min(float(wait_timeout) / 2, 300.0))
+
+
+# -- aliases and threads ----------------------------------------------------------------
+
+
+def test_each_alias_gets_its_own_pool(handler, django_db):
+    primary = db_settings(django_db)
+    replica = db_settings(django_db, OPTIONS={"pool": {"max_size": 2}})
+    h = handler(databases={"default": primary, "replica": replica})
+    assert h["default"].pool is not h["replica"].pool
+    assert h["default"].pool.name == "default" and h["replica"].pool.name == "replica"
+    query_one(h["default"], "SELECT 1")
+    query_one(h["replica"], "SELECT 1")
+    assert h["default"].pool.get_stats()["pool_size"] == 1
+    assert h["replica"].pool.get_stats()["pool_size"] == 1
+
+
+def test_threads_share_one_bounded_pool(handler, django_db):
+    h = handler(OPTIONS={"pool": {"max_size": 3, "timeout": 30}})
+    errors, peak = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                query_one(h["default"], "SELECT SLEEP(0.001)")
+                h["default"].close()
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    def watch(stop):
+        while not stop.is_set():
+            peak.append(server_connections(django_db))
+            stop.wait(0.02)
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(stop,))
+    watcher.start()
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stop.set()
+    watcher.join(5)
+    assert not errors
+    assert max(peak) <= 3
+    assert h["default"].pool.get_stats()["pool_size"] <= 3
+
+
+def test_ssl_context_is_built_once_per_pool_settings(handler):
+    conn = handler(OPTIONS={"pool": {"max_size": 3}})["default"]
+    raws = [conn.pool.getconn() for _ in range(3)]
+    try:
+        contexts = {id(getattr(r, "ctx", None)) for r in raws}
+        assert len(contexts) == 1
+    finally:
+        for r in raws:
+            conn.pool.putconn(r)
+
+
+def test_pool_timeout_becomes_a_django_operational_error_naming_the_pool(handler):
+    from django.db import OperationalError
+
+    from greenpool.errors import PoolTimeout
+
+    h = handler(OPTIONS={"pool": {"max_size": 1, "timeout": 0.2}})
+    held = h["default"].pool.getconn()
+    try:
+        with pytest.raises(OperationalError) as info:
+            query_one(h["default"], "SELECT 1")
+        assert isinstance(info.value.__cause__, PoolTimeout)
+        assert "'default'" in str(info.value) and "max_size=1" in str(info.value)
+    finally:
+        h["default"].pool.putconn(held)
+
+
+def test_password_never_appears_in_pool_or_connection_repr(handler, django_db):
+    conn = handler(PASSWORD=django_db["password"] or "", OPTIONS={"pool": {"max_size": 1}})["default"]
+    query_one(conn, "SELECT 1")
+    text = repr(conn.pool) + repr(conn.connection) + str(conn.pool.get_stats())
+    assert "password" not in text.lower()
+    if django_db["password"]:
+        assert django_db["password"] not in text
