@@ -1,0 +1,79 @@
+"""The pool over real PyMySQL connections to MariaDB (no Django)."""
+
+from __future__ import annotations
+
+import pytest
+
+from greenpool import mysql as gpmysql
+from greenpool.pool import Pool
+
+pytestmark = pytest.mark.mysql
+
+
+@pytest.fixture
+def pool(mysql_params):
+    params = dict(
+        host=mysql_params["host"], port=int(mysql_params["port"]), user=mysql_params["user"],
+        password=mysql_params["password"], database=mysql_params["database"], autocommit=True,
+    )
+    pool = Pool(
+        gpmysql.connect_factory(params), max_size=2, timeout=5, check=gpmysql.check, check_window=0,
+        reset=gpmysql.make_reset(False), concurrency="threads", name="mysql-test",
+    )
+    yield pool
+    pool.close()
+
+
+def thread_id(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT CONNECTION_ID()")
+        return cur.fetchone()[0]
+
+
+def test_health_check_replaces_a_connection_killed_by_the_server(pool, mysql_admin):
+    with pool.connection() as conn:
+        victim = thread_id(conn)
+    with mysql_admin.cursor() as cur:
+        cur.execute(f"KILL CONNECTION {victim}")
+    with pool.connection() as conn:
+        assert thread_id(conn) != victim
+    assert pool.get_stats()["connections_lost"] == 1
+
+
+def test_checkin_rolls_back_an_open_transaction(pool):
+    with pool.connection() as conn:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS gp_pool_tx (id INT PRIMARY KEY) ENGINE=InnoDB")
+            cur.execute("DELETE FROM gp_pool_tx")
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO gp_pool_tx VALUES (1)")
+        assert gpmysql.in_transaction(conn)
+    with pool.connection() as again:
+        assert again is conn and not gpmysql.in_transaction(again)
+        with again.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM gp_pool_tx")
+            assert cur.fetchone() == (0,)
+            cur.execute("DROP TABLE gp_pool_tx")
+
+
+def test_checkin_with_nothing_to_roll_back_costs_no_round_trip(pool):
+    with pool.connection() as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    with pool.connection() as conn:
+        with conn.cursor() as cur:
+            cur.execute("SHOW SESSION STATUS LIKE 'Questions'")
+            before = int(cur.fetchone()[1])
+    with pool.connection() as conn:  # one checkout + checkin, no statement
+        pass
+    with pool.connection() as conn:
+        with conn.cursor() as cur:
+            cur.execute("SHOW SESSION STATUS LIKE 'Questions'")
+            after = int(cur.fetchone()[1])
+    # Exactly the SHOW statement itself: the checkins in between sent nothing.
+    assert after - before == 1
+
+
+def test_repr_of_a_pooled_connection_hides_the_password(pool):
+    with pool.connection() as conn:
+        assert "PooledConnection" in repr(conn) and "password" not in repr(conn).lower()
