@@ -87,14 +87,16 @@ apt_install() {
 # ensure_tool COMMAND DEBIAN_PACKAGE: install the package when the command is missing.
 # Without root it only says what to install (tests that need the tool report it).
 ensure_tool() {
-    local cmd="$1" pkg="$2"
-    if command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ]; then
+    local cmd="$1" pkg="$2" path
+    if path="$(PATH="$PATH:/usr/sbin" command -v "$cmd")"; then
+        say "$cmd: $path"
         return 0
     fi
     if is_root && command -v apt-get >/dev/null; then
         apt_install "$pkg"
-        command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] \
+        path="$(PATH="$PATH:/usr/sbin" command -v "$cmd")" \
             || die "installed Debian package $pkg but '$cmd' is still not on PATH"
+        say "$cmd: $path (installed from Debian package $pkg)"
     else
         warn "'$cmd' is missing: install the Debian package '$pkg' (apt-get install $pkg)"
     fi
@@ -113,14 +115,25 @@ install_stamp() {
     echo "$1"
 }
 
+# A newer pip resolves faster and understands newer metadata; an old one still works.
+upgrade_pip() {
+    "$1" -m pip install -q --upgrade pip || warn "could not upgrade pip in $(dirname "$(dirname "$1")"); going on with $("$1" -m pip --version)"
+}
+
 VENV_READY=0
 ensure_venv() {
     [ "$VENV_READY" -eq 0 ] || return 0
     VENV_READY=1
     local py; py="$(pick_python)"
-    if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-        warn "$VENV is broken (its python does not start); recreating it"
-        rm -rf "$VENV"
+    if [ -x "$VENV/bin/python" ]; then
+        local have want_version
+        have="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo broken)"
+        want_version="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
+            || die "'$py' does not run: install python3.11, or set PYTHON"
+        if [ "$have" != "$want_version" ]; then
+            warn "$VENV has Python $have, not $want_version from $py; recreating it"
+            rm -rf "$VENV"
+        fi
     fi
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating $VENV with $py ($("$py" --version 2>&1))"
@@ -133,7 +146,7 @@ ensure_venv() {
         return 0
     fi
     say "installing greenpool into .venv: pip install -e '.[test]'"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
+    upgrade_pip "$VENV/bin/python"
     "$VENV/bin/python" -m pip install -q -e '.[test]' || die "pip install -e '.[test]' failed in .venv"
     echo "$want" >"$stamp"
 }
@@ -178,7 +191,7 @@ ensure_venv_dj6() {
         say ".venv-dj6 is up to date ($("$VENV_DJ6/bin/python" --version))"
         return 0
     fi
-    "$VENV_DJ6/bin/python" -m pip install -q --upgrade pip
+    upgrade_pip "$VENV_DJ6/bin/python"
     spec="$(django6_spec "$VENV_DJ6/bin/python")"
     say "installing greenpool into .venv-dj6: pip install -e '.[test]' '$spec'"
     "$VENV_DJ6/bin/python" -m pip install -q -e '.[test]' "$spec" \

@@ -6,23 +6,44 @@
   whether a command was interrupted half-way.
 * ``check``/``ping``: is an idle connection still alive (one round trip)?
 * ``make_reset``: make a returned connection clean for its next user.
+
+Session reset modes (``reset_session``), measured in bench/reset_cost.py:
+
+* ``True``: COM_RESET_CONNECTION at every checkin (a round trip, plus Django's
+  session set-up again at the next checkout).
+* ``"auto"``: reset only a connection whose session changed. The server says
+  so: with CLIENT_SESSION_TRACK and ``session_track_state_change=ON`` it sets
+  SERVER_SESSION_STATE_CHANGED in the reply to any statement that changed
+  session state (user or session variables, temporary tables, prepared
+  statements, the current schema). Two changes it does not report are caught
+  from the statement text: named locks (GET_LOCK) and user variables assigned
+  inside a SELECT (``:=``). A request that changed nothing costs nothing.
+* ``False``: only roll back an open transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import pymysql
-from pymysql.constants import SERVER_STATUS
+from pymysql.constants import CLIENT, COMMAND, SERVER_STATUS
 
 logger = logging.getLogger("greenpool")
 
-# The protocol's command byte; PyMySQL names no constant for it.
+# Protocol constants PyMySQL names none for.
 _COM_RESET_CONNECTION = 0x1F
+_SERVER_SESSION_STATE_CHANGED = 0x4000
+_CLIENT_SESSION_TRACK = getattr(CLIENT, "SESSION_TRACK", 1 << 23)
+
+# Session state the server's tracker does not report (see module docstring).
+_UNTRACKED_STATE = re.compile(r"get_lock|:=", re.IGNORECASE)
+
+RESET_MODES = (True, "auto", False)
 
 _ssl_contexts: dict[tuple, ssl.SSLContext] = {}
 _ssl_lock = threading.Lock()
@@ -48,6 +69,11 @@ class PooledConnection(pymysql.connections.Connection):
     # True once a session reset undid what PyMySQL set up at connect
     # (init_command), so the backend must run that again.
     greenpool_was_reset = False
+    # "auto" mode: the server tracks session-state changes for us, and
+    # greenpool_dirty records that one happened since the last baseline.
+    greenpool_track_state = False
+    greenpool_dirty = False
+    greenpool_resets = 0
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         if not isinstance(sslp, dict):
@@ -79,8 +105,42 @@ class PooledConnection(pymysql.connections.Connection):
         self.greenpool_busy = False
 
     def query(self, sql: Any, unbuffered: bool = False) -> int:
+        # The hot path: the busy mark is inlined rather than taken through
+        # _command(), whose generator costs a few microseconds per query.
+        self.greenpool_busy = True
+        try:
+            result = super().query(sql, unbuffered)
+        except Exception:
+            self.greenpool_busy = False
+            raise
+        self.greenpool_busy = False
+        # Only statements count, not autocommit toggles or COMMIT/ROLLBACK
+        # (PyMySQL sends those without query()): a transaction is state the
+        # checkin already handles by rolling back, and needs no reset.
+        if self.greenpool_track_state and not self.greenpool_dirty:
+            # The flag is read from this statement's OK packet only: PyMySQL
+            # keeps conn.server_status from the last OK packet, stale after a
+            # result set (whose own status is None here).
+            status = self._result.server_status if self._result is not None else None
+            if (status or 0) & _SERVER_SESSION_STATE_CHANGED or _UNTRACKED_STATE.search(
+                sql if isinstance(sql, str) else sql.decode("utf-8", "replace")
+            ):
+                self.greenpool_dirty = True
+        return result
+
+    def start_tracking_state(self) -> None:
+        """Turn the server's session-state tracker on for this session and take
+        the current state as the clean baseline. One round trip, once per
+        physical connection (and again after each reset)."""
+        self.greenpool_track_state = True
         with self._command():
-            return super().query(sql, unbuffered)
+            self._execute_command(COMMAND.COM_QUERY, b"SET SESSION session_track_state_change = ON")
+            self._read_ok_packet()
+        self.greenpool_dirty = False
+
+    def mark_clean(self) -> None:
+        """What the session holds now is the baseline (e.g. Django's set-up)."""
+        self.greenpool_dirty = False
 
     def next_result(self, unbuffered: bool = False) -> int:
         with self._command():
@@ -109,6 +169,9 @@ class PooledConnection(pymysql.connections.Connection):
             self._read_ok_packet()
         self.greenpool_initialized = False
         self.greenpool_was_reset = True
+        self.greenpool_resets += 1
+        if self.greenpool_track_state:
+            self.start_tracking_state()
 
     def __repr__(self) -> str:
         # Never the password: only where it points and its server thread id.
@@ -116,13 +179,24 @@ class PooledConnection(pymysql.connections.Connection):
         return f"<PooledConnection {self.user}@{self.host}:{self.port} id={self.thread_id() if self.open else None} {state}>"
 
 
-def connect_factory(params: dict[str, Any]) -> Callable[[], PooledConnection]:
+def connect_factory(params: dict[str, Any], track_state: bool = False) -> Callable[[], PooledConnection]:
     """Return ``connect()`` for a pool: one PooledConnection per call, with
-    parameters fixed once (the SSL context is shared through the cache)."""
+    parameters fixed once (the SSL context is shared through the cache).
+    ``track_state`` asks the server to report session-state changes, for
+    reset_session="auto"."""
     frozen = dict(params)
+    if track_state:
+        frozen["client_flag"] = frozen.get("client_flag", 0) | _CLIENT_SESSION_TRACK
 
     def connect() -> PooledConnection:
-        return PooledConnection(**frozen)
+        conn = PooledConnection(**frozen)
+        if track_state:
+            try:
+                conn.start_tracking_state()
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     return connect
 
@@ -140,18 +214,26 @@ def check(conn: PooledConnection) -> None:
     conn.ping(reconnect=False)
 
 
-def make_reset(reset_session: bool) -> Callable[[PooledConnection], None]:
-    """Return the checkin hook. Raising from it makes the pool discard the
-    connection, so every doubt ends in a discard, never in a reuse."""
+def make_reset(reset_session: bool | str) -> Callable[[PooledConnection], None]:
+    """Return the checkin hook for a reset mode (True, "auto", False).
+    Raising from it makes the pool discard the connection, so every doubt
+    ends in a discard, never in a reuse."""
+    if reset_session not in RESET_MODES:
+        raise ValueError(f"reset_session must be one of {RESET_MODES}, got {reset_session!r}")
 
     def reset(conn: PooledConnection) -> None:
         if not conn.open:
             raise pymysql.err.OperationalError(2006, "connection was closed while checked out")
         if conn.greenpool_busy:
             raise pymysql.err.InternalError("connection was interrupted mid-command; its protocol state is unknown")
-        if reset_session:
+        if reset_session is True or (reset_session == "auto" and conn.greenpool_dirty):
             conn.reset_session()  # also ends any transaction
-        elif in_transaction(conn):
+            return
+        # PyMySQL updates the status flags from OK packets only, so a
+        # transaction begun implicitly by a SELECT with autocommit off is not
+        # flagged: autocommit off means "may be in a transaction". Roll back
+        # before turning autocommit on, which would otherwise COMMIT it.
+        if in_transaction(conn) or not conn.get_autocommit():
             conn.rollback()
         if not conn.get_autocommit():
             conn.autocommit(True)

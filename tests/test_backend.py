@@ -183,11 +183,12 @@ def test_close_returns_the_connection_to_the_pool(handler, django_db):
 
 
 def test_close_pool_closes_server_connections(handler, django_db):
+    baseline = server_connections(django_db)
     conn = handler(OPTIONS={"pool": {"max_size": 4, "min_size": 2}})["default"]
     conn.pool.open(wait=True, timeout=5)
-    assert server_connections(django_db) >= 2
+    assert server_connections(django_db) == baseline + 2
     conn.close_pool()
-    assert server_connections(django_db) == 0
+    assert server_connections(django_db) == baseline
 
 
 def test_django_session_setup_holds_on_a_pooled_connection(handler):
@@ -320,10 +321,53 @@ def test_reset_session_leaves_no_state_for_the_next_request(handler, django_db):
     assert query_one(conn, "SELECT %s", ("a😀b",)) == ("a😀b",)
 
 
-def test_without_reset_session_state_is_documented_to_persist(handler):
-    """The default (reset_session False) trades isolation for a round trip:
-    transactions are always rolled back, session variables are not cleared."""
-    conn = handler(OPTIONS={"pool": {"max_size": 1}})["default"]
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SET @secret = 'x'",
+        "SELECT @secret := 'x'",
+        "CREATE TEMPORARY TABLE leaked (x INT)",
+        "SET SESSION sql_mode = 'ANSI_QUOTES'",
+        "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SELECT GET_LOCK('greenpool-auto-lock', 0)",
+        "PREPARE stmt FROM 'SELECT 1'",
+    ],
+)
+def test_auto_reset_resets_a_session_that_changed(handler, statement):
+    conn = handler(OPTIONS={"pool": {"max_size": 1, "reset_session": "auto"}})["default"]
+    query_one(conn, "SELECT 1")
+    conn.close()
+    raw = conn.pool.getconn()
+    conn.pool.putconn(raw)
+    with conn.cursor() as cur:
+        cur.execute(statement)
+    conn.close()
+    assert raw.greenpool_resets == 1
+    assert query_one(conn, "SELECT @secret, IS_USED_LOCK('greenpool-auto-lock'), @@tx_isolation") == (
+        None, None, "READ-COMMITTED",
+    )
+    assert "ANSI_QUOTES" not in query_one(conn, "SELECT @@sql_mode")[0]
+
+
+def test_auto_reset_costs_nothing_when_the_session_did_not_change(handler):
+    conn = handler(OPTIONS={"pool": {"max_size": 1, "reset_session": "auto"}})["default"]
+    raw = None
+    for _ in range(5):
+        query_one(conn, "SELECT 1")
+        with conn.cursor() as cur:  # a transaction is rolled back or committed, no reset needed
+            conn.set_autocommit(False)
+            cur.execute("SELECT 1 FOR UPDATE")
+            conn.commit()
+            conn.set_autocommit(True)
+        raw = conn.connection
+        conn.close()
+    assert raw.greenpool_resets == 0
+
+
+def test_reset_session_false_keeps_session_variables(handler):
+    """reset_session=False trades isolation for nothing at all: transactions are
+    still rolled back, session variables are not cleared."""
+    conn = handler(OPTIONS={"pool": {"max_size": 1, "reset_session": False}})["default"]
     query_one(conn, "SET @kept = 1")
     conn.close()
     assert query_one(conn, "SELECT @kept") == (1,)
@@ -393,6 +437,7 @@ def test_threads_share_one_bounded_pool(handler, django_db):
             peak.append(server_connections(django_db))
             stop.wait(0.02)
 
+    baseline = server_connections(django_db)
     stop = threading.Event()
     watcher = threading.Thread(target=watch, args=(stop,))
     watcher.start()
@@ -404,7 +449,7 @@ def test_threads_share_one_bounded_pool(handler, django_db):
     stop.set()
     watcher.join(5)
     assert not errors
-    assert max(peak) <= 3
+    assert max(peak) - baseline <= 3
     assert h["default"].pool.get_stats()["pool_size"] <= 3
 
 
@@ -442,3 +487,15 @@ def test_password_never_appears_in_pool_or_connection_repr(handler, django_db):
     assert "password" not in text.lower()
     if django_db["password"]:
         assert django_db["password"] not in text
+
+
+def test_loading_the_backend_keeps_one_copy_of_pymysql_modules(django_db):
+    """Django imports MySQLdb.converters; without aliasing, that loads a second
+    pymysql.err whose OperationalError PyMySQL never raises."""
+    import pymysql
+    from pymysql.err import OperationalError
+
+    assert sys.modules["MySQLdb.err"] is sys.modules["pymysql.err"]
+    assert pymysql.err.OperationalError is OperationalError
+    with pytest.raises(pymysql.MySQLError):
+        pymysql.connect(host=django_db["host"], port=int(django_db["port"]), user="no_such_user_gp", password="x")

@@ -28,7 +28,10 @@ PRELUDE = textwrap.dedent(
     import django, gevent, pymysql
     from django.conf import settings
     PARAMS = {params!r}
-    DB = "greenpool_backend_gevent"
+    import os
+    # A database of this process's own, so counting its connections on the
+    # server counts no other test's.
+    DB = "gp_gevent_%d" % os.getpid()
     admin = pymysql.connect(host=PARAMS["host"], port=int(PARAMS["port"]), user=PARAMS["user"],
                             password=PARAMS["password"], autocommit=True, ssl_disabled=True)
     with admin.cursor() as cur:
@@ -54,12 +57,23 @@ PRELUDE = textwrap.dedent(
 )
 
 
+EPILOGUE = textwrap.dedent(
+    """
+    from greenpool import registry
+    registry.close_all()
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS " + DB)
+    """
+)
+
+
 def run_script(mysql_params, body, pool=None, timeout=120):
     pool = pool or {"max_size": 5, "timeout": 10}
-    script = PRELUDE.format(root=ROOT, params=dict(mysql_params), pool=pool) + textwrap.dedent(body)
+    script = PRELUDE.format(root=ROOT, params=dict(mysql_params), pool=pool) + textwrap.dedent(body) + EPILOGUE
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    verdicts = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    return json.loads(verdicts[-1])
 
 
 def test_pool_runs_in_gevent_mode_in_a_patched_process(mysql_params):

@@ -203,13 +203,14 @@ class TCPProxy:
                 if not readable:
                     continue
                 data = src.recv(_CHUNK)
-                if not data:
-                    pair.end_reason = pair.end_reason or "EOF"  # the sender closed its side
-                    break
-                # While stalled, hold this chunk; the rest waits in the kernel's buffers.
+                # While stalled, hold this chunk (or the EOF: a blackholed network does not
+                # deliver FINs either); the rest waits in the kernel's buffers.
                 while not self._flowing.wait(_POLL):
                     if pair.closed:
                         return
+                if not data:
+                    pair.end_reason = pair.end_reason or "EOF"  # the sender closed its side
+                    break
                 dst.sendall(data)
         except (OSError, ValueError) as exc:
             # cut()/close() or the peer closed a socket of this pair: the pair is over.

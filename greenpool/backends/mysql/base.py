@@ -72,7 +72,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         # Django sets autocommit itself after every checkout; start there so
         # that costs no round trip.
         params["autocommit"] = True
-        connect = mysql.connect_factory(params)
+        connect = mysql.connect_factory(params, track_state=options["reset_session"] == "auto")
         enable_checks = bool(self.settings_dict.get("CONN_HEALTH_CHECKS"))
         holder: list[Pool] = []
 
@@ -122,6 +122,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
                 with self.cursor() as cursor:
                     cursor.execute(init_command)
             conn.greenpool_initialized = True
+            conn.mark_clean()  # Django's own set-up is the session's baseline
 
     def _close(self) -> None:
         if self.connection is None or self._pool_options is None:

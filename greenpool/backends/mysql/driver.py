@@ -31,5 +31,27 @@ def ensure_pymysql() -> None:
         )
     if loaded is None:
         pymysql.install_as_MySQLdb()
+    _alias_submodules()
     if pymysql.version_info < _MYSQLCLIENT_API_VERSION:
         pymysql.version_info = _MYSQLCLIENT_API_VERSION
+
+
+def _alias_submodules() -> None:
+    """Make ``MySQLdb.X`` the very module ``pymysql.X``.
+
+    install_as_MySQLdb() aliases only the package. Django then imports
+    ``MySQLdb.converters`` and ``MySQLdb.constants``, which would load second
+    copies of PyMySQL's modules (and rebind ``pymysql.err`` to a copy whose
+    OperationalError PyMySQL never raises, so ``except`` clauses stop
+    matching). Registering every loaded submodule under both names first
+    keeps one copy of each.
+    """
+    import pymysql.connections  # noqa: F401  (loads err, converters, constants, ...)
+    import pymysql.constants.CLIENT  # noqa: F401
+    import pymysql.constants.FIELD_TYPE  # noqa: F401
+    import pymysql.converters  # noqa: F401
+    import pymysql.cursors  # noqa: F401
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("pymysql."):
+            sys.modules.setdefault("MySQLdb." + name[len("pymysql."):], module)

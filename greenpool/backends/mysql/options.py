@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from greenpool.mysql import RESET_MODES
 from greenpool.pool import Pool
 
 # name: (default, help). Defaults differ from the bare Pool's where a Django
@@ -20,7 +21,7 @@ POOL_OPTIONS: dict[str, tuple[Any, str]] = {
     "check_window": (1.0, "with CONN_HEALTH_CHECKS: skip the checkout ping if used this recently"),
     "keepalive": ("auto", "ping idle connections this often: 'auto' (half of @@wait_timeout, at most 300 s), seconds, or False"),
     "leak_threshold": (None, "log a connection held longer than this many seconds, with the stack that took it"),
-    "reset_session": (False, "COM_RESET_CONNECTION at checkin: no session state reaches the next request"),
+    "reset_session": ("auto", "session reset at checkin: 'auto' (only when the session changed), True (always), False (roll back only)"),
     "name": (None, "pool name in logs and errors (default: the alias)"),
 }
 
@@ -48,9 +49,10 @@ def parse_pool_options(alias: str, raw: Any) -> dict[str, Any] | None:
             f"DATABASES[{alias!r}]['OPTIONS']['pool']['keepalive']={keepalive!r} is invalid: "
             "expected 'auto', a number of seconds > 0, or False"
         )
-    if not isinstance(options["reset_session"], bool):
+    if options["reset_session"] not in RESET_MODES or isinstance(options["reset_session"], int) and not isinstance(options["reset_session"], bool):
         raise ImproperlyConfigured(
-            f"DATABASES[{alias!r}]['OPTIONS']['pool']['reset_session']={options['reset_session']!r} is invalid: expected True or False"
+            f"DATABASES[{alias!r}]['OPTIONS']['pool']['reset_session']={options['reset_session']!r} is invalid: "
+            "expected 'auto', True or False"
         )
     # Let the pool itself validate the rest, so the rules live in one place.
     try:
