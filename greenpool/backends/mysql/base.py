@@ -112,10 +112,11 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         # on every connect; a pooled connection keeps it until a session
         # reset undoes it, so run it once per physical connection.
         conn = self.connection
-        if self._pool_options is not None and getattr(conn, "greenpool_initialized", False):
+        pooled = isinstance(conn, mysql.PooledConnection)
+        if pooled and conn.greenpool_initialized:
             return
         super().init_connection_state()
-        if self._pool_options is not None:
+        if pooled:
             init_command = self.settings_dict["OPTIONS"].get("init_command")
             if init_command and conn.greenpool_was_reset:
                 # PyMySQL ran init_command at connect; a session reset undid it.
@@ -125,7 +126,9 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             conn.mark_clean()  # Django's own set-up is the session's baseline
 
     def _close(self) -> None:
-        if self.connection is None or self._pool_options is None:
+        # Connections of the no-database alias (test database creation)
+        # are plain PyMySQL ones, not the pool's.
+        if not isinstance(self.connection, mysql.PooledConnection):
             return super()._close()
         conn, self.connection = self.connection, None
         pool = registry.peek_pool(self.alias)

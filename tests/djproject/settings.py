@@ -1,0 +1,25 @@
+"""A minimal Django project on greenpool.backends.mysql, for running Django's
+own tooling (test runner, migrate, dbshell) in subprocesses."""
+
+import os
+
+SECRET_KEY = "greenpool-tests-only"
+DEBUG = False
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "tests.djproject.sample"]
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+DATABASES = {
+    "default": {
+        "ENGINE": "greenpool.backends.mysql",
+        "NAME": os.environ.get("GREENPOOL_DJPROJECT_DB", "greenpool_djproject"),
+        "USER": os.environ.get("GREENPOOL_MYSQL_USER", "root"),
+        "PASSWORD": os.environ.get("GREENPOOL_MYSQL_PASSWORD", ""),
+        "HOST": os.environ.get("GREENPOOL_MYSQL_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("GREENPOOL_MYSQL_PORT", "3306"),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"pool": {"max_size": 4, "timeout": 10}},
+    }
+}
+ROOT_URLCONF = "tests.djproject.urls"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+MIDDLEWARE = ["greenpool.middleware.DatabaseUnavailableMiddleware"]
