@@ -560,7 +560,9 @@ class Pool:
                 return
 
     def _maintenance_interval(self) -> float:
-        candidates = [self.max_idle / 2, 30.0]
+        # Often enough to replace an expired connection within a tenth of its
+        # lifetime, and never less often than every 30 s.
+        candidates = [self.max_idle / 2, self.max_lifetime / 10, 30.0]
         if self.keepalive is not None:
             candidates.append(self.keepalive / 2)
         if self.leak_threshold is not None:

@@ -547,3 +547,18 @@ def test_threads_share_one_pool_safely():
     stats = pool.get_stats()
     assert stats["requests_num"] == 800 and stats["pool_in_use"] == 0
     pool.close()
+
+
+def test_expired_idle_connections_are_replaced_in_the_background(db, conc):
+    pool = make_pool(db, conc, min_size=2, max_size=2, max_lifetime=0.3)
+    pool.open(wait=True)
+    first = list(db.made)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if all(c.closed for c in first) and pool.get_stats()["pool_available"] == 2:
+            break
+        conc.sleep(0.05)
+    assert all(c.closed for c in first), "expired connections were closed without any request"
+    assert pool.get_stats()["pool_available"] == 2, "and replaced up to min_size"
+    assert pool.get_stats()["requests_num"] == 0
+    pool.close()
