@@ -1,5 +1,5 @@
 # Two commands (README): `make run` and `make test`. Both start with .ci/bootstrap.sh,
-# which sets up .venv (and .venv-dj6), finds or starts MariaDB, installs nginx and wrk,
+# which sets up .venv (and .venv-dj6, .venv-dj42), finds or starts MariaDB, installs nginx and wrk,
 # and writes the MySQL settings to .run/env.sh. docs/development.md has the details.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c

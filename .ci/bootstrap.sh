@@ -6,6 +6,7 @@
 # Steps (default: all of them, in this order):
 #   venv        .venv with python3.11 and `pip install -e '.[test]'` (skipped while setup.cfg is unchanged)
 #   venv-dj6    .venv-dj6 with pyenv's Python 3.12 and Django 6.0.x, when that Python exists
+#   venv-dj42   .venv-dj42 with the default Python and Django 4.2 LTS
 #   mysql       find or start a MariaDB/MySQL server, write .run/env.sh
 #   tools       nginx, wrk and the MariaDB server binaries (throwaway servers in fault tests)
 # Extra steps, never run by default:
@@ -26,6 +27,8 @@ cd "$ROOT"
 RUN_DIR="$ROOT/.run"
 VENV="$ROOT/.venv"
 VENV_DJ6="$ROOT/.venv-dj6"
+VENV_DJ42="$ROOT/.venv-dj42"
+DJ42_SPEC="Django>=4.2,<4.3"
 DJ6_SPEC='Django>=6.0,<6.1'
 PRIVATE_DIR="$RUN_DIR/mariadb"
 PRIVATE_PORT="${GREENPOOL_PRIVATE_MYSQL_PORT:-3307}"
@@ -196,6 +199,26 @@ ensure_venv_dj6() {
     say "installing greenpool into .venv-dj6: pip install -e '.[test]' '$spec'"
     "$VENV_DJ6/bin/python" -m pip install -q -e '.[test]' "$spec" \
         || die "pip install -e '.[test]' '$spec' failed in .venv-dj6"
+    echo "$want" >"$stamp"
+}
+
+# .venv-dj42: the default Python with Django 4.2 LTS, for the backend tests' third pass.
+ensure_venv_dj42() {
+    local py; py="$(command -v python3)"
+    if [ ! -x "$VENV_DJ42/bin/python" ]; then
+        say "creating $VENV_DJ42 with $py ($("$py" --version 2>&1))"
+        "$py" -m venv "$VENV_DJ42" || die "'$py -m venv $VENV_DJ42' failed"
+    fi
+    local stamp="$VENV_DJ42/.greenpool-install-stamp" want
+    want="$(install_stamp ".[test] $DJ42_SPEC")"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        say ".venv-dj42 is up to date ($("$VENV_DJ42/bin/python" --version))"
+        return 0
+    fi
+    upgrade_pip "$VENV_DJ42/bin/python"
+    say "installing greenpool into .venv-dj42: pip install -e '.[test]' '$DJ42_SPEC'"
+    "$VENV_DJ42/bin/python" -m pip install -q -e '.[test]' "$DJ42_SPEC" \
+        || die "pip install -e '.[test]' '$DJ42_SPEC' failed in .venv-dj42"
     echo "$want" >"$stamp"
 }
 
@@ -390,17 +413,18 @@ ensure_tools() {
 
 main() {
     local steps=("$@")
-    [ "${#steps[@]}" -gt 0 ] || steps=(venv venv-dj6 mysql tools)
+    [ "${#steps[@]}" -gt 0 ] || steps=(venv venv-dj6 venv-dj42 mysql tools)
     local step
     for step in "${steps[@]}"; do
         case "$step" in
             venv) ensure_venv ;;
             venv-dj6) ensure_venv_dj6 ;;
+            venv-dj42) ensure_venv_dj42 ;;
             mysql) ensure_venv; ensure_mysql ;;
             tools) ensure_tools ;;
             private-mariadb) ensure_venv; use_private_mariadb ;;
             stop-private-mariadb) stop_private_mariadb ;;
-            *) die "unknown step '$step' (venv, venv-dj6, mysql, tools, private-mariadb, stop-private-mariadb)" ;;
+            *) die "unknown step '$step' (venv, venv-dj6, venv-dj42, mysql, tools, private-mariadb, stop-private-mariadb)" ;;
         esac
     done
 }

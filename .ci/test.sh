@@ -2,6 +2,7 @@
 # The whole test suite, as `make test` runs it (after .ci/bootstrap.sh).
 #   pass 1: .venv (Python 3.11, Django from setup.cfg) runs the default suite
 #   pass 2: .venv-dj6 (Python 3.12, Django 6.0) runs the Django-backend tests, if both exist
+#   pass 3: .venv-dj42 (Python 3.11, Django 4.2 LTS) runs the Django-backend tests
 # PYTEST_ARGS is added to both passes, with shell quoting: PYTEST_ARGS='-k "pool and timeout"'.
 set -euo pipefail
 
@@ -66,6 +67,15 @@ else
     rc=0
     .venv-dj6/bin/python -m pytest "${BACKEND_PATHS[@]}" "${EXTRA_ARGS[@]}" || rc=$?
     check_rc "pass 2" "$rc" || FAILED+=("pass 2")
+fi
+
+if [ ! -x .venv-dj42/bin/python ]; then
+    say "pass 3 (Django 4.2): skipped, no .venv-dj42"
+elif [ "${#BACKEND_PATHS[@]}" -gt 0 ]; then
+    say "pass 3 (Django-backend tests under Django 4.2 LTS): $(describe .venv-dj42/bin/python); paths: ${BACKEND_PATHS[*]}"
+    rc=0
+    .venv-dj42/bin/python -m pytest "${BACKEND_PATHS[@]}" "${EXTRA_ARGS[@]}" || rc=$?
+    check_rc "pass 3" "$rc" || FAILED+=("pass 3")
 fi
 
 if [ "${#FAILED[@]}" -gt 0 ]; then

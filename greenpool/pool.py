@@ -425,7 +425,13 @@ class Pool:
         """Turn an idle record or a reserved slot into a checked-out, healthy
         connection. On any failure the slot is released, never lost."""
         if record is not _SLOT:
-            record = self._vet(record)
+            try:
+                record = self._vet(record)
+            except BaseException:
+                # Killed during the checkout check (gevent.Timeout around
+                # the request): the ping may be half-read, so discard.
+                self._discard(record, "interrupted during its checkout check")
+                raise
         if record is _SLOT:
             try:
                 record = self._new_record()

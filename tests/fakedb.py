@@ -34,6 +34,8 @@ class FakeConnection:
 
     def ping(self) -> None:
         self.db.pings += 1
+        if self.db.ping_hangs:
+            self.db.sleep(self.db.ping_hangs)
         if self.closed or not self.alive:
             raise FakeError(f"connection {self.ident} is gone")
 
@@ -63,6 +65,7 @@ class FakeDB:
         self.connect_fails = False
         self.connect_hangs = 0.0  # seconds each connect takes
         self.query_hangs = 0.0
+        self.ping_hangs = 0.0
         self.made: list[FakeConnection] = []
 
     def connect(self) -> FakeConnection:

@@ -192,7 +192,8 @@ def test_close_pool_closes_server_connections(handler, django_db):
 
 
 def test_django_session_setup_holds_on_a_pooled_connection(handler):
-    conn = handler()["default"]
+    # charset explicit: Django 4.2 defaults to utf8 (utf8mb3), 5.x to utf8mb4.
+    conn = handler(OPTIONS={"pool": {"max_size": 4}, "charset": "utf8mb4"})["default"]
     for _ in range(2):
         isolation, auto_is_null, charset, text = query_one(
             conn, "SELECT @@tx_isolation, @@sql_auto_is_null, @@character_set_connection, %s", ("a😀b",)

@@ -562,3 +562,21 @@ def test_expired_idle_connections_are_replaced_in_the_background(db, conc):
     assert pool.get_stats()["pool_available"] == 2, "and replaced up to min_size"
     assert pool.get_stats()["requests_num"] == 0
     pool.close()
+
+
+def test_checkout_interrupted_during_its_health_check_loses_no_slot():
+    db = FakeDB(sleep=gevent.sleep)
+    pool = Pool(db.connect, max_size=1, timeout=5, check=lambda c: c.ping(), check_window=0, concurrency="gevent")
+    conn = pool.getconn()
+    pool.putconn(conn)
+    db.ping_hangs = 10  # a network stall: the ping never answers
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.05):
+            pool.getconn()
+    assert conn.closed, "a half-read ping leaves the connection unusable"
+    assert pool.get_stats()["pool_size"] == 0
+    db.ping_hangs = 0
+    fresh = pool.getconn(timeout=1)
+    assert fresh is not conn
+    pool.putconn(fresh)
+    pool.close()

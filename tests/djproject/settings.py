@@ -17,7 +17,8 @@ DATABASES = {
         "HOST": os.environ.get("GREENPOOL_MYSQL_HOST", "127.0.0.1"),
         "PORT": os.environ.get("GREENPOOL_MYSQL_PORT", "3306"),
         "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"pool": {"max_size": 4, "timeout": 10}},
+        # charset explicit: Django 4.2 defaults to utf8 (utf8mb3), 5.x to utf8mb4.
+        "OPTIONS": {"pool": {"max_size": 4, "timeout": 10}, "charset": "utf8mb4"},
     }
 }
 ROOT_URLCONF = "tests.djproject.urls"

@@ -59,11 +59,11 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
     def _pool_fingerprint(self) -> tuple:
         # The test runner renames NAME to test_<name>; a pool made for the old
         # database must not serve the new one.
-        # Options are part of it so that two configurations of one alias
-        # (tests that build their own ConnectionHandler) never share a pool.
+        # The options are part of it so that two configurations of one alias
+        # (tests that build their own ConnectionHandler) never share a pool;
+        # parse_pool_options returns one shared dict per distinct setting.
         s = self.settings_dict
-        options = tuple(sorted((k, repr(v)) for k, v in (self._pool_options or {}).items()))
-        return (s["NAME"], s["HOST"], s["PORT"], s["USER"], bool(s.get("CONN_HEALTH_CHECKS")), options)
+        return (s["NAME"], s["HOST"], s["PORT"], s["USER"], bool(s.get("CONN_HEALTH_CHECKS")), id(self._pool_options))
 
     def _make_pool(self) -> Pool:
         options = self._pool_options

@@ -26,10 +26,26 @@ POOL_OPTIONS: dict[str, tuple[Any, str]] = {
 }
 
 
+# Django builds a DatabaseWrapper per thread, and so per greenlet: per request
+# under gevent. Validating builds a throwaway Pool (~23 µs), so each distinct
+# setting is validated once per process and the result reused (read-only).
+_parsed: dict[tuple[str, str], dict[str, Any]] = {}
+
+
 def parse_pool_options(alias: str, raw: Any) -> dict[str, Any] | None:
-    """Return the full option dict, or None when pooling is off."""
+    """Return the full option dict (shared: do not mutate), or None when
+    pooling is off."""
     if raw is None or raw is False:
         return None
+    key = (alias, repr(raw))
+    options = _parsed.get(key)
+    if options is None:
+        options = _parse(alias, raw)
+        _parsed[key] = options
+    return options
+
+
+def _parse(alias: str, raw: Any) -> dict[str, Any]:
     if raw is True:
         raw = {}
     if not isinstance(raw, dict):
