@@ -7,6 +7,8 @@ monkey-patched subprocesses.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +19,7 @@ import pytest
 pytestmark = pytest.mark.mysql
 
 DB_NAME = "greenpool_backend"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -500,3 +503,43 @@ def test_loading_the_backend_keeps_one_copy_of_pymysql_modules(django_db):
     assert pymysql.err.OperationalError is OperationalError
     with pytest.raises(pymysql.MySQLError):
         pymysql.connect(host=django_db["host"], port=int(django_db["port"]), user="no_such_user_gp", password="x")
+
+
+def test_primary_and_replica_behind_a_router_each_use_their_own_pool(django_db):
+    """ORM reads routed to the replica's pool, writes to the primary's (a fresh
+    process, since DATABASES and DATABASE_ROUTERS are read once per process)."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path.insert(0, {ROOT!r})
+        import django
+        from django.conf import settings
+        from tests.test_backend import db_settings
+        P = {dict(django_db)!r}
+        settings.configure(
+            DATABASES={{"default": db_settings(P), "replica": db_settings(P, OPTIONS={{"pool": {{"max_size": 2}}}})}},
+            DATABASE_ROUTERS=["tests.backend_app.routers.PrimaryReplicaRouter"],
+            INSTALLED_APPS=["tests.backend_app"],
+        )
+        django.setup()
+        from django.db import connections
+        from tests.backend_app.models import Item
+        item = Item.objects.create(name="routed")
+        found = Item.objects.filter(pk=item.pk).exists()
+        Item.objects.filter(pk=item.pk).delete()
+        print(json.dumps({{
+            "found": found,
+            "same_pool": connections["default"].pool is connections["replica"].pool,
+            "default": connections["default"].pool.get_stats()["requests_num"],
+            "replica": connections["replica"].pool.get_stats()["requests_num"],
+            "replica_name": connections["replica"].pool.name,
+        }}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["found"] and not out["same_pool"]
+    assert out["replica"] >= 1, "the read went through the replica's pool"
+    assert out["default"] >= 1, "the writes went through the primary's pool"
+    assert out["replica_name"] == "replica"
