@@ -17,13 +17,14 @@ Session reset modes (``reset_session``), measured in bench/reset_cost.py:
   session state (user or session variables, temporary tables, prepared
   statements, the current schema). Two changes it does not report are caught
   from the statement text: named locks (GET_LOCK) and user variables assigned
-  inside a SELECT (``:=``). A request that changed nothing costs nothing.
+  inside a SELECT (``:=``, ``INTO @var``). A request that changed nothing costs nothing.
 * ``False``: only roll back an open transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import ssl
 import threading
@@ -41,7 +42,7 @@ _SERVER_SESSION_STATE_CHANGED = 0x4000
 _CLIENT_SESSION_TRACK = getattr(CLIENT, "SESSION_TRACK", 1 << 23)
 
 # Session state the server's tracker does not report (see module docstring).
-_UNTRACKED_STATE = re.compile(r"get_lock|:=", re.IGNORECASE)
+_UNTRACKED_STATE = re.compile(r"get_lock|:=|into\s*@", re.IGNORECASE)
 
 RESET_MODES = (True, "auto", False)
 
@@ -74,6 +75,10 @@ class PooledConnection(pymysql.connections.Connection):
     greenpool_track_state = False
     greenpool_dirty = False
     greenpool_resets = 0
+    # The process that opened it (a forked child must not close it
+    # properly), and the pool it is checked out from (set by the backend).
+    greenpool_pid = 0
+    greenpool_pool: Any = None
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         if not isinstance(sslp, dict):
@@ -190,6 +195,7 @@ def connect_factory(params: dict[str, Any], track_state: bool = False) -> Callab
 
     def connect() -> PooledConnection:
         conn = PooledConnection(**frozen)
+        conn.greenpool_pid = os.getpid()
         if track_state:
             try:
                 conn.start_tracking_state()

@@ -8,7 +8,7 @@ Three objects, as in SQLAlchemy's pool:
 
 * ``Pool`` is the policy: how many connections, who waits, in which order.
 * ``_Record`` is one connection's life: when it was made, last used, expires.
-* ``_Waiter`` is one request queued for a connection.
+* a waiter (greenpool._compat) is one request queued for a connection.
 
 The size cap is a count of *slots*, taken under the lock before ``connect()``
 runs and given back only when a connection is discarded: a connect that yields
@@ -34,12 +34,14 @@ logger = logging.getLogger("greenpool")
 
 # Handed to a waiter instead of a connection: "a slot is yours, connect".
 _SLOT = object()
+# getconn's marker for "served on the fast path".
+_FAST = object()
 
 
 class _Record:
     """One pooled connection and the facts of its life."""
 
-    __slots__ = ("conn", "created_at", "expires_at", "last_used", "checked_out_at", "stack")
+    __slots__ = ("conn", "created_at", "expires_at", "last_used", "last_alive", "checked_out_at", "stack")
 
     def __init__(self, conn: Any, max_lifetime: float) -> None:
         now = time.monotonic()
@@ -48,23 +50,10 @@ class _Record:
         # Jitter (up to -5 %) spreads the replacements of connections made
         # together, e.g. at start-up, so they do not all expire in one instant.
         self.expires_at = now + max_lifetime * (1.0 - 0.05 * random.random())
-        self.last_used = now
+        self.last_used = now  # last returned by a request: max_idle counts from here
+        self.last_alive = now  # last known alive (used or pinged): checks count from here
         self.checked_out_at = 0.0
         self.stack: str | None = None
-
-
-class _Waiter:
-    """A request queued for a connection; ``value`` is a _Record or _SLOT."""
-
-    __slots__ = ("event", "value")
-
-    def __init__(self, event: Any) -> None:
-        self.event = event
-        self.value: Any = None
-
-    def give(self, value: Any) -> None:
-        self.value = value
-        self.event.set()
 
 
 _STAT_KEYS = (
@@ -77,16 +66,19 @@ _STAT_KEYS = (
     "connections_num",  # connects attempted successfully
     "connections_ms",  # total time spent connecting, ms
     "connections_errors",  # connects that raised
-    "connections_lost",  # found dead by the checkout check or keepalive
+    "connections_lost",  # found dead by the checkout check
     "connections_recycled",  # closed for max_lifetime or max_idle
     "checks_skipped",  # checkout checks skipped: used within check_window
     "keepalive_num",  # keepalive pings sent
-    "keepalive_lost",  # keepalive pings that found a dead connection
+    "keepalive_lost",  # keepalive pings that found a dead connection (replaced in the background)
     "leaks_reported",  # connections held past leak_threshold
 )
 
 # Pools alive in this process, so a forked child can disown its parent's.
 _all_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+# This process's id, refreshed in a forked child: cheaper than os.getpid()
+# on every checkout.
+_current_pid = [os.getpid()]
 
 
 class Pool:
@@ -161,14 +153,15 @@ class Pool:
         self._lock = self._prims.Lock()
         self._idle: deque[_Record] = deque()  # right end = most recently used
         self._out: dict[int, _Record] = {}  # id(conn) -> record, checked out
-        self._waiting: deque[_Waiter] = deque()
+        self._waiting: deque[Any] = deque()  # _compat waiters, FIFO
         self._slots = 0  # connections open or being opened: never > max_size
         self._stats = dict.fromkeys(_STAT_KEYS, 0)
         self._opened = False
         self._closed = False
         self._pid = os.getpid()
         self._maintenance: Any = None
-        self._stop_event = self._prims.Event()
+        # Wakes the maintenance task early: on close, and when keepalive changes.
+        self._wake = self._prims.Event()
         _all_pools.add(self)
         if open:
             self.open()
@@ -232,7 +225,7 @@ class Pool:
             self._slots -= len(idle)
             waiters = list(self._waiting)
             self._waiting.clear()
-        self._stop_event.set()
+        self._wake.set()
         for waiter in waiters:
             waiter.give(None)
         for record in idle:
@@ -282,39 +275,68 @@ class Pool:
         """Check out a connection, waiting up to ``timeout`` (default: the
         pool's) for one to be free. Raises PoolTimeout, TooManyRequests or
         PoolClosed."""
-        self._check_fork()
-        timeout = self.timeout if timeout is None else timeout
-        started = time.monotonic()
+        if self._pid != _current_pid[0]:
+            self._check_fork()
         if not self._opened and not self._closed:
             self.open()
+        started = time.monotonic()
         waiter = None
         with self._lock:
-            self._raise_if_closed()
-            record = self._pop_idle()
-            if record is None:
-                if self._slots < self.max_size:
-                    self._slots += 1
-                    record = _SLOT
-                else:
-                    if self.max_waiting and len(self._waiting) >= self.max_waiting:
-                        self._stats["requests_errors"] += 1
-                        raise TooManyRequests(
-                            f"pool {self.name!r}: {len(self._waiting)} requests already waiting "
-                            f"(max_waiting={self.max_waiting}, max_size={self.max_size})"
-                        )
-                    waiter = _Waiter(self._prims.Event())
-                    self._waiting.append(waiter)
-                    self._stats["requests_queued"] += 1
+            if self._closed:
+                raise PoolClosed(f"pool {self.name!r} is closed")
+            if self._idle:
+                record = self._idle.pop()  # LIFO: see _run_housekeeping
+                if self._ready(record, started):
+                    # The fast path: one lock section for the whole checkout.
+                    self._out[id(record.conn)] = record
+                    record.checked_out_at = started
+                    self._stats["requests_num"] += 1
+                    waiter = _FAST
+            elif self._slots < self.max_size:
+                self._slots += 1
+                record = _SLOT
+            else:
+                if self.max_waiting and len(self._waiting) >= self.max_waiting:
+                    self._stats["requests_errors"] += 1
+                    raise TooManyRequests(
+                        f"pool {self.name!r}: {len(self._waiting)} requests already waiting "
+                        f"(max_waiting={self.max_waiting}, max_size={self.max_size})"
+                    )
+                waiter = self._prims.Waiter()
+                self._waiting.append(waiter)
+                self._stats["requests_queued"] += 1
+        if waiter is _FAST:
+            if self.leak_threshold is not None:
+                record.stack = _caller_stack()
+            return record.conn
         if waiter is not None:
-            record = self._wait_for(waiter, timeout, started)
+            record = self._wait_for(waiter, timeout if timeout is not None else self.timeout, started)
         return self._hand_out(record, started)
+
+    def _ready(self, record: _Record, now: float) -> bool:
+        """True when an idle record may be handed out as it is: not expired,
+        not idle too long, and, with checks on, known alive a moment ago.
+        Called under the lock; counts the checks it skips."""
+        if now >= record.expires_at or (now - record.last_used > self.max_idle and self._slots > self.min_size):
+            return False
+        if self._check is None:
+            return True
+        if now - record.last_alive <= self.check_window:
+            # Used or pinged a moment ago: a ping would cost a round trip to
+            # learn what we know (HikariCP skips its alive-check the same way).
+            self._stats["checks_skipped"] += 1
+            return True
+        return False
 
     def putconn(self, conn: Any, discard: bool = False) -> None:
         """Return a connection. ``discard`` closes it instead of reusing it
         (its holder was interrupted, or it is in an unknown state)."""
-        with self._lock:
-            record = self._out.pop(id(conn), None)
+        # A single dict pop is atomic (GIL; and greenlets do not preempt), so
+        # no lock: a double return finds nothing the second time.
+        record = self._out.pop(id(conn), None)
         if record is None or record.conn is not conn:
+            if record is not None:  # another connection reused the id: put it back
+                self._out[id(conn)] = record
             raise PoolError(f"pool {self.name!r}: putconn of a connection this pool does not have checked out: {conn!r}")
         if self.leak_threshold is not None:
             held = time.monotonic() - record.checked_out_at
@@ -322,90 +344,87 @@ class Pool:
                 logger.warning(
                     "pool %r: connection returned after %.1fs (leak_threshold=%.1fs)", self.name, held, self.leak_threshold
                 )
+            record.stack = None
         if discard:
-            self._stats["returns_bad"] += 1
+            self._count("returns_bad")
             self._discard(record, "discarded at checkin")
             return
-        if not self._closed and self._reset is not None:
+        if self._reset is not None and not self._closed:
             try:
                 self._reset(conn)
             except Exception as exc:
-                self._stats["returns_bad"] += 1
+                self._count("returns_bad")
                 logger.warning("pool %r: reset failed, discarding the connection: %s", self.name, exc)
                 self._discard(record, "reset failed")
                 return
         now = time.monotonic()
-        if self._closed:
-            self._discard(record, "pool closed")
-        elif now >= record.expires_at:
-            self._stats["connections_recycled"] += 1
+        if now >= record.expires_at and not self._closed:
+            self._count("connections_recycled")
             self._discard(record, "max_lifetime reached")
-        else:
-            record.last_used = now
-            record.stack = None
-            self._give_back(record)
+            return
+        record.last_used = record.last_alive = now
+        self._give_back(record)
 
     # -- stats ------------------------------------------------------------
 
     def get_stats(self) -> dict[str, int]:
         """Counters since the last pop_stats(), plus the pool's current shape."""
         with self._lock:
-            stats = {
-                "pool_min": self.min_size,
-                "pool_max": self.max_size,
-                "pool_size": self._slots,
-                "pool_available": len(self._idle),
-                "pool_in_use": len(self._out),
-                "requests_waiting": len(self._waiting),
-            }
-            stats.update(self._stats)
-        return stats
+            return self._stats_snapshot()
 
     def pop_stats(self) -> dict[str, int]:
         """Like get_stats(), and reset the counters to zero."""
         with self._lock:
-            stats = self.get_stats()
+            stats = self._stats_snapshot()
             self._stats = dict.fromkeys(_STAT_KEYS, 0)
         return stats
 
+    def _stats_snapshot(self) -> dict[str, int]:
+        stats = {
+            "pool_min": self.min_size,
+            "pool_max": self.max_size,
+            "pool_size": self._slots,
+            "pool_available": len(self._idle),
+            "pool_in_use": len(self._out),
+            "requests_waiting": len(self._waiting),
+        }
+        stats.update(self._stats)
+        return stats
+
+    def _count(self, key: str, n: int = 1) -> None:
+        """Add to a counter outside the hot path's lock sections."""
+        with self._lock:
+            self._stats[key] += n
+
+    def set_keepalive(self, seconds: float | None) -> None:
+        """Change the keepalive interval (e.g. once the server's wait_timeout
+        is known) and let the maintenance task act on it now."""
+        self.keepalive = seconds
+        self._wake.set()
+
     # -- internals: checkout ----------------------------------------------
 
-    def _raise_if_closed(self) -> None:
-        if self._closed:
-            raise PoolClosed(f"pool {self.name!r} is closed")
-
-    def _pop_idle(self) -> _Record | None:
-        """Take the most recently used idle record (called under the lock).
-
-        LIFO keeps a few hot connections busy and lets the cold end of the
-        deque age past max_idle, so the pool shrinks back after a burst.
-        """
-        if self._idle:
-            return self._idle.pop()
-        return None
-
-    def _wait_for(self, waiter: _Waiter, timeout: float, started: float) -> Any:
+    def _wait_for(self, waiter: Any, timeout: float, started: float) -> Any:
         try:
-            got = waiter.event.wait(timeout)
+            got = waiter.wait(timeout)
         except BaseException:
             # Killed while waiting (gevent.Timeout, GreenletExit): leave the
             # queue, and pass on anything handed to us meanwhile.
             self._abandon(waiter)
             raise
-        if not got:
-            if self._abandon(waiter):
-                with self._lock:
-                    self._stats["requests_timeouts"] += 1
-                    in_use, waiting = len(self._out), len(self._waiting)
-                raise PoolTimeout(
-                    f"pool {self.name!r}: no connection free after waiting {time.monotonic() - started:.2f}s "
-                    f"(max_size={self.max_size}, in use={in_use}, waiting={waiting}, timeout={timeout}s)"
-                )
+        if not got and self._abandon(waiter):
+            with self._lock:
+                self._stats["requests_timeouts"] += 1
+                in_use, waiting = len(self._out), len(self._waiting)
+            raise PoolTimeout(
+                f"pool {self.name!r}: no connection free after waiting {time.monotonic() - started:.2f}s "
+                f"(max_size={self.max_size}, in use={in_use}, waiting={waiting}, timeout={timeout}s)"
+            )
         if waiter.value is None:
             raise PoolClosed(f"pool {self.name!r} was closed while waiting for a connection")
         return waiter.value
 
-    def _abandon(self, waiter: _Waiter) -> bool:
+    def _abandon(self, waiter: Any) -> bool:
         """Take a waiter out of the queue. True if it was still queued; False
         if something was handed to it in the meantime, which is passed on."""
         with self._lock:
@@ -422,7 +441,8 @@ class Pool:
         return False
 
     def _hand_out(self, record: Any, started: float) -> Any:
-        """Turn an idle record or a reserved slot into a checked-out, healthy
+        """Turn an idle record needing a look, a record handed over by a
+        returning request, or a reserved slot into a checked-out, healthy
         connection. On any failure the slot is released, never lost."""
         if record is not _SLOT:
             try:
@@ -441,7 +461,7 @@ class Pool:
         now = time.monotonic()
         record.checked_out_at = now
         if self.leak_threshold is not None:
-            record.stack = "".join(traceback.format_stack(limit=16)[:-2])
+            record.stack = _caller_stack()
         with self._lock:
             self._out[id(record.conn)] = record
             self._stats["requests_num"] += 1
@@ -449,31 +469,30 @@ class Pool:
         return record.conn
 
     def _vet(self, record: _Record) -> Any:
-        """Check an idle record before handing it out. Returns the record,
-        or _SLOT when it was closed and its slot should be refilled."""
+        """Check a record before handing it out. Returns the record, or _SLOT
+        when it was closed and its slot should be refilled."""
         now = time.monotonic()
         if now >= record.expires_at:
-            self._stats["connections_recycled"] += 1
+            self._count("connections_recycled")
             self._close_quietly(record.conn, "max_lifetime reached")
             return _SLOT
         if now - record.last_used > self.max_idle and self._slots > self.min_size:
-            self._stats["connections_recycled"] += 1
+            self._count("connections_recycled")
             self._close_quietly(record.conn, "max_idle reached")
             return _SLOT
         if self._check is None:
             return record
-        if now - record.last_used <= self.check_window:
-            # Used a moment ago: a ping would cost a round trip to learn what
-            # we already know (HikariCP skips its alive-check the same way).
-            self._stats["checks_skipped"] += 1
+        if now - record.last_alive <= self.check_window:
+            self._count("checks_skipped")
             return record
         try:
             self._check(record.conn)
         except Exception as exc:
-            self._stats["connections_lost"] += 1
+            self._count("connections_lost")
             logger.info("pool %r: connection failed its checkout check, replacing it: %s", self.name, exc)
             self._close_quietly(record.conn, "failed check")
             return _SLOT
+        record.last_alive = time.monotonic()
         return record
 
     def _new_record(self) -> _Record:
@@ -481,10 +500,11 @@ class Pool:
         try:
             conn = self._connect()
         except Exception:
-            self._stats["connections_errors"] += 1
+            self._count("connections_errors")
             raise
-        self._stats["connections_num"] += 1
-        self._stats["connections_ms"] += int((time.monotonic() - started) * 1000)
+        with self._lock:
+            self._stats["connections_num"] += 1
+            self._stats["connections_ms"] += int((time.monotonic() - started) * 1000)
         return _Record(conn, self.max_lifetime)
 
     # -- internals: checkin -------------------------------------------------
@@ -549,7 +569,7 @@ class Pool:
         connections past max_idle, ping idle ones past ``keepalive``, replace
         expired ones, report leaks. Holds the lock only to pick records."""
         backoff = self.reconnect_backoff
-        while not self._stop_event.is_set():
+        while not self._closed:
             try:
                 if self._fill_one():
                     backoff = self.reconnect_backoff
@@ -559,11 +579,11 @@ class Pool:
             except Exception as exc:
                 # Refill failed (server down?): retry with exponential back-off
                 # and jitter, so N workers do not reconnect in the same instant.
-                logger.info("pool %r: background connect failed, retrying in %.2fs: %s", self.name, backoff, exc)
                 interval = backoff * (0.5 + random.random())
                 backoff = min(backoff * 2, self.reconnect_backoff_max)
-            if self._stop_event.wait(interval):
-                return
+                logger.info("pool %r: background connect failed, retrying in %.2fs: %s", self.name, interval, exc)
+            self._wake.wait(interval)
+            self._wake.clear()
 
     def _maintenance_interval(self) -> float:
         # Often enough to replace an expired connection within a tenth of its
@@ -589,7 +609,7 @@ class Pool:
                     to_close.append((record, "max_lifetime reached"))
                 elif now - record.last_used > self.max_idle and self._slots - len(to_close) > self.min_size:
                     to_close.append((record, "max_idle reached"))
-                elif self.keepalive is not None and self._ping is not None and now - record.last_used > self.keepalive:
+                elif self.keepalive is not None and self._ping is not None and now - record.last_alive > self.keepalive:
                     to_ping.append(record)
                 else:
                     keep.append(record)
@@ -597,18 +617,20 @@ class Pool:
             # Records being pinged are out of the idle deque but still own
             # their slots; a request arriving now connects anew or waits.
         for record, why in to_close:
-            self._stats["connections_recycled"] += 1
+            self._count("connections_recycled")
             self._discard(record, why)
         for record in to_ping:
-            self._stats["keepalive_num"] += 1
+            self._count("keepalive_num")
             try:
                 self._ping(record.conn)  # type: ignore[misc]
             except Exception as exc:
-                self._stats["keepalive_lost"] += 1
+                self._count("keepalive_lost")
                 logger.info("pool %r: keepalive found a dead connection: %s", self.name, exc)
                 self._discard(record, "keepalive failed")
                 continue
-            record.last_used = time.monotonic()
+            # Alive, but not *used*: last_used stays, so max_idle still
+            # shrinks the pool after a burst.
+            record.last_alive = time.monotonic()
             self._give_back(record)
 
     def _report_leaks(self, now: float) -> None:
@@ -617,7 +639,7 @@ class Pool:
         with self._lock:
             leaked = [r for r in self._out.values() if r.stack and now - r.checked_out_at > self.leak_threshold]
         for record in leaked:
-            self._stats["leaks_reported"] += 1
+            self._count("leaks_reported")
             logger.warning(
                 "pool %r: connection held for %.1fs (leak_threshold=%.1fs), checked out at:\n%s",
                 self.name,
@@ -639,7 +661,10 @@ class Pool:
     def _disown_after_fork(self) -> None:
         """In a forked child: forget the parent's connections without talking
         to the server on their sockets (that would break the parent's
-        sessions), and refuse further use."""
+        sessions), and refuse further use. The lock may have been held by a
+        parent thread at fork time, so the child gets fresh primitives."""
+        self._lock = self._prims.Lock()
+        self._wake = self._prims.Event()
         self._idle = deque()
         self._out = {}
         self._waiting = deque()
@@ -648,11 +673,19 @@ class Pool:
 
 
 def _after_fork_in_child() -> None:
+    _current_pid[0] = os.getpid()
     for pool in list(_all_pools):
         pool._disown_after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _caller_stack() -> str:
+    """Where the connection was checked out, for leak reports (only taken
+    when leak_threshold is set: formatting a stack costs tens of µs)."""
+    frames = traceback.format_stack(limit=20)[:-3]  # drop the pool's own frames
+    return "".join(frames)
 
 
 def _is_int(value: object) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Callable
 
 from greenpool import _compat
@@ -21,6 +22,10 @@ logger = logging.getLogger("greenpool")
 _Key = tuple[int, "int | None", str]
 
 _pools: dict[_Key, tuple[Pool, object]] = {}  # key -> (pool, fingerprint)
+# Guards lookup-and-store against two threads building two pools. Nothing
+# inside it does I/O or waits, so under gevent (where this may be a gevent
+# lock) it is never contended across a switch.
+_lock = threading.Lock()
 
 
 def _key(alias: str) -> _Key:
@@ -34,13 +39,15 @@ def get_pool(alias: str, fingerprint: object, factory: Callable[[], Pool]) -> Po
     key = _key(alias)
     entry = _pools.get(key)
     if entry is not None and entry[1] == fingerprint and not entry[0].closed:
-        return entry[0]
-    # Building a pool does no I/O (it opens on first checkout), so no other
-    # greenlet can run between the lookup above and the store below.
-    pool = factory()
-    _pools[key] = (pool, fingerprint)
+        return entry[0]  # the common case, without the lock
+    with _lock:
+        entry = _pools.get(key)
+        if entry is not None and entry[1] == fingerprint and not entry[0].closed:
+            return entry[0]
+        pool = factory()  # builds objects only: opens on first checkout
+        _pools[key] = (pool, fingerprint)
     if entry is not None and not entry[0].closed:
-        entry[0].close()
+        entry[0].close()  # outside the lock: close() waits for its task
     return pool
 
 
@@ -73,7 +80,10 @@ def close_all(timeout: float = 5.0) -> None:
 
 def _forget_parent_pools() -> None:
     # The child's pools disown themselves (greenpool.pool); drop the entries
-    # so the dict does not grow with the parent's keys across many forks.
+    # so the dict does not grow with the parent's keys across many forks. The
+    # lock may have been held by a parent thread at fork time: a fresh one.
+    global _lock
+    _lock = threading.Lock()
     for key in [k for k in list(_pools) if k[0] != os.getpid()]:
         _pools.pop(key, None)
 

@@ -335,6 +335,7 @@ def test_reset_session_leaves_no_state_for_the_next_request(handler, django_db):
         "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE",
         "SELECT GET_LOCK('greenpool-auto-lock', 0)",
         "PREPARE stmt FROM 'SELECT 1'",
+        "SELECT 'x' INTO @secret",
     ],
 )
 def test_auto_reset_resets_a_session_that_changed(handler, statement):
@@ -543,3 +544,75 @@ def test_primary_and_replica_behind_a_router_each_use_their_own_pool(django_db):
     assert out["replica"] >= 1, "the read went through the replica's pool"
     assert out["default"] >= 1, "the writes went through the primary's pool"
     assert out["replica_name"] == "replica"
+
+
+def test_thread_that_ends_without_closing_gives_its_connection_back(handler):
+    import gc
+
+    h = handler(OPTIONS={"pool": {"max_size": 2}})
+    pool = h["default"].pool
+
+    def job():
+        query_one(h["default"], "SELECT 1")  # and no close(), as a careless thread does
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    gc.collect()  # the thread's DatabaseWrapper is freed: its lease is returned
+    assert pool.get_stats()["pool_in_use"] == 0
+    assert query_one(h["default"], "SELECT 1") == (1,)
+
+
+def test_connection_goes_back_to_the_pool_it_came_from_after_the_pool_changed(handler):
+    """The test runner renames NAME mid-checkout; the old pool is closed and the
+    connection checked out from it is closed on return, not lost."""
+    conn = handler(OPTIONS={"pool": {"max_size": 2}})["default"]
+    query_one(conn, "SELECT 1")
+    raw, old_pool = conn.connection, conn.pool
+    conn.settings_dict["USER"] = conn.settings_dict["USER"]  # same target...
+    conn.settings_dict["NAME"] = "information_schema"  # ...then a new one: a new pool
+    assert conn.pool is not old_pool and old_pool.closed
+    conn.close()
+    assert not raw.open, "returned to its closed pool, which closed it"
+    assert query_one(conn, "SELECT DATABASE()") == ("information_schema",)
+
+
+def test_threads_racing_to_build_the_pool_share_one(handler):
+    h = handler(OPTIONS={"pool": {"max_size": 3, "timeout": 10}})
+    pools, errors = [], []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+
+        def work():
+            try:
+                pools.append(h["default"].pool)
+                query_one(h["default"], "SELECT 1")
+                h["default"].close()
+            except Exception as exc:  # asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors
+    assert len({id(p) for p in pools}) == 1 and not pools[0].closed
+
+
+def test_forked_child_closing_an_inherited_connection_leaves_the_parents_session_alone(handler):
+    conn = handler(OPTIONS={"pool": {"max_size": 1}})["default"]
+    (before,) = query_one(conn, "SELECT CONNECTION_ID()")
+    pid = os.fork()
+    if pid == 0:  # the child inherits the checked-out connection and closes it
+        try:
+            conn.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert query_one(conn, "SELECT CONNECTION_ID()") == (before,), "the parent's session survived"

@@ -580,3 +580,31 @@ def test_checkout_interrupted_during_its_health_check_loses_no_slot():
     assert fresh is not conn
     pool.putconn(fresh)
     pool.close()
+
+
+def test_keepalive_pings_do_not_stop_idle_connections_from_expiring(db, conc):
+    """A ping proves a connection alive but is not use: after a burst the pool
+    still shrinks to min_size at max_idle."""
+    pool = make_pool(db, conc, min_size=0, max_size=3, max_idle=0.4, keepalive=0.05, ping=lambda c: c.ping())
+    conns = [pool.getconn() for _ in range(3)]
+    for conn in conns:
+        pool.putconn(conn)
+    deadline = time.monotonic() + 5
+    while pool.get_stats()["pool_size"] and time.monotonic() < deadline:
+        conc.sleep(0.05)
+    stats = pool.get_stats()
+    assert stats["keepalive_num"] >= 3, "they were pinged while idle"
+    assert stats["pool_size"] == 0, "and closed at max_idle all the same"
+    pool.close()
+
+
+def test_set_keepalive_takes_effect_at_once(db, conc):
+    pool = make_pool(db, conc, min_size=1, max_size=1, ping=lambda c: c.ping())
+    pool.open(wait=True)
+    conc.sleep(0.2)  # the maintenance task now sleeps for its long default interval
+    pool.set_keepalive(0.1)
+    deadline = time.monotonic() + 2
+    while not pool.get_stats()["keepalive_num"] and time.monotonic() < deadline:
+        conc.sleep(0.05)
+    assert pool.get_stats()["keepalive_num"] >= 1
+    pool.close()

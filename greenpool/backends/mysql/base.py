@@ -9,6 +9,8 @@ OPTIONS["pool"] this is exactly Django's MySQL backend.
 from __future__ import annotations
 
 import logging
+import os
+import weakref
 from typing import Any
 
 from greenpool.backends.mysql.driver import ensure_pymysql
@@ -19,6 +21,7 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.db.backends.base.base import NO_DB_ALIAS  # noqa: E402
 from django.db.backends.mysql import base as mysql_base  # noqa: E402
 from django.utils.functional import cached_property  # noqa: E402
+from pymysql.constants import CLIENT  # noqa: E402
 
 from greenpool import _compat, mysql, registry  # noqa: E402
 from greenpool.backends.mysql.options import parse_pool_options, pool_kwargs  # noqa: E402
@@ -42,6 +45,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         if self._pool_options is not None and settings_dict.get("CONN_MAX_AGE", 0) != 0:
             raise ImproperlyConfigured("Pooling doesn't support persistent connections.")
         self._greenlet_linked: Any = None
+        self._lease: list | None = None
 
     # -- the pool -------------------------------------------------------------
 
@@ -97,6 +101,10 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
         params.pop("pool", None)  # ours, not PyMySQL's
+        # Django's session set-up sends "SET SQL_AUTO_IS_NULL = 0; SET
+        # SESSION TRANSACTION ISOLATION LEVEL ..." as one query, which
+        # mysqlclient allows by default and PyMySQL only with this flag.
+        params["client_flag"] = params.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
         return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
@@ -104,7 +112,10 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         if pool is None:
             return super().get_new_connection(conn_params)
         conn = pool.getconn()
-        self._return_when_greenlet_ends()
+        # Checked in to the pool it came from, even if the alias's pool is
+        # replaced meanwhile (the test runner renames the database).
+        conn.greenpool_pool = pool
+        self._lease_to_current_thread(conn)
         return conn
 
     def init_connection_state(self) -> None:
@@ -131,12 +142,10 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         if not isinstance(self.connection, mysql.PooledConnection):
             return super()._close()
         conn, self.connection = self.connection, None
-        pool = registry.peek_pool(self.alias)
+        if self._lease is not None:
+            self._lease[0] = None
         with self.wrap_database_errors:
-            if pool is None:
-                conn.close()  # the pool was closed under us
-            else:
-                pool.putconn(conn)
+            _checkin(conn)
 
     @cached_property
     def mysql_server_data(self) -> dict[str, Any]:
@@ -149,43 +158,76 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             _server_data[key] = data
         return data
 
-    # -- greenlets that end holding a connection ---------------------------------
+    # -- greenlets and threads that end holding a connection --------------------
 
-    def _return_when_greenlet_ends(self) -> None:
-        """Under gevent, connections live in greenlet-local storage: a spawned
-        greenlet that used the ORM and ended without closing would otherwise
-        keep its checkout forever. Link the greenlet once per wrapper."""
-        if self._greenlet_linked is not None or not _compat.gevent_patched():
-            return
-        import gevent
+    def _lease_to_current_thread(self, conn: Any) -> None:
+        """Connections live in thread-local (under gevent: greenlet-local)
+        storage. A spawned greenlet or a thread that used the ORM and ended
+        without closing would keep its checkout forever; instead:
 
-        current = gevent.getcurrent()
-        if not isinstance(current, gevent.Greenlet):
-            return  # the main greenlet or a raw one: it never "ends" for us
-        self._greenlet_linked = current
-        current.rawlink(self._on_greenlet_end)
+        * a gevent Greenlet is linked, once per wrapper, and its connection
+          returned as soon as it ends;
+        * otherwise the wrapper carries a lease that a finalizer returns when
+          the garbage collector frees the wrapper (after its thread ended).
+        """
+        if self._lease is None:
+            self._lease = [None]
+            weakref.finalize(self, _return_lease, self._lease)
+        self._lease[0] = conn
+        if self._greenlet_linked is None and _compat.gevent_patched():
+            import gevent
+
+            current = gevent.getcurrent()
+            if isinstance(current, gevent.Greenlet):  # not the main or a raw greenlet
+                self._greenlet_linked = current
+                current.rawlink(self._on_greenlet_end)
 
     def _on_greenlet_end(self, _greenlet: Any) -> None:
-        # Runs in the hub, where nothing may block: hand the (maybe blocking)
-        # rollback and checkin to a fresh greenlet.
         conn = self.connection
         if conn is None:
             return
+        self.connection = None
+        if self._lease is not None:
+            self._lease[0] = None
+        _spawn_checkin(conn)
+
+
+def _checkin(conn: Any) -> None:
+    """Return a pooled connection to the pool it came from."""
+    pool = conn.greenpool_pool
+    if conn.greenpool_pid != os.getpid():
+        # Inherited across fork: closing it properly would send COM_QUIT on
+        # the parent's socket and end the parent's session. Drop our fd only.
+        conn._force_close()
+        return
+    pool.putconn(conn)  # a closed pool closes it
+
+
+def _spawn_checkin(conn: Any) -> None:
+    """Return an orphaned connection. Under gevent this may run in the hub
+    (a link callback, a finalizer), where nothing may block: the rollback
+    and checkin go to a fresh greenlet."""
+    if _compat.gevent_patched():
         import gevent
 
-        self.connection = None
-        gevent.spawn(self._return_orphan, conn)
+        gevent.spawn(_checkin_logged, conn)
+    else:
+        _checkin_logged(conn)
 
-    def _return_orphan(self, conn: Any) -> None:
-        pool = registry.peek_pool(self.alias)
-        if pool is None:
-            conn.close()
-            return
-        logger.debug("pool %r: returning a connection left by an ended greenlet", pool.name)
-        try:
-            pool.putconn(conn)
-        except Exception as exc:
-            logger.warning("pool %r: could not return a connection left by an ended greenlet: %s", pool.name, exc)
+
+def _checkin_logged(conn: Any) -> None:
+    try:
+        _checkin(conn)
+        logger.debug("returned a connection left by a greenlet or thread that ended without closing it")
+    except Exception as exc:
+        logger.warning("could not return a connection left by an ended greenlet or thread: %s", exc)
+
+
+def _return_lease(lease: list) -> None:
+    conn = lease[0]
+    if conn is not None:
+        lease[0] = None
+        _spawn_checkin(conn)
 
 
 def _learn_keepalive(pool: Pool, conn: Any) -> None:
@@ -195,5 +237,7 @@ def _learn_keepalive(pool: Pool, conn: Any) -> None:
     with conn.cursor() as cursor:
         cursor.execute("SELECT @@wait_timeout")
         (wait_timeout,) = cursor.fetchone()
-    pool.keepalive = max(1.0, min(float(wait_timeout) / 2, 300.0))
+    # Half the server's idle cut, so two pings fit in it; floor 0.5 s so a
+    # very short wait_timeout (tests) is still covered.
+    pool.set_keepalive(max(0.5, min(float(wait_timeout) / 2, 300.0)))
     logger.info("pool %r: keepalive every %.1fs (server wait_timeout=%ss)", pool.name, pool.keepalive, wait_timeout)

@@ -40,8 +40,9 @@ def parse_pool_options(alias: str, raw: Any) -> dict[str, Any] | None:
     key = (alias, repr(raw))
     options = _parsed.get(key)
     if options is None:
-        options = _parse(alias, raw)
-        _parsed[key] = options
+        # setdefault: two threads parsing at once end up sharing one dict,
+        # so their wrappers agree on the pool (base.py's fingerprint).
+        options = _parsed.setdefault(key, _parse(alias, raw))
     return options
 
 
