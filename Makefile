@@ -14,7 +14,7 @@ export PYTEST_ARGS
 # What `make run` starts once the environment is ready. For now: a pool smoke check.
 # The launcher work replaces RUN_CMD to serve the demo site behind nginx
 # (greenpool-serve workers + nginx with the config from nginx/).
-RUN_CMD ?= $(VENV_PYTHON) -m greenpool.smoke
+RUN_CMD ?= $(VENV_PYTHON) -m greenpool.launch --server gevent -w 2 -b 127.0.0.1:8000
 # -----------------------------------------------------------------------------------
 
 .PHONY: run test bootstrap stop-private-mariadb

@@ -191,25 +191,30 @@ class Pool:
             self.wait(timeout)
 
     def wait(self, timeout: float = 30.0) -> None:
-        """Open connections until min_size are idle; raise PoolTimeout if that
-        takes longer than ``timeout`` (the last connect error is chained)."""
+        """Open connections until min_size are open; raise PoolTimeout if that
+        takes longer than ``timeout`` (the last connect error is chained).
+        Counts connections actually made, not slots: a background connect
+        that holds a slot may yet fail."""
         deadline = time.monotonic() + timeout
         last_error: BaseException | None = None
         while True:
+            with self._lock:
+                opened = len(self._idle) + len(self._out)
+            if opened >= self.min_size or self._closed:
+                return
             try:
                 if not self._fill_one():
-                    return
+                    # Every slot is taken, some by connects in progress
+                    # elsewhere (the maintenance task): let them finish.
+                    self._prims.sleep(0.02)
             except Exception as exc:
                 last_error = exc
-                if time.monotonic() >= deadline:
-                    raise PoolTimeout(
-                        f"pool {self.name!r} could not open min_size={self.min_size} connections "
-                        f"within {timeout:.1f}s: {exc}"
-                    ) from exc
                 self._prims.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
             if time.monotonic() >= deadline:
+                detail = f": {last_error}" if last_error is not None else ""
                 raise PoolTimeout(
-                    f"pool {self.name!r} could not open min_size={self.min_size} connections within {timeout:.1f}s"
+                    f"pool {self.name!r} could not open min_size={self.min_size} connections "
+                    f"within {timeout:.1f}s{detail}"
                 ) from last_error
 
     def close(self, timeout: float = 5.0) -> None:

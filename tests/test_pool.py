@@ -608,3 +608,16 @@ def test_set_keepalive_takes_effect_at_once(db, conc):
         conc.sleep(0.05)
     assert pool.get_stats()["keepalive_num"] >= 1
     pool.close()
+
+
+def test_open_wait_waits_for_real_connections_not_reserved_slots(db, conc):
+    """The maintenance task may hold the slot in a connect that then fails:
+    open(wait=True) must not count that slot as an open connection."""
+    db.connect_fails = True
+    db.connect_hangs = 0.05
+    pool = make_pool(db, conc, min_size=1, reconnect_backoff=0.05)
+    started = time.monotonic()
+    with pytest.raises(PoolTimeout, match="could not open min_size=1"):
+        pool.open(wait=True, timeout=0.5)
+    assert time.monotonic() - started >= 0.45
+    pool.close()

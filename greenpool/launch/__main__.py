@@ -1,0 +1,5 @@
+import sys
+
+from greenpool.launch.cli import main
+
+sys.exit(main())

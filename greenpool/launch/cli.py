@@ -1,0 +1,39 @@
+"""``greenpool-serve``: the command line entry point."""
+
+from __future__ import annotations
+
+import sys
+
+from greenpool.launch import config as config_module
+from greenpool.launch.errors import ExitCode, LaunchError
+
+SUBCOMMANDS = ("stats",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "stats":
+        from greenpool.launch import stats
+
+        return stats.main(args[1:])
+    try:
+        config, _ = config_module.parse_args(args)
+    except LaunchError as exc:
+        print(f"{config_module.PROG}: error: {exc.message}", file=sys.stderr)
+        return int(exc.code)
+    if config.print_config:
+        print(config_module.format_config(config))
+        return int(ExitCode.OK)
+
+    from greenpool.launch import worker
+    from greenpool.launch.master import Master
+
+    worker.setup_logging(config.values, "master")
+    master = Master(config)
+    if config.check_config:
+        return master.check()
+    return master.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,609 @@
+"""Every greenpool-serve setting, declared once.
+
+``SETTINGS`` is the one list: each entry has a name, its flags, a validator, a
+default and a help text. The argument parser, the environment fallbacks
+(``GREENPOOL_<NAME>``), the --config file reader, --print-config and the
+reference page docs/settings-launcher.md are all made from it::
+
+    python -m greenpool.launch.config --markdown > docs/settings-launcher.md
+
+Precedence, highest first: command line, environment, --config file, default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import runpy
+import sys
+import tempfile
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from greenpool.launch.errors import ExitCode, LaunchError
+from greenpool.launch.sockets import Address, parse_address
+
+PROG = "greenpool-serve"
+
+
+# -- validators: take a string (command line, environment) or a Python value
+# -- (config file), return the typed value, raise ValueError naming the problem.
+
+
+def _int_at_least(minimum: int) -> Callable[[Any], int]:
+    def validate(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        try:
+            number = int(value, 10) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}") from None
+        if isinstance(value, float) and value != number:
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        if number < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {number}")
+        return number
+
+    validate.__doc__ = f"integer >= {minimum}"
+    return validate
+
+
+def _seconds(minimum: float, *, exclusive: bool = False) -> Callable[[Any], float]:
+    op = ">" if exclusive else ">="
+
+    def validate(value: Any) -> float:
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number of seconds {op} {minimum:g}, got {value!r}") from None
+        if number < minimum or (exclusive and number == minimum) or number != number:
+            raise ValueError(f"expected a number of seconds {op} {minimum:g}, got {value!r}")
+        return number
+
+    validate.__doc__ = f"seconds {op} {minimum:g}"
+    return validate
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"expected true or false (1/0, yes/no, on/off), got {value!r}")
+
+
+_boolean.__doc__ = "true or false"
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def validate(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    validate.__doc__ = " or ".join(choices)
+    return validate
+
+
+def _optional_path(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file path, got {value!r}")
+    return value
+
+
+_optional_path.__doc__ = "file path"
+
+
+def _log_target(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file path or '-', got {value!r}")
+    return value
+
+
+_log_target.__doc__ = "file path, or - for the standard stream"
+
+_APP_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*(:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*)?$")
+
+
+def _app(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _APP_RE.match(value.strip()):
+        raise ValueError(f"expected module:callable (e.g. mysite.wsgi:application), got {value!r}")
+    value = value.strip()
+    return value if ":" in value else f"{value}:application"
+
+
+_app.__doc__ = "module:callable"
+
+
+def _split_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [part for part in re.split(r"[,\s]+", value) if part]
+    if isinstance(value, (list, tuple)):
+        return [str(part) for part in value]
+    raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
+
+
+def _binds(value: Any) -> list[str]:
+    items = _split_list(value)
+    if not items:
+        raise ValueError("expected at least one address")
+    return [str(parse_address(item)) for item in items]
+
+
+_binds.__doc__ = "HOST:PORT or unix:PATH; repeat for more"
+
+
+def _ip_list(value: Any) -> list[str]:
+    items = _split_list(value)
+    for item in items:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network (use * to trust every peer)") from None
+    return items
+
+
+_ip_list.__doc__ = "comma-separated IPs or networks, or *"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    flags: tuple[str, ...]  # () for the positional APP
+    validator: Callable[[Any], Any]
+    default: Any
+    help: str
+    section: str
+    kind: str = "value"  # "value", "flag" (boolean), "list" (repeatable)
+    metavar: str | None = None
+    env: bool = True  # GREENPOOL_<NAME> fallback
+    commands: tuple[str, ...] = ("serve",)
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def env_var(self) -> str | None:
+        return f"GREENPOOL_{self.name.upper()}" if self.env else None
+
+    def validate(self, value: Any) -> Any:
+        return self.validator(value)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- what to serve
+    Setting("app", (), _app, None,
+            "The WSGI application, as module:callable (module alone means module:application). "
+            "Without it: DJANGO_SETTINGS_MODULE's WSGI_APPLICATION, and without that the bundled "
+            "demo site (greenpool.demo), which is migrated and seeded once at start.",
+            "Application", metavar="APP"),
+    Setting("server", ("--server",), _choice("gevent", "tornado"), "gevent",
+            "Worker type. gevent: monkey-patched worker, gevent.pywsgi with a bounded pool of "
+            "--worker-connections greenlets. tornado: Tornado HTTPServer, Django in a pool of "
+            "--threads executor threads (never on the IOLoop thread).",
+            "Application", choices=("gevent", "tornado")),
+    Setting("config", ("-c", "--config"), _optional_path, None,
+            "A Python file whose top-level names set these settings (workers = 4, "
+            "bind = ['127.0.0.1:8001']). Unknown names are an error.",
+            "Application", metavar="FILE"),
+    Setting("check_config", ("--check-config",), _boolean, False,
+            "Validate the settings, load the application in a worker-like process, open every "
+            "database pool once, then exit: 0 if all is well, else the named exit code.",
+            "Application", kind="flag", env=False),
+    Setting("print_config", ("--print-config",), _boolean, False,
+            "Print every setting with its value and where the value came from, then exit.",
+            "Application", kind="flag", env=False),
+    # -- sockets
+    Setting("bind", ("-b", "--bind"), _binds, ["127.0.0.1:8000"],
+            "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:PATH. Repeat the flag (or "
+            "separate with commas in the environment) to listen on several.",
+            "Sockets", kind="list", metavar="ADDRESS", commands=("serve", "stats")),
+    Setting("worker_ports", ("--worker-ports",), _boolean, False,
+            "Give each worker its own port: worker i listens on the bound port + i (a unix "
+            "path gets .i appended). For nginx's least_conn over one upstream server per worker. "
+            "Without it all workers share one listening socket.",
+            "Sockets", kind="flag"),
+    Setting("reuse_port", ("--reuse-port",), _boolean, False,
+            "Shared port only: each worker binds its own socket with SO_REUSEPORT and the kernel "
+            "spreads connections evenly, instead of the workers accepting from one inherited socket.",
+            "Sockets", kind="flag"),
+    Setting("backlog", ("--backlog",), _int_at_least(1), 2048,
+            "Listen queue length: connections that wait to be accepted (also while a worker restarts).",
+            "Sockets", metavar="INT"),
+    # -- workers
+    Setting("workers", ("-w", "--workers"), _int_at_least(1), 1,
+            "Number of worker processes. Each has its own database pools, so the server sees at "
+            "most workers x max_size connections per alias. Start with the number of cores.",
+            "Workers", metavar="INT"),
+    Setting("worker_connections", ("--worker-connections",), _int_at_least(1), 1000,
+            "gevent: most connections one worker serves at once; past it, it stops accepting "
+            "until one ends. Requests beyond the pool's max_size wait for a database connection.",
+            "Workers", metavar="INT"),
+    Setting("threads", ("--threads",), _int_at_least(1), 10,
+            "tornado: executor threads running Django per worker. 1 means one request at a time "
+            "and one database connection per process. More threads than the pool's max_size "
+            "only queue on the pool.",
+            "Workers", metavar="INT"),
+    Setting("timeout", ("-t", "--timeout"), _seconds(0), 30.0,
+            "A worker that has not signalled the master for this many seconds (a blocked event "
+            "loop) is killed and replaced. 0 turns the check off.",
+            "Workers", metavar="SECONDS"),
+    Setting("graceful_timeout", ("--graceful-timeout",), _seconds(0, exclusive=True), 30.0,
+            "On TERM (and on HUP, --max-requests, TTOU), how long in-flight requests may take to "
+            "finish before the worker exits anyway.",
+            "Workers", metavar="SECONDS"),
+    Setting("keep_alive", ("--keep-alive",), _seconds(0, exclusive=True), 75.0,
+            "Seconds an idle keep-alive connection is kept open. Keep it longer than nginx's "
+            "upstream keepalive_timeout (60 s by default), or nginx reuses connections the "
+            "worker is closing and answers 502.",
+            "Workers", metavar="SECONDS"),
+    Setting("max_requests", ("--max-requests",), _int_at_least(0), 0,
+            "Replace a worker after it served this many requests (0: never). The replacement "
+            "starts first; the old worker then drains, so no request fails.",
+            "Workers", metavar="INT"),
+    Setting("max_requests_jitter", ("--max-requests-jitter",), _int_at_least(0), 0,
+            "Add a random 0..N to each worker's --max-requests, so workers do not all restart at once.",
+            "Workers", metavar="INT"),
+    # -- database
+    Setting("db_boot_timeout", ("--db-boot-timeout",), _seconds(0, exclusive=True), 5.0,
+            "At boot each worker opens every pool (min_size connections, at least one to check "
+            "the server answers) and waits this long for it.",
+            "Database", metavar="SECONDS"),
+    Setting("require_db", ("--require-db",), _boolean, False,
+            "Exit (code 6, DATABASE_UNAVAILABLE) when a database does not answer at boot. Without "
+            "it workers start anyway: pages that need the database answer 503 (with "
+            "greenpool.middleware.DatabaseUnavailableMiddleware) until it is back.",
+            "Database", kind="flag"),
+    # -- proxy
+    Setting("forwarded_allow_ips", ("--forwarded-allow-ips",), _ip_list, ["127.0.0.1", "::1"],
+            "Peers trusted to set X-Forwarded-For / X-Real-IP / X-Forwarded-Proto (nginx). Their "
+            "requests get REMOTE_ADDR and wsgi.url_scheme from those headers. * trusts every "
+            "peer; unix-socket peers are always trusted.",
+            "Proxy", kind="value", metavar="IPS"),
+    # -- logging and control
+    Setting("access_logfile", ("--access-logfile",), _log_target, None,
+            "Write an access log line per request here (- for standard output). Off by default.",
+            "Logging", metavar="FILE"),
+    Setting("error_logfile", ("--error-logfile",), _log_target, "-",
+            "Write the server log here (- for standard error).",
+            "Logging", metavar="FILE"),
+    Setting("log_level", ("--log-level",), _choice("debug", "info", "warning", "error", "critical"), "info",
+            "Level of the server log.",
+            "Logging", choices=("debug", "info", "warning", "error", "critical")),
+    Setting("pid", ("-p", "--pid"), _optional_path, None,
+            "Write the master's process id to this file (removed at exit).",
+            "Logging", metavar="FILE"),
+    Setting("control_dir", ("--control-dir",), _optional_path, None,
+            "Directory for the workers' stats sockets (read by `greenpool-serve stats`). Default: "
+            "<tmp>/greenpool-serve-<uid>/<first bind>.",
+            "Logging", metavar="DIR", commands=("serve", "stats")),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+SECTIONS = ("Application", "Sockets", "Workers", "Database", "Proxy", "Logging")
+
+
+@dataclass
+class Config:
+    """The resolved settings: ``config.workers``; ``sources[name]`` says where each came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [parse_address(b) for b in self.values["bind"]]
+
+    def resolved_control_dir(self) -> str:
+        return self.values.get("control_dir") or default_control_dir(self.addresses[0])
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def control_root() -> str:
+    return os.path.join(tempfile.gettempdir(), f"greenpool-serve-{os.getuid()}")
+
+
+def default_control_dir(address: Address) -> str:
+    return os.path.join(control_root(), address.slug())
+
+
+# -- the parser ----------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def _argparse_type(setting: Setting) -> Callable[[str], Any]:
+    item = parse_address if setting.name == "bind" else None
+
+    def convert(raw: str) -> Any:
+        try:
+            if setting.kind == "list" and item is not None:
+                return str(item(raw))
+            return setting.validate(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = setting.name
+    return convert
+
+
+def build_parser(command: str = "serve") -> argparse.ArgumentParser:
+    """The argument parser of ``command`` ("serve" or "stats"), made from SETTINGS.
+
+    Every option defaults to SUPPRESS, so the namespace holds only what the
+    command line gave: the environment and the config file fill the rest."""
+    if command == "serve":
+        parser = argparse.ArgumentParser(
+            prog=PROG,
+            usage=f"{PROG} [OPTIONS] [APP]\n       {PROG} stats [--bind ADDRESS | --control-dir DIR] [--json]",
+            description="Run a Django (or any WSGI) application under gevent or Tornado: supervised "
+            "worker processes, each with its own bounded MySQL connection pools.",
+            epilog="Signals to the master: TERM graceful stop, INT/QUIT quick stop, HUP rolling restart, "
+            "TTIN/TTOU one worker more/less.\nEvery option also reads GREENPOOL_<NAME> from the environment "
+            "(e.g. GREENPOOL_WORKERS=4). Reference: docs/settings-launcher.md.",
+            formatter_class=_Formatter,
+            argument_default=argparse.SUPPRESS,
+        )
+    else:
+        parser = argparse.ArgumentParser(
+            prog=f"{PROG} stats",
+            description="Print every worker's request and pool statistics of a running greenpool-serve.",
+            formatter_class=_Formatter,
+            argument_default=argparse.SUPPRESS,
+        )
+        parser.add_argument("--json", action="store_true", default=False, help="print the raw JSON of each worker")
+    groups: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if command not in setting.commands:
+            continue
+        group = groups.get(setting.section)
+        if group is None:
+            group = groups[setting.section] = parser.add_argument_group(setting.section)
+        help_text = setting.help.replace("%", "%%")
+        if setting.env_var:
+            help_text += f" [env {setting.env_var}]"
+        if setting.default not in (None, False, [], ""):
+            help_text += f" (default: {_show(setting.default)})"
+        if not setting.flags:
+            group.add_argument(setting.name, nargs="?", type=_argparse_type(setting), metavar=setting.metavar,
+                               help=help_text, default=None)
+        elif setting.kind == "flag":
+            action = argparse.BooleanOptionalAction if setting.env else "store_true"
+            group.add_argument(*setting.flags, dest=setting.name, action=action, help=help_text)
+        elif setting.kind == "list":
+            group.add_argument(*setting.flags, dest=setting.name, action="append", type=_argparse_type(setting),
+                               metavar=setting.metavar, help=help_text)
+        else:
+            group.add_argument(*setting.flags, dest=setting.name, type=_argparse_type(setting),
+                               metavar=setting.metavar or setting.name.upper(), help=help_text,
+                               choices=None)
+    return parser
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# -- resolution: command line > environment > config file > default -------------
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Run a Python config file; return its settings (validated later)."""
+    if not os.path.isfile(path):
+        raise LaunchError(ExitCode.USAGE, f"config file {path!r} does not exist")
+    try:
+        namespace = runpy.run_path(path)
+    except Exception as exc:
+        raise LaunchError(ExitCode.USAGE, f"config file {path!r} failed to run: {type(exc).__name__}: {exc}") from None
+    values = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+            continue
+        values[name] = value
+    return values
+
+
+def resolve(given: dict[str, Any], environ: dict[str, str] | None = None, command: str = "serve") -> Config:
+    """Merge the command line (``given``), the environment and the config file."""
+    env = os.environ if environ is None else environ
+    relevant = [s for s in SETTINGS if command in s.commands]
+    values = {s.name: (list(s.default) if isinstance(s.default, list) else s.default) for s in relevant}
+    sources = {s.name: "default" for s in relevant}
+
+    config_path = given.get("config") or (env.get("GREENPOOL_CONFIG") if command == "serve" else None)
+    if config_path:
+        for name, raw in read_config_file(config_path).items():
+            setting = SETTINGS_BY_NAME.get(name)
+            if setting is None or name == "config":
+                close = [s.name for s in SETTINGS if s.name.startswith(name[:3])]
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise LaunchError(ExitCode.USAGE, f"config file {config_path!r}: unknown setting {name!r}{hint}")
+            if command not in setting.commands:
+                continue
+            try:
+                values[name] = setting.validate(raw)
+            except ValueError as exc:
+                raise LaunchError(ExitCode.USAGE, f"config file {config_path!r}: {name} = {raw!r}: {exc}") from None
+            sources[name] = f"config file {config_path}"
+
+    for setting in relevant:
+        if setting.env_var and setting.env_var in env and setting.name != "config":
+            raw = env[setting.env_var]
+            try:
+                values[setting.name] = setting.validate(raw)
+            except ValueError as exc:
+                raise LaunchError(ExitCode.USAGE, f"{setting.env_var}={raw!r}: {exc}") from None
+            sources[setting.name] = f"environment {setting.env_var}"
+    if config_path:
+        values["config"] = config_path
+        sources["config"] = "command line" if given.get("config") else "environment GREENPOOL_CONFIG"
+
+    for name, value in given.items():
+        if name in values and value is not None and name != "config":
+            values[name] = value
+            sources[name] = "command line"
+
+    config = Config(values, sources)
+    if command == "serve":
+        _cross_check(config)
+    return config
+
+
+def _cross_check(config: Config) -> None:
+    addresses = config.addresses
+    if config.reuse_port and config.worker_ports:
+        raise LaunchError(ExitCode.USAGE, "--reuse-port and --worker-ports exclude each other: "
+                          "one port shared by the kernel, or one port per worker")
+    if config.reuse_port and any(a.kind == "unix" for a in addresses):
+        raise LaunchError(ExitCode.USAGE, "--reuse-port needs TCP addresses; unix sockets are shared by inheritance")
+    if config.worker_ports and any(a.kind == "tcp" and a.port == 0 for a in addresses):
+        raise LaunchError(ExitCode.USAGE, "--worker-ports needs a fixed port (worker i listens on port + i), not port 0")
+    if config.worker_ports:
+        for a in addresses:
+            if a.kind == "tcp" and a.port + config.workers - 1 > 65535:
+                raise LaunchError(ExitCode.USAGE, f"--worker-ports: {a} + {config.workers - 1} workers passes port 65535")
+    if len(set(map(str, addresses))) != len(addresses):
+        raise LaunchError(ExitCode.USAGE, f"--bind lists an address twice: {', '.join(map(str, addresses))}")
+
+
+def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = None, command: str = "serve") -> tuple[Config, argparse.Namespace]:
+    """Parse ``argv`` (argparse exits with 2 on a bad flag) and resolve."""
+    parser = build_parser(command)
+    namespace = parser.parse_args(argv)
+    return resolve(vars(namespace), environ, command), namespace
+
+
+def format_config(config: Config) -> str:
+    """--print-config: one line per setting."""
+    width = max(len(s.name) for s in SETTINGS)
+    lines = []
+    for setting in SETTINGS:
+        if setting.name not in config.values:
+            continue
+        value = config.values[setting.name]
+        lines.append(f"{setting.name:<{width}} = {value!r:<28} # {config.sources.get(setting.name, 'default')}")
+    return "\n".join(lines)
+
+
+# -- the reference page ----------------------------------------------------------
+
+
+def markdown() -> str:
+    """docs/settings-launcher.md, made from SETTINGS and ExitCode."""
+    out = [
+        "# greenpool-serve settings",
+        "",
+        "<!-- Generated by `python -m greenpool.launch.config --markdown` from greenpool/launch/config.py.",
+        "     Do not edit by hand: tests/test_launch_config.py fails when this file is out of date. -->",
+        "",
+        "Every setting can be given three ways. Highest precedence first:",
+        "",
+        "1. the command line flag (`--workers 4`);",
+        "2. the environment variable `GREENPOOL_<NAME>` (`GREENPOOL_WORKERS=4`; lists comma-separated,",
+        "   booleans as 1/0, true/false, yes/no, on/off);",
+        "3. a `--config FILE` (or `GREENPOOL_CONFIG`): a Python file whose top-level names are setting",
+        "   names (`workers = 4`, `bind = [\"127.0.0.1:8001\"]`);",
+        "",
+        "and otherwise the default. `greenpool-serve --print-config` shows each value and where it came from.",
+        "",
+    ]
+    for section in SECTIONS:
+        out += [f"## {section}", ""]
+        for s in SETTINGS:
+            if s.section != section:
+                continue
+            flags = ", ".join(f"`{f}`" for f in s.flags) if s.flags else f"positional `{s.metavar}`"
+            if s.kind == "flag" and s.env:
+                flags += f" / `--no-{s.flags[-1][2:]}`"
+            out.append(f"### `{s.name}`")
+            out.append("")
+            out.append(f"- flag: {flags}")
+            if s.env_var:
+                out.append(f"- environment: `{s.env_var}`")
+            out.append(f"- value: {s.validator.__doc__ or 'text'}")
+            default = "(none)" if s.default in (None, []) else f"`{_show(s.default)}`"
+            out.append(f"- default: {default}")
+            if "stats" in s.commands:
+                out.append("- also read by `greenpool-serve stats`")
+            out.append("")
+            out.append(s.help)
+            out.append("")
+    out += [
+        "## Exit codes",
+        "",
+        "A worker that cannot boot exits with one of these; the master then stops the other workers",
+        "and exits with the same code, instead of restarting it in a loop.",
+        "",
+        "| code | name | meaning |",
+        "| --- | --- | --- |",
+    ]
+    from greenpool.launch.errors import ExitCode as _EC
+
+    for code in _EC:
+        doc = _exit_code_docs().get(code.name, "")
+        out.append(f"| {code.value} | `{code.name}` | {doc} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def _exit_code_docs() -> dict[str, str]:
+    """The comment above each ExitCode member, read from the source."""
+    import inspect
+
+    from greenpool.launch import errors
+
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(errors.ExitCode).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+        elif "=" in stripped and not stripped.startswith(("def", "class", "#")):
+            docs[stripped.split("=")[0].strip()] = " ".join(pending)
+            pending = []
+        else:
+            pending = [] if not stripped.startswith("#") else pending
+    return docs
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--markdown"]:
+        sys.stdout.write(markdown())
+        return 0
+    print("usage: python -m greenpool.launch.config --markdown", file=sys.stderr)
+    return int(ExitCode.USAGE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,636 @@
+"""The master process: binds the sockets, starts and supervises the workers.
+
+It never imports Django or the application and never opens a database
+connection: each worker is a fresh interpreter (``python -c``) that inherits
+only its listening sockets and a pipe back to the master. Over the pipe a
+worker says ``ready`` once it accepts traffic, ``hb`` every few seconds, and
+``recycle`` when it reached --max-requests.
+
+Signal handlers only record the signal (and wake the loop through a pipe);
+the main loop acts on it:
+
+* TERM: graceful stop. Workers stop accepting, finish in-flight requests (up
+  to --graceful-timeout), answer keep-alive requests with Connection: close,
+  close their pools, exit.
+* INT, QUIT: quick stop. Workers close their pools and exit at once.
+* HUP: rolling restart, one worker at a time: the new worker starts on the
+  same sockets, and only once it is ready is the old one drained.
+* TTIN / TTOU: one worker more / less.
+
+A worker that fails at boot during start-up stops the master with the
+worker's exit code (errors.ExitCode). One that dies later is replaced, with a
+back-off when it keeps dying.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from greenpool.launch import sockets
+from greenpool.launch.config import Config
+from greenpool.launch.errors import BOOT_FAILURES, ExitCode, LaunchError, describe_exit
+from greenpool.launch.worker import SPEC_ENV
+
+logger = logging.getLogger("greenpool.launch")
+
+DEMO_SETTINGS = "greenpool.demo.settings"
+
+#: The code a worker interpreter runs. gevent patches before anything else
+#: is imported, Django and the application included.
+BOOT_CODE = {
+    "gevent": (
+        "import sys\n"
+        "_before = sorted(m for m in ('django', 'ssl', 'pymysql', 'greenpool') if m in sys.modules)\n"
+        "from gevent import monkey\n"
+        "monkey.patch_all()\n"
+        "from greenpool.launch import worker_gevent\n"
+        "worker_gevent.main(_before)\n"
+    ),
+    "tornado": "from greenpool.launch import worker_tornado\nworker_tornado.main()\n",
+}
+
+_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD")
+
+
+class WorkerProc:
+    """One worker process as the master sees it."""
+
+    def __init__(self, index: int, generation: int, proc: subprocess.Popen, pipe_fd: int, control: str | None,
+                 listen_names: list[str], replaces: "WorkerProc | None") -> None:
+        self.index = index
+        self.generation = generation
+        self.proc = proc
+        self.pid = proc.pid
+        self.pipe_fd = pipe_fd
+        self.buffer = b""
+        self.control = control
+        self.listen_names = listen_names
+        self.replaces = replaces
+        self.state = "booting"  # -> ready -> stopping
+        self.spawned_at = time.monotonic()
+        self.ready_at: float | None = None
+        self.last_seen = self.spawned_at
+        self.stop_deadline: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<worker {self.index} pid={self.pid} gen={self.generation} {self.state}>"
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+class Master:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.settings = config.values
+        self.addresses = config.addresses
+        self.desired = config.workers
+        self.workers: dict[int, WorkerProc] = {}  # pid -> worker
+        self.current: dict[int, WorkerProc] = {}  # index -> the worker serving it
+        self.replacement: WorkerProc | None = None  # one new worker at a time (HUP, recycle)
+        self.reload_queue: collections.deque[int] = collections.deque()
+        self.respawn_at: dict[int, float] = {}
+        self.failures: dict[int, int] = collections.defaultdict(int)
+        self.generation = 0
+        self.shared_socks: list[socket.socket] = []
+        self.port_socks: dict[int, list[socket.socket]] = {}
+        self.unix_paths: list[str] = []
+        self.signals: collections.deque[int] = collections.deque()
+        self.selector = selectors.DefaultSelector()
+        self.started = False  # all initial workers were ready once
+        self.stopping = False
+        self.graceful = True
+        self.exit_code = ExitCode.OK
+        self.control_dir = config.resolved_control_dir()
+        self.child_env = dict(os.environ)
+        self.app_description = ""
+        self.demo = False
+        self.timeout = float(self.settings["timeout"])
+        self.boot_timeout = max(60.0, self.timeout * 2, self.settings["db_boot_timeout"] * 4)
+
+    # -- start ---------------------------------------------------------------
+
+    def choose_app(self) -> None:
+        app = self.settings.get("app")
+        if app:
+            self.app_description = f"APP {app}"
+        elif os.environ.get("DJANGO_SETTINGS_MODULE"):
+            self.app_description = f"WSGI_APPLICATION of DJANGO_SETTINGS_MODULE={os.environ['DJANGO_SETTINGS_MODULE']}"
+        else:
+            self.demo = True
+            self.child_env["DJANGO_SETTINGS_MODULE"] = DEMO_SETTINGS
+            self.app_description = "the bundled demo site (no APP and no DJANGO_SETTINGS_MODULE)"
+
+    def bind_all(self) -> None:
+        backlog = self.settings["backlog"]
+        if self.settings["reuse_port"]:
+            # Each worker binds its own socket; check now that the port is free for us.
+            for address in self.addresses:
+                sockets.bind(address, backlog, reuse_port=True, listen=False).close()
+            return
+        if self.settings["worker_ports"]:
+            for index in range(self.desired):
+                self.bind_index(index)
+            return
+        for address in self.addresses:
+            sock = sockets.bind(address, backlog)
+            self.shared_socks.append(sock)
+            if address.kind == "unix":
+                self.unix_paths.append(address.path)
+
+    def bind_index(self, index: int) -> None:
+        socks = []
+        try:
+            for address in self.addresses:
+                worker_address = address.for_worker(index)
+                socks.append(sockets.bind(worker_address, self.settings["backlog"]))
+                if worker_address.kind == "unix":
+                    self.unix_paths.append(worker_address.path)
+        except LaunchError:
+            for s in socks:
+                s.close()
+            raise
+        self.port_socks[index] = socks
+
+    def listen_names(self, index: int) -> list[str]:
+        if self.settings["reuse_port"]:
+            return [str(a) for a in self.addresses]
+        socks = self.port_socks.get(index, []) if self.settings["worker_ports"] else self.shared_socks
+        return [sockets.describe_socket(s) for s in socks]
+
+    def prepare_control_dir(self) -> None:
+        os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
+        try:
+            with open(os.path.join(self.control_dir, "master.json")) as f:
+                other = json.load(f).get("pid")
+        except (OSError, ValueError):
+            other = None
+        if isinstance(other, int) and other != os.getpid() and _alive(other):
+            raise LaunchError(ExitCode.BIND_ERROR, f"another greenpool-serve (master {other}) uses the control "
+                              f"directory {self.control_dir}; give this one its own --control-dir")
+        for name in os.listdir(self.control_dir):
+            if name.endswith(".sock") or name == "master.json":
+                try:
+                    os.unlink(os.path.join(self.control_dir, name))
+                except OSError:
+                    pass
+
+    def prepare_demo(self) -> None:
+        """Migrate and seed the demo database once, before any worker starts,
+        in a child process: the master itself never holds a connection."""
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "greenpool.demo.prepare"], env=self.child_env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+        output = (proc.stdout + proc.stderr).strip()
+        if proc.returncode == 0:
+            logger.info("demo database migrated and seeded in %.1fs", time.monotonic() - started)
+            return
+        if proc.returncode == ExitCode.DATABASE_UNAVAILABLE and not self.settings["require_db"]:
+            logger.warning("demo: %s; starting anyway: /hello works, database pages answer 503 until the database "
+                           "answers (restart greenpool-serve then, to migrate and seed it)", output)
+            return
+        code = ExitCode(proc.returncode) if proc.returncode in {c.value for c in ExitCode} else ExitCode.FAILURE
+        raise LaunchError(code, f"preparing the demo database failed (exit {describe_exit(proc.returncode)}):\n{output}")
+
+    def install_signals(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self.wakeup_fd = read_fd
+        self.selector.register(read_fd, selectors.EVENT_READ, None)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for name in _SIGNALS:
+            signal.signal(getattr(signal, name), self._record_signal)
+
+    def _record_signal(self, signum: int, _frame: Any) -> None:
+        # Only record: the main loop acts.
+        self.signals.append(signum)
+
+    def write_pidfile(self) -> None:
+        path = self.settings.get("pid")
+        if path:
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, path)
+
+    def run(self) -> int:
+        self.choose_app()
+        try:
+            self.bind_all()
+            self.prepare_control_dir()
+            if self.demo:
+                self.prepare_demo()
+        except LaunchError as exc:
+            self.close_sockets()
+            logger.error("%s", exc.message)
+            return int(exc.code)
+        self.write_pidfile()
+        self.install_signals()
+        logger.info("greenpool-serve %s master %d: %d %s worker(s), %s, serving %s", _version(), os.getpid(),
+                    self.desired, self.settings["server"],
+                    "one port per worker" if self.settings["worker_ports"] else
+                    "SO_REUSEPORT" if self.settings["reuse_port"] else "one shared socket", self.app_description)
+        for index in range(self.desired):
+            self.spawn(index)
+        try:
+            self.loop()
+        finally:
+            self.cleanup()
+        return int(self.exit_code)
+
+    # -- workers ----------------------------------------------------------------
+
+    def spawn(self, index: int, replaces: WorkerProc | None = None, check_only: bool = False) -> WorkerProc:
+        self.generation += 1
+        read_fd, write_fd = os.pipe()
+        pass_fds = [write_fd]
+        listen: list[dict[str, Any]] = []
+        if self.settings["reuse_port"]:
+            listen = [{"address": str(a)} for a in self.addresses]
+        else:
+            socks = self.port_socks.get(index, []) if self.settings["worker_ports"] else self.shared_socks
+            for sock in socks:
+                listen.append({"fd": sock.fileno(), "address": sockets.describe_socket(sock)})
+                pass_fds.append(sock.fileno())
+        control = None if check_only else os.path.join(self.control_dir, f"w{index}-g{self.generation}.sock")
+        names = self.listen_names(index)
+        spec = {
+            "index": index,
+            "generation": self.generation,
+            "master_pid": os.getpid(),
+            "pipe_fd": write_fd,
+            "listen": listen,
+            "listen_names": names,
+            "control_path": control,
+            "check_only": check_only,
+            "settings": self.config.to_json(),
+        }
+        env = dict(self.child_env)
+        env[SPEC_ENV] = json.dumps(spec)
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", BOOT_CODE[self.settings["server"]]], env=env,
+                                    pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        w = WorkerProc(index, self.generation, proc, read_fd, control, names, replaces)
+        self.workers[w.pid] = w
+        self.selector.register(read_fd, selectors.EVENT_READ, w)
+        if replaces is None and not check_only:
+            self.current[index] = w
+        logger.debug("started worker %d (pid %d, generation %d)", index, w.pid, w.generation)
+        return w
+
+    def on_message(self, w: WorkerProc, message: str) -> None:
+        w.last_seen = time.monotonic()
+        if message == "ready":
+            self.on_ready(w)
+        elif message == "recycle":
+            if self.current.get(w.index) is w and w.index not in self.reload_queue and not self.stopping:
+                logger.info("worker %d (pid %d) reached --max-requests: replacing it", w.index, w.pid)
+                self.reload_queue.append(w.index)
+
+    def on_ready(self, w: WorkerProc) -> None:
+        w.state = "ready"
+        w.ready_at = time.monotonic()
+        if self.stopping:
+            w.signal(signal.SIGTERM if self.graceful else signal.SIGQUIT)
+            w.state = "stopping"
+            w.stop_deadline = time.monotonic() + self.stop_grace()
+            return
+        if w.replaces is not None:
+            old = w.replaces
+            w.replaces = None
+            self.replacement = None
+            if self.current.get(w.index) is old:
+                self.stop_worker(old, graceful=True)
+            self.current[w.index] = w
+            logger.info("worker %d replaced: pid %d -> %d", w.index, old.pid, w.pid)
+        self.write_state()
+        if not self.started and all(
+            self.current.get(i) is not None and self.current[i].state == "ready" for i in range(self.desired)
+        ):
+            self.started = True
+            urls = ", ".join(self.public_urls())
+            logger.info("all %d workers ready; listening on %s", self.desired, urls)
+            if self.demo:
+                first = self.public_urls()[0]
+                print(f"greenpool-serve: demo site at {first}/hello (also /read /tx /slow /whoami /healthz)",
+                      file=sys.stderr, flush=True)
+
+    def public_urls(self) -> list[str]:
+        if self.settings["worker_ports"]:
+            return [sockets.parse_address(n).url for i in sorted(self.port_socks) for n in self.listen_names(i)]
+        return [sockets.parse_address(n).url for n in self.listen_names(0)]
+
+    def stop_worker(self, w: WorkerProc, graceful: bool) -> None:
+        if w.state == "stopping":
+            if not graceful:
+                w.signal(signal.SIGQUIT)
+                w.stop_deadline = min(w.stop_deadline or 0, time.monotonic() + 3.0)
+            return
+        w.state = "stopping"
+        w.signal(signal.SIGTERM if graceful else signal.SIGQUIT)
+        w.stop_deadline = time.monotonic() + (self.stop_grace() if graceful else 3.0)
+
+    def stop_grace(self) -> float:
+        return self.settings["graceful_timeout"] + 5.0
+
+    def reap(self) -> None:
+        for w in list(self.workers.values()):
+            rc = w.proc.poll()
+            if rc is not None:
+                self.on_exit(w, rc)
+
+    def on_exit(self, w: WorkerProc, rc: int) -> None:
+        self.read_pipe(w)
+        self.selector.unregister(w.pipe_fd)
+        os.close(w.pipe_fd)
+        del self.workers[w.pid]
+        if w.control:
+            try:
+                os.unlink(w.control)
+            except OSError:
+                pass
+        was_current = self.current.get(w.index) is w
+        if was_current:
+            del self.current[w.index]
+        if self.replacement is w:
+            self.replacement = None
+        how = describe_exit(rc)
+        if w.state == "stopping" or self.stopping:
+            logger.info("worker %d (pid %d) exited: %s", w.index, w.pid, how)
+        elif w.state == "booting":
+            if w.replaces is not None:
+                logger.error("worker %d (pid %d) failed to boot (exit %s): the rolling restart stops here; "
+                             "the old workers keep serving", w.index, w.pid, how)
+                self.reload_queue.clear()
+            elif not self.started:
+                code = ExitCode(rc) if rc in {c.value for c in BOOT_FAILURES} else ExitCode.WORKER_BOOT_ERROR
+                logger.error("worker %d (pid %d) failed to boot (exit %s); stopping. Its message is above.",
+                             w.index, w.pid, how)
+                self.exit_code = code
+                self.begin_stop(graceful=False)
+            else:
+                self.schedule_respawn(w, f"failed to boot (exit {how})")
+        else:
+            logger.warning("worker %d (pid %d) died unexpectedly (exit %s)", w.index, w.pid, how)
+            if w.ready_at is not None and time.monotonic() - w.ready_at > 30.0:
+                self.failures[w.index] = 0
+            if was_current:
+                self.schedule_respawn(w, "died")
+        self.write_state()
+
+    def schedule_respawn(self, w: WorkerProc, why: str) -> None:
+        self.failures[w.index] += 1
+        n = self.failures[w.index]
+        delay = 0.0 if n <= 1 else min(0.25 * 2 ** (n - 1), 30.0)
+        self.respawn_at[w.index] = time.monotonic() + delay
+        logger.warning("worker %d %s: restarting it%s", w.index, why, f" in {delay:.1f}s" if delay else "")
+
+    def read_pipe(self, w: WorkerProc) -> None:
+        while True:
+            try:
+                data = os.read(w.pipe_fd, 4096)
+            except BlockingIOError:
+                break
+            except OSError:
+                break
+            if not data:
+                break
+            w.buffer += data
+        *lines, w.buffer = w.buffer.split(b"\n")
+        for line in lines:
+            if line:
+                self.on_message(w, line.decode(errors="replace"))
+
+    # -- the loop -------------------------------------------------------------------
+
+    def loop(self) -> None:
+        while True:
+            for key, _ in self.selector.select(timeout=0.25):
+                if key.data is None:
+                    try:
+                        while os.read(self.wakeup_fd, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                elif key.data.pid in self.workers:
+                    self.read_pipe(key.data)
+            self.handle_signals()
+            self.reap()
+            self.check_deadlines()
+            if self.stopping:
+                if not self.workers:
+                    return
+                continue
+            self.maintain()
+
+    def handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.popleft()
+            if signum == signal.SIGCHLD:
+                continue
+            name = signal.Signals(signum).name
+            if signum == signal.SIGTERM:
+                logger.info("%s: graceful stop", name)
+                self.begin_stop(graceful=True)
+            elif signum in (signal.SIGINT, signal.SIGQUIT):
+                logger.info("%s: quick stop", name)
+                self.begin_stop(graceful=False)
+            elif self.stopping:
+                continue
+            elif signum == signal.SIGHUP:
+                logger.info("%s: rolling restart of %d workers, one at a time", name, self.desired)
+                self.reload_queue = collections.deque(range(self.desired))
+            elif signum == signal.SIGTTIN:
+                self.add_worker()
+            elif signum == signal.SIGTTOU:
+                self.remove_worker()
+
+    def add_worker(self) -> None:
+        index = self.desired
+        if self.settings["worker_ports"] and index not in self.port_socks:
+            try:
+                self.bind_index(index)
+            except LaunchError as exc:
+                logger.error("TTIN: cannot add worker %d: %s", index, exc.message)
+                return
+        self.desired += 1
+        logger.info("TTIN: %d workers", self.desired)
+        self.spawn(index)
+
+    def remove_worker(self) -> None:
+        if self.desired <= 1:
+            logger.info("TTOU: keeping the last worker")
+            return
+        self.desired -= 1
+        index = self.desired
+        logger.info("TTOU: %d workers", self.desired)
+        w = self.current.pop(index, None)
+        if w is not None:
+            self.stop_worker(w, graceful=True)
+        if self.replacement is not None and self.replacement.index == index:
+            self.stop_worker(self.replacement, graceful=False)
+        self.respawn_at.pop(index, None)
+        for sock in self.port_socks.pop(index, []):
+            if sock.family == socket.AF_UNIX:
+                path = sock.getsockname()
+                if path in self.unix_paths:
+                    self.unix_paths.remove(path)
+                    _unlink(path)
+            sock.close()
+
+    def begin_stop(self, graceful: bool) -> None:
+        if self.stopping and (not self.graceful or graceful):
+            return
+        self.stopping = True
+        self.graceful = graceful
+        self.reload_queue.clear()
+        # New connections are refused from now on (as gunicorn does); the
+        # workers keep their own copies of the sockets until they stop
+        # accepting, and finish what they accepted.
+        self.close_sockets()
+        for w in list(self.workers.values()):
+            if w.state == "stopping" and graceful:
+                continue
+            self.stop_worker(w, graceful)
+
+    def check_deadlines(self) -> None:
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if w.state == "stopping":
+                if w.stop_deadline is not None and now > w.stop_deadline:
+                    logger.warning("worker %d (pid %d) did not stop in time: killing it", w.index, w.pid)
+                    w.signal(signal.SIGKILL)
+                    w.stop_deadline = None
+            elif w.state == "booting":
+                if now - w.spawned_at > self.boot_timeout:
+                    logger.error("worker %d (pid %d) not ready after %.0fs: killing it", w.index, w.pid, self.boot_timeout)
+                    w.signal(signal.SIGKILL)
+                    w.spawned_at = float("inf")
+            elif self.timeout and now - w.last_seen > self.timeout:
+                logger.error("worker %d (pid %d) silent for %.1fs (--timeout=%gs): killing it", w.index, w.pid,
+                             now - w.last_seen, self.timeout)
+                w.signal(signal.SIGKILL)
+                w.last_seen = float("inf")
+
+    def maintain(self) -> None:
+        now = time.monotonic()
+        for index in range(self.desired):
+            if index in self.current:
+                continue
+            if self.replacement is not None and self.replacement.index == index:
+                continue
+            if now >= self.respawn_at.get(index, 0.0):
+                self.respawn_at.pop(index, None)
+                self.spawn(index)
+        if self.replacement is None and self.reload_queue:
+            if any(w.state == "booting" for w in self.current.values()):
+                return  # one new worker at a time
+            index = self.reload_queue.popleft()
+            old = self.current.get(index)
+            if index < self.desired and old is not None and old.state == "ready":
+                self.replacement = self.spawn(index, replaces=old)
+
+    # -- state for `greenpool-serve stats` --------------------------------------------
+
+    def write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "server": self.settings["server"],
+            "bind": [str(a) for a in self.addresses],
+            "worker_ports": self.settings["worker_ports"],
+            "workers": [
+                {"index": w.index, "pid": w.pid, "generation": w.generation, "state": w.state, "control": w.control,
+                 "listen": w.listen_names}
+                for w in sorted(self.workers.values(), key=lambda w: (w.index, w.generation))
+            ],
+        }
+        path = os.path.join(self.control_dir, "master.json")
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(state, f, indent=1)
+            os.replace(tmp, path)
+        except OSError as exc:
+            logger.debug("could not write %s: %s", path, exc)
+
+    # -- the end ---------------------------------------------------------------------
+
+    def close_sockets(self) -> None:
+        for sock in self.shared_socks:
+            sock.close()
+        for socks in self.port_socks.values():
+            for sock in socks:
+                sock.close()
+        self.shared_socks = []
+        self.port_socks = {}
+        for path in self.unix_paths:
+            _unlink(path)
+        self.unix_paths = []
+
+    def cleanup(self) -> None:
+        self.close_sockets()
+        _unlink(os.path.join(self.control_dir, "master.json"))
+        try:
+            os.rmdir(self.control_dir)
+        except OSError:
+            pass
+        path = self.settings.get("pid")
+        if path:
+            _unlink(path)
+        logger.info("master %d exiting with %s", os.getpid(), ExitCode(self.exit_code).describe())
+
+    # -- --check-config -----------------------------------------------------------------
+
+    def check(self) -> int:
+        """Load the app and open the pools in one worker-like process, then exit."""
+        self.choose_app()
+        self.settings = dict(self.settings, require_db=True)
+        self.config.values["require_db"] = True
+        proc_w = self.spawn(0, check_only=True)
+        rc = proc_w.proc.wait()
+        os.close(proc_w.pipe_fd)
+        if rc == 0:
+            logger.info("configuration OK: %s loads, every database answers", self.app_description)
+        else:
+            logger.error("configuration check failed: exit %s", describe_exit(rc))
+        return rc if rc >= 0 else int(ExitCode.WORKER_BOOT_ERROR)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _version() -> str:
+    from greenpool import __version__
+
+    return __version__

@@ -1,0 +1,251 @@
+"""The gevent worker: gevent.pywsgi with a bounded greenlet pool.
+
+The master starts it as ``python -c BOOT`` where BOOT monkey-patches first and
+imports this module after, so Django, PyMySQL and ssl are imported patched
+(no "Monkey-patching ssl after ssl has already been imported" warning).
+Importing this module in an unpatched process is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from gevent import monkey
+
+if not monkey.is_module_patched("socket"):
+    raise ImportError("greenpool.launch.worker_gevent must be imported after gevent.monkey.patch_all()")
+
+import gevent  # noqa: E402
+import gevent.event  # noqa: E402
+import gevent.pool  # noqa: E402
+import gevent.server  # noqa: E402
+from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, WSGIServer  # noqa: E402
+
+from greenpool.launch import sockets, worker  # noqa: E402
+from greenpool.launch.errors import ExitCode, LaunchError  # noqa: E402
+
+logger = logging.getLogger("greenpool.launch")
+
+
+
+class GreenpoolHandler(WSGIHandler):
+    """pywsgi's handler with keep-alive timeout, drain, stats and access log."""
+
+    idle_since: float | None = None
+
+    def handle(self) -> None:
+        server = self.server
+        state: worker.WorkerState = server.greenpool_state
+        server.greenpool_handlers.add(self)
+        state.connections_open += 1
+        state.connections_total += 1
+        try:
+            super().handle()
+        finally:
+            state.connections_open -= 1
+            server.greenpool_handlers.discard(self)
+
+    def read_requestline(self) -> str:
+        self.idle_since = time.monotonic()
+        line = b""
+        try:
+            with gevent.Timeout(self.server.greenpool_state.settings["keep_alive"], False):
+                line = self.rfile.readline(MAX_REQUEST_LINE)
+        finally:
+            self.idle_since = None
+        return line.decode("latin-1")
+
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        state: worker.WorkerState = self.server.greenpool_state
+        state.forwarded.apply(env)
+        env["greenpool.worker"] = state.worker_id
+        return env
+
+    def start_response(self, status: Any, headers: list, exc_info: Any = None) -> Any:
+        state: worker.WorkerState = self.server.greenpool_state
+        headers = list(headers)
+        headers.append(("X-Greenpool-Worker", state.worker_id))
+        if state.closing:
+            headers = [(k, v) for (k, v) in headers if k.lower() != "connection"]
+            headers.append(("Connection", "close"))
+        return super().start_response(status, headers, exc_info)
+
+    def handle_one_response(self) -> None:
+        state: worker.WorkerState = self.server.greenpool_state
+        state.request_started()
+        self._greenpool_counted = True
+        super().handle_one_response()
+
+    def log_request(self) -> None:
+        state: worker.WorkerState = self.server.greenpool_state
+        try:
+            status = int((self._orig_status or self.status or "0").split()[0])
+        except (ValueError, AttributeError):
+            status = 0
+        seconds = (self.time_finish or time.time()) - self.time_start
+        if getattr(self, "_greenpool_counted", False):
+            self._greenpool_counted = False
+            state.request_finished(status, seconds)
+        client = self.client_address[0] if isinstance(self.client_address, tuple) else None
+        remote = (self.environ or {}).get("REMOTE_ADDR", client) if getattr(self, "environ", None) else client
+        state.access_log(remote, self.requestline or "", status, self.response_length or None, seconds)
+
+
+class GeventWorker:
+    def __init__(self, state: worker.WorkerState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.servers: list[WSGIServer] = []
+        self.handlers: set[GreenpoolHandler] = set()
+        self.stopping: Any = None
+        self.done = gevent.event.Event()
+        self.control: gevent.server.StreamServer | None = None
+
+    # -- start ---------------------------------------------------------------
+
+    def listeners(self) -> list[socket.socket]:
+        socks = []
+        for item in self.state.spec["listen"]:
+            if "fd" in item:
+                sock = socket.socket(fileno=item["fd"])
+            else:  # --reuse-port: this worker binds its own socket
+                sock = sockets.bind(sockets.parse_address(item["address"]), self.settings["backlog"], reuse_port=True)
+            sockets.set_nodelay(sock)
+            socks.append(sock)
+        return socks
+
+    def start(self, app: Any) -> None:
+        spawn = gevent.pool.Pool(self.settings["worker_connections"])
+        for sock in self.listeners():
+            server = WSGIServer(sock, app, spawn=spawn, handler_class=GreenpoolHandler, log=None,
+                                error_log=logging.getLogger("greenpool.wsgi"))
+            # Accept a few connections per wake-up, not 100: workers that
+            # share one socket then split a burst of connects more evenly.
+            server.max_accept = 4
+            server.greenpool_state = self.state
+            server.greenpool_handlers = self.handlers
+            server.start()
+            self.servers.append(server)
+        self.start_control()
+        gevent.signal_handler(signal.SIGTERM, self.request_stop, True)
+        gevent.signal_handler(signal.SIGINT, self.request_stop, False)
+        gevent.signal_handler(signal.SIGQUIT, self.request_stop, False)
+        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(ignored, signal.SIG_IGN)
+        gevent.spawn(self.heartbeat)
+
+    def start_control(self) -> None:
+        path = worker.control_path(self.state.spec)
+        if not path:
+            return
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o600)
+        listener.listen(16)
+        self.control = gevent.server.StreamServer(listener, self.serve_control)
+        self.control.start()
+
+    def serve_control(self, sock: socket.socket, _address: Any) -> None:
+        with gevent.Timeout(5, False):
+            command = sock.makefile("rb").readline().strip()
+            if command == b"stats":
+                sock.sendall(worker.serialize_stats(self.state))
+            else:
+                sock.sendall(b'{"error": "unknown command"}\n')
+        sock.close()
+
+    def heartbeat(self) -> None:
+        interval = worker.heartbeat_interval(self.settings)
+        while self.stopping is None:
+            if not self.state.master.send("hb") or not self.state.master.master_alive():
+                logger.warning("the master is gone: stopping")
+                self.request_stop(True)
+                return
+            gevent.sleep(interval)
+
+    # -- stop ------------------------------------------------------------------
+
+    def request_stop(self, graceful: bool) -> None:
+        # Runs in the hub (signal) or a greenlet: only start the stop greenlet.
+        if self.stopping is not None:
+            if not graceful and self.stopping.graceful:
+                self.stopping.graceful = False  # INT after TERM: hurry up
+            return
+        self.stopping = gevent.spawn(self.stop, graceful)
+        self.stopping.graceful = graceful
+
+    def stop(self, graceful: bool) -> None:
+        state = self.state
+        state.draining = True
+        started = time.monotonic()
+        logger.info("%s stop: %d connections open, %d requests in flight", "graceful" if graceful else "quick",
+                    len(self.handlers), state.in_flight)
+        for server in self.servers:
+            server.close()  # stop accepting; the master keeps the socket
+        deadline = started + (self.settings["graceful_timeout"] if graceful else 0.0)
+        while self.handlers and time.monotonic() < deadline and self.stopping.graceful:
+            now = time.monotonic()
+            for handler in list(self.handlers):
+                if handler.idle_since is not None and now - handler.idle_since >= worker.DRAIN_IDLE_SECONDS:
+                    _shutdown(handler)
+            gevent.sleep(0.05)
+        if self.handlers:
+            busy = sum(1 for h in self.handlers if h.idle_since is None)
+            if busy and graceful:
+                logger.warning("%d requests still running after --graceful-timeout=%gs: cutting them", busy,
+                               self.settings["graceful_timeout"])
+            for handler in list(self.handlers):
+                _shutdown(handler)
+            for server in self.servers:
+                server.pool.kill(block=True, timeout=1.0)
+        worker.close_pools(timeout=2.0)
+        if self.control is not None:
+            self.control.close()
+        logger.info("worker stopped after %.2fs, served %d requests", time.monotonic() - started, state.requests)
+        self.done.set()
+
+
+def _shutdown(handler: GreenpoolHandler) -> None:
+    sock = getattr(handler, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def main(imported_before_patch: list[str] | None = None) -> None:
+    spec = worker.read_spec()
+    state = worker.WorkerState(spec, imported_before_patch)
+    worker.setup_logging(state.settings, f"gevent.{state.index}")
+    if imported_before_patch:
+        logger.warning("modules imported before monkey-patching: %s", ", ".join(imported_before_patch))
+    app = worker.boot(state)
+    if spec.get("check_only"):
+        worker.check_only_exit(state)
+    gw = GeventWorker(state)
+    try:
+        gw.start(app)
+    except LaunchError as exc:
+        worker.fail(exc.code, exc.message)
+    state.ready = True
+    state.master.send("ready")
+    logger.info("gevent worker %s ready: %s, %d connections max", state.worker_id,
+                ", ".join(spec.get("listen_names", [])), state.settings["worker_connections"])
+    gw.done.wait()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(ExitCode.OK))

@@ -1,0 +1,308 @@
+"""The Tornado worker: HTTPServer(xheaders=True) and a WSGIContainer whose
+application runs in a ThreadPoolExecutor of --threads threads.
+
+Django never runs on the IOLoop thread (Tornado 6 runs on asyncio, where the
+ORM raises SynchronousOnlyOperation) and DJANGO_ALLOW_ASYNC_UNSAFE is never set.
+Each request runs start to end in one executor thread: the application call,
+the iteration of its response and the response's close(), which sends
+Django's request_finished and so returns the thread's connection to the pool.
+(Tornado's own WSGIContainer calls close() on the IOLoop thread, where
+Django's request_finished would close the IOLoop thread's connections, not
+the one the request used: every executor thread would keep its connection.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+from tornado import httputil
+from tornado.httpserver import HTTPServer
+from tornado.wsgi import WSGIContainer
+
+from greenpool.launch import sockets, worker
+from greenpool.launch.errors import ExitCode, LaunchError
+
+logger = logging.getLogger("greenpool.launch")
+
+
+_ERROR_BODY = b"Internal Server Error\n"
+
+
+class GreenpoolWSGIContainer(WSGIContainer):
+    def __init__(self, app: Any, executor: concurrent.futures.Executor, state: worker.WorkerState) -> None:
+        super().__init__(app, executor=executor)
+        self.state = state
+
+    def _run(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        """In one executor thread: call the app, read its body, close it."""
+        data: dict[str, Any] = {}
+        body: list[bytes] = []
+
+        def start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+            if exc_info is not None and data.get("sent"):
+                raise exc_info[1].with_traceback(exc_info[2])
+            data["status"] = status
+            data["headers"] = list(headers)
+            return body.append
+
+        result = self.wsgi_application(environ, start_response)
+        try:
+            for chunk in result:
+                if chunk:
+                    data["sent"] = True
+                    body.append(chunk)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        if "status" not in data:
+            raise RuntimeError("the WSGI application did not call start_response")
+        return data["status"], data["headers"], b"".join(body)
+
+    async def handle_request(self, request: httputil.HTTPServerRequest) -> None:
+        state = self.state
+        state.request_started()
+        started = time.monotonic()
+        environ = self.environ(request)
+        environ["greenpool.worker"] = state.worker_id
+        environ["wsgi.multithread"] = True
+        try:
+            status, headers, body = await asyncio.get_running_loop().run_in_executor(self.executor, self._run, environ)
+        except Exception:
+            logging.getLogger("greenpool.wsgi").error("error in the WSGI application:\n%s", traceback.format_exc())
+            status, headers, body = "500 Internal Server Error", [("Content-Type", "text/plain")], _ERROR_BODY
+        code_str, _, reason = status.partition(" ")
+        code = int(code_str)
+        header_obj = httputil.HTTPHeaders()
+        has_length = False
+        for key, value in headers:
+            lower = key.lower()
+            if lower == "connection":
+                if value.lower() == "close":
+                    _disconnect_on_finish(request)
+                continue
+            has_length = has_length or lower == "content-length"
+            header_obj.add(key, value)
+        if code != 304 and not has_length and code >= 200 and code not in (204,):
+            header_obj.add("Content-Length", str(len(body)))
+        header_obj.add("X-Greenpool-Worker", state.worker_id)
+        if state.closing:
+            _disconnect_on_finish(request)
+        assert request.connection is not None
+        chunk = None if request.method == "HEAD" else body
+        try:
+            request.connection.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), header_obj, chunk=chunk)
+            request.connection.finish()
+        except Exception as exc:  # the client went away
+            logger.debug("could not send the response: %s", exc)
+        seconds = time.monotonic() - started
+        state.request_finished(code, seconds)
+        state.access_log(request.remote_ip, f"{request.method} {request.uri} {request.version}", code, len(body), seconds)
+
+
+def _disconnect_on_finish(request: httputil.HTTPServerRequest) -> None:
+    # HTTP1Connection adds "Connection: close" for HTTP/1.1 and closes after
+    # the response when this is set.
+    conn = request.connection
+    if conn is not None and hasattr(conn, "_disconnect_on_finish"):
+        conn._disconnect_on_finish = True  # type: ignore[attr-defined]
+
+
+class _Tracking(httputil.HTTPMessageDelegate):
+    """Marks a connection busy from the moment a request's headers arrive."""
+
+    def __init__(self, delegate: httputil.HTTPMessageDelegate, server: "GreenpoolHTTPServer", server_conn: object) -> None:
+        self.delegate = delegate
+        self.server = server
+        self.server_conn = server_conn
+
+    def headers_received(self, start_line: Any, headers: Any) -> Any:
+        self.server.idle.pop(self.server_conn, None)
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        self.delegate.on_connection_close()
+
+
+class GreenpoolHTTPServer(HTTPServer):
+    """HTTPServer that knows which connections are idle (for the drain) and
+    applies the proxy headers only from --forwarded-allow-ips peers."""
+
+    def initialize(self, *args: Any, state: worker.WorkerState, **kwargs: Any) -> None:  # type: ignore[override]
+        super().initialize(*args, **kwargs)
+        self.state = state
+        self.idle: dict[object, float] = {}  # server connection -> idle since
+
+    def handle_stream(self, stream: Any, address: Any) -> None:
+        self.state.connections_open += 1
+        self.state.connections_total += 1
+        super().handle_stream(stream, address)
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        self.idle[server_conn] = time.monotonic()
+        context = getattr(request_conn, "context", None)
+        trusted = True
+        if context is not None and getattr(context, "address_family", None) in (socket.AF_INET, socket.AF_INET6):
+            trusted = self.state.forwarded.trusts(getattr(context, "_orig_remote_ip", None))
+        xheaders = self.xheaders
+        self.xheaders = xheaders and trusted
+        try:
+            delegate = super().start_request(server_conn, request_conn)
+        finally:
+            self.xheaders = xheaders
+        return _Tracking(delegate, self, server_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self.state.connections_open -= 1
+        self.idle.pop(server_conn, None)
+        super().on_close(server_conn)
+
+
+class TornadoWorker:
+    def __init__(self, state: worker.WorkerState, app: Any) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.executor = concurrent.futures.ThreadPoolExecutor(self.settings["threads"], thread_name_prefix="greenpool-wsgi")
+        self.container = GreenpoolWSGIContainer(app, self.executor, state)
+        self.server = GreenpoolHTTPServer(self.container, xheaders=True, state=state,
+                                          idle_connection_timeout=self.settings["keep_alive"])
+        self.stop_task: asyncio.Task | None = None
+        self.graceful = True
+        self.done = asyncio.Event()
+        self.control: asyncio.AbstractServer | None = None
+
+    def listeners(self) -> list[socket.socket]:
+        socks = []
+        for item in self.state.spec["listen"]:
+            if "fd" in item:
+                sock = socket.socket(fileno=item["fd"])
+            else:
+                sock = sockets.bind(sockets.parse_address(item["address"]), self.settings["backlog"], reuse_port=True)
+            sockets.set_nodelay(sock)
+            sock.setblocking(False)
+            socks.append(sock)
+        return socks
+
+    async def start(self) -> None:
+        self.server.add_sockets(self.listeners())
+        path = worker.control_path(self.state.spec)
+        if path:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self.control = await asyncio.start_unix_server(self.serve_control, path)
+            os.chmod(path, 0o600)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, True)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, False)
+        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, False)
+        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(ignored, signal.SIG_IGN)
+        self.heartbeat_task = asyncio.ensure_future(self.heartbeat())
+
+    async def serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            command = (await asyncio.wait_for(reader.readline(), 5)).strip()
+            if command == b"stats":
+                writer.write(worker.serialize_stats(self.state))
+            else:
+                writer.write(b'{"error": "unknown command"}\n')
+            await writer.drain()
+        except Exception as exc:
+            logger.debug("control connection failed: %s", exc)
+        finally:
+            writer.close()
+
+    async def heartbeat(self) -> None:
+        interval = worker.heartbeat_interval(self.settings)
+        while self.stop_task is None:
+            if not self.state.master.send("hb") or not self.state.master.master_alive():
+                logger.warning("the master is gone: stopping")
+                self.request_stop(True)
+                return
+            await asyncio.sleep(interval)
+
+    def request_stop(self, graceful: bool) -> None:
+        if self.stop_task is not None:
+            if not graceful:
+                self.graceful = False
+            return
+        self.graceful = graceful
+        self.stop_task = asyncio.ensure_future(self.stop())
+
+    async def stop(self) -> None:
+        state = self.state
+        state.draining = True
+        started = time.monotonic()
+        logger.info("%s stop: %d connections open, %d requests in flight", "graceful" if self.graceful else "quick",
+                    len(self.server._connections), state.in_flight)
+        self.server.stop()  # stop accepting; the master keeps the socket
+        deadline = started + self.settings["graceful_timeout"]
+        while self.graceful and (self.server._connections or state.in_flight) and time.monotonic() < deadline:
+            now = time.monotonic()
+            for conn, since in list(self.server.idle.items()):
+                if now - since >= worker.DRAIN_IDLE_SECONDS:
+                    conn.stream.close()  # type: ignore[attr-defined]
+            await asyncio.sleep(0.05)
+        if state.in_flight and self.graceful:
+            logger.warning("%d requests still running after --graceful-timeout=%gs: cutting them", state.in_flight,
+                           self.settings["graceful_timeout"])
+        for conn in list(self.server._connections):
+            conn.stream.close()  # type: ignore[attr-defined]
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if state.in_flight == 0:
+            worker.close_pools(timeout=2.0)
+        # else: threads still hold connections; closing idle ones is all we can do
+        else:
+            worker.close_pools(timeout=0.5)
+        if self.control is not None:
+            self.control.close()
+        logger.info("worker stopped after %.2fs, served %d requests", time.monotonic() - started, state.requests)
+        self.done.set()
+
+
+async def _amain(state: worker.WorkerState, app: Any) -> None:
+    tw = TornadoWorker(state, app)
+    try:
+        await tw.start()
+    except LaunchError as exc:
+        worker.fail(exc.code, exc.message)
+    state.ready = True
+    state.master.send("ready")
+    logger.info("tornado worker %s ready: %s, %d threads", state.worker_id, ", ".join(state.spec.get("listen_names", [])),
+                state.settings["threads"])
+    await tw.done.wait()
+
+
+def main() -> None:
+    spec = worker.read_spec()
+    state = worker.WorkerState(spec, None)
+    worker.setup_logging(state.settings, f"tornado.{state.index}")
+    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        # Measured: with it Django opened a server connection per request.
+        worker.fail(ExitCode.CONFIG_ERROR, "DJANGO_ALLOW_ASYNC_UNSAFE is set: the tornado worker runs Django in executor "
+                    "threads and must not run it on the IOLoop; unset it")
+    app = worker.boot(state)
+    if spec.get("check_only"):
+        worker.check_only_exit(state)
+    asyncio.run(_amain(state, app))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(ExitCode.OK))

@@ -1,0 +1,550 @@
+"""greenpool-serve end to end: real master and worker processes, real HTTP,
+real MariaDB (the shared server from GREENPOOL_MYSQL_*).
+
+Every server here serves the bundled demo site on a database of its own, so
+SHOW PROCESSLIST rows with that db are exactly this server's connections.
+The load test scales with GREENPOOL_LOAD_SCALE ("ci" = small).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from greenpool.launch import stats as stats_module
+from greenpool.launch.errors import ExitCode
+from tests.support import mysqlenv
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.mysql
+
+SERVERS = ["gevent", "tornado"]
+READY_TIMEOUT = 60.0
+
+
+def load_scale() -> float:
+    raw = os.environ.get("GREENPOOL_LOAD_SCALE", "")
+    if raw == "ci":
+        return 0.4
+    try:
+        return float(raw) if raw else 1.0
+    except ValueError:
+        return 1.0
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+class Server:
+    """One greenpool-serve master (and its workers), started as users start it."""
+
+    def __init__(self, tmp_path: Path, mysql_params: dict, database: str, *args: str, server: str = "gevent",
+                 workers: int = 2, env: dict[str, str] | None = None, port: int | None = None,
+                 bind: list[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.control_dir = str(tmp_path / f"ctl-{uuid.uuid4().hex[:6]}")
+        self.log_path = tmp_path / f"server-{uuid.uuid4().hex[:6]}.log"
+        self.workers = workers
+        binds = bind or [f"127.0.0.1:{self.port}"]
+        self.cmd = [sys.executable, "-m", "greenpool.launch", "--server", server, "-w", str(workers),
+                    "--control-dir", self.control_dir, *[f"--bind={b}" for b in binds], *args]
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_") and k != "DJANGO_SETTINGS_MODULE"}
+        self.env.update({
+            "GREENPOOL_MYSQL_HOST": mysql_params["host"],
+            "GREENPOOL_MYSQL_PORT": str(mysql_params["port"]),
+            "GREENPOOL_MYSQL_USER": mysql_params["user"],
+            "GREENPOOL_MYSQL_PASSWORD": mysql_params["password"],
+            "GREENPOOL_MYSQL_DATABASE": database,
+            "GREENPOOL_DEMO_POOL_MAX_SIZE": "5",
+        })
+        self.env.update(env or {})
+        self.cwd = tmp_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> "Server":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        if wait:
+            self.wait_log(f"all {self.workers} workers ready")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = READY_TIMEOUT, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(re.findall(pattern, self.log())) >= count:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"greenpool-serve exited ({self.proc.returncode}) before {pattern!r}:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the log after {timeout}s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"greenpool-serve still running after {timeout}s:\n{self.log()}") from None
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def stop(self) -> None:
+        """TERM, then (if it hangs) KILL the process group this test started."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the session we started: master and workers
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(10)
+        self._log.close()
+
+    def stats(self) -> dict[str, Any]:
+        return stats_module.collect(self.control_dir)
+
+    def worker_pids(self) -> dict[int, int]:
+        return {w["index"]: w["pid"] for w in self.stats()["workers"] if w.get("state") == "ready"}
+
+    def url(self, path: str, port: int | None = None) -> str:
+        return f"http://127.0.0.1:{port or self.port}{path}"
+
+    def get(self, path: str, headers: dict[str, str] | None = None, port: int | None = None,
+            timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+
+def free_port_range(count: int) -> int:
+    """A port P with P..P+count-1 all free now (for --worker-ports)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def loadgen(urls: list[str], clients: int, requests: int, duration: float, *extra: str) -> dict[str, Any]:
+    """The gevent load client in its own process, bounded in count and time."""
+    proc = subprocess.run([sys.executable, "-m", "greenpool.launch.loadgen", *urls, "--clients", str(clients),
+                           "--requests", str(requests), "--duration", str(duration), "--timeout", "30", *extra],
+                          capture_output=True, text=True, timeout=duration + 90)
+    assert proc.stdout, proc.stderr
+    return json.loads(proc.stdout)
+
+
+class ProcesslistPoller(threading.Thread):
+    """Counts the server's connections to one database while a test runs."""
+
+    def __init__(self, mysql_params: dict, database: str, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.conn = mysqlenv.connect(mysql_params)
+        self.database = database
+        self.interval = interval
+        self.max = 0
+        self.samples = 0
+        self.stopped = threading.Event()
+
+    def count(self) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (self.database,))
+            return int(cur.fetchone()[0])
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.max = max(self.max, self.count())
+            self.samples += 1
+            time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(10)
+        self.conn.close()
+
+
+def _status(admin, name: str) -> int:
+    with admin.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE %s", (name,))
+        return int(cur.fetchone()[1])
+
+
+@pytest.fixture
+def database(mysql_params):
+    """A database of this test's own, dropped afterwards."""
+    name = f"gp_launch_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    conn = mysqlenv.connect(mysql_params)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def serve(tmp_path, mysql_params, database):
+    """serve(*args, server=..., workers=...) -> a started Server, stopped at the end."""
+    started: list[Server] = []
+
+    def make(*args: str, wait: bool = True, **kwargs: Any) -> Server:
+        server = Server(tmp_path, mysql_params, database, *args, **kwargs)
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+# -- serving ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_demo_endpoints_are_served_with_worker_header_and_access_log(serve, kind):
+    server = serve("--access-logfile", "-", server=kind)
+    status, headers, body = server.get("/hello")
+    assert (status, body) == (200, b"hello\n")
+    assert re.fullmatch(r"[01]-\d+", headers["x-greenpool-worker"])
+    status, _, body = server.get("/read")
+    assert status == 200 and len(json.loads(body)["items"]) == 3
+    status, _, body = server.get("/tx")
+    assert status == 200 and json.loads(body)["value"] >= 1
+    assert server.get("/slow?s=0.01")[0] == 200
+    assert server.get("/slow?s=6")[0] == 400  # bounded to 5 s
+    assert server.get("/healthz")[:1] == (200,)
+    status, headers, body = server.get("/whoami", headers={"X-Forwarded-For": "203.0.113.7"})
+    who = json.loads(body)
+    assert who["remote_addr"] == "203.0.113.7"  # 127.0.0.1 is a trusted proxy by default
+    assert who["worker"] == headers["x-greenpool-worker"] and who["pid"] == int(who["worker"].split("-")[1])
+    server.wait_log(r'"GET /whoami HTTP/1.1" 200')
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_keep_alive_responses_do_not_stall_on_nagle(serve, kind):
+    # Without TCP_NODELAY a keep-alive response waits ~40 ms for the client's delayed ACK.
+    server = serve(server=kind, workers=1)
+    result = loadgen([server.url("/hello")], 1, 200, 20)
+    assert result["failed"] == 0, result
+    assert result["connects"] == 1
+    assert result["latency_ms"]["p90"] < 20, result
+
+
+def test_gevent_worker_patches_before_django_or_ssl_is_imported(serve):
+    server = serve(server="gevent", workers=1)
+    server.get("/read")
+    info = server.stats()["workers"][0]["worker"]
+    assert info["imported_before_patch"] == []
+    log = server.log()
+    assert "Monkey-patching" not in log and "MonkeyPatchWarning" not in log
+
+
+def test_stats_command_prints_every_worker_and_its_pool(serve):
+    server = serve(server="gevent", workers=2)
+    for _ in range(10):
+        server.get("/read")
+    proc = subprocess.run([sys.executable, "-m", "greenpool.launch", "stats", "--control-dir", server.control_dir],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert f"master {server.proc.pid} (gevent)" in proc.stdout
+    pids = server.worker_pids()
+    for pid in pids.values():
+        assert re.search(rf"^\d\s+{pid} ready", proc.stdout, re.M), proc.stdout
+        assert re.search(rf"^\d\s+{pid} default\s+\d/5", proc.stdout, re.M), proc.stdout
+    data = json.loads(subprocess.run([sys.executable, "-m", "greenpool.launch", "stats", "--control-dir",
+                                      server.control_dir, "--json"], capture_output=True, text=True, timeout=30).stdout)
+    assert sum(w["requests"]["total"] for w in data["workers"]) == 10
+    # One checkout per request (the three reads of /read share it), plus the
+    # one each worker makes at boot to check that the database answers.
+    assert sum(w["pools"]["default"]["requests_num"] for w in data["workers"]) >= 10 + 2
+
+
+@pytest.mark.load
+@pytest.mark.parametrize("kind", SERVERS)
+def test_500_clients_on_2_workers_use_at_most_10_connections(serve, mysql_params, database, kind):
+    requests = max(1000, int(2500 * load_scale()))
+    server = serve(server=kind, workers=2)
+    poller = ProcesslistPoller(mysql_params, database)
+    poller.start()
+    try:
+        result = loadgen([server.url("/read")], 500, requests, 90)
+    finally:
+        poller.stop()
+    assert result["failed"] == 0 and result["ok"] == requests, result
+    assert poller.samples > 10
+    assert 0 < poller.max <= 10, f"{poller.max} connections seen (2 workers x max_size 5)"
+    pools = [w["pools"]["default"] for w in server.stats()["workers"]]
+    assert all(p["pool_size"] <= 5 and p["requests_timeouts"] == 0 for p in pools), pools
+    # Every request gave its connection back (Tornado: in the executor thread that used it).
+    assert all(p["pool_in_use"] == 0 for p in pools), pools
+
+
+# -- supervision ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_worker_killed_with_sigkill_is_replaced(serve, kind):
+    server = serve(server=kind, workers=2)
+    before = server.worker_pids()
+    os.kill(before[1], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = server.worker_pids()
+        if len(now) == 2 and now[1] != before[1]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"worker 1 not replaced: {server.worker_pids()}\n{server.log()}")
+    assert now[0] == before[0]
+    assert "died unexpectedly (exit signal 9 (SIGKILL))" in server.log()
+    assert all(server.get("/read")[0] == 200 for _ in range(6))
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_term_lets_in_flight_slow_requests_finish_and_closes_pools_cleanly(serve, mysql_admin, kind):
+    server = serve(server=kind, workers=2)
+    # Aborted_clients is server-wide: if it moves while this test is idle,
+    # someone else is using the server and the check below cannot be trusted.
+    quiet_start = _status(mysql_admin, "Aborted_clients")
+    time.sleep(0.5)
+    aborted_before = _status(mysql_admin, "Aborted_clients")
+    server_is_quiet = aborted_before == quiet_start
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(server.get, "/slow?s=1.5") for _ in range(8)]
+        time.sleep(0.5)  # all eight are in their SELECT SLEEP now
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        results = [f.result(timeout=30) for f in futures]
+    assert [r[0] for r in results] == [200] * 8
+    assert all(r[1].get("connection") == "close" for r in results)  # no keep-alive during the drain
+    assert server.wait_exit(30) == ExitCode.OK
+    assert time.monotonic() - started < 10
+    with pytest.raises(OSError):  # the sockets are closed
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+    time.sleep(0.3)
+    aborted_after = _status(mysql_admin, "Aborted_clients")
+    if server_is_quiet:
+        assert aborted_after == aborted_before, "a worker exited without closing its connections"
+    assert "worker stopped after" in server.log()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_hup_under_continuous_load_fails_no_request(serve, kind):
+    server = serve(server=kind, workers=2)
+    before = set(server.worker_pids().values())
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(loadgen, [server.url("/read")], 40, 10**6, 10)
+        time.sleep(1.5)
+        server.signal(signal.SIGHUP)
+        server.wait_log(r"worker \d replaced", count=2, timeout=30)
+        result = future.result(timeout=60)
+    print("HUP under load:", json.dumps({k: result[k] for k in ("ok", "failed", "retried", "rps", "latency_ms")}))
+    assert result["failed"] == 0, result
+    assert result["ok"] > 500
+    after = set(server.worker_pids().values())
+    assert not before & after and len(after) == 2
+    seen = {int(w.split("-")[1]) for w in result["workers"]}
+    assert before <= seen and after & seen, (before, after, result["workers"])
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_max_requests_recycles_workers_without_failing_a_request(serve, kind):
+    server = serve("--max-requests", "200", "--max-requests-jitter", "40", server=kind, workers=2)
+    # Seven seconds of load: replacements go one at a time and each boots in ~1-2 s here.
+    result = loadgen([server.url("/read")], 20, 10**6, 7)
+    assert result["failed"] == 0, result
+    assert result["ok"] > 1000
+    # The replacement boots while the old worker still serves, so a worker may
+    # pass its limit by a little; at least two replacements happened.
+    assert len(result["workers"]) >= 4, result["workers"]
+    assert len(re.findall(r"reached --max-requests: replacing it", server.log())) >= 2
+    assert len(re.findall(r"worker \d replaced", server.log())) >= 2
+
+
+def test_worker_with_a_blocked_event_loop_is_killed_after_timeout_and_replaced(serve, tmp_path):
+    (tmp_path / "blockapp.py").write_text(
+        "import time\n"
+        "def app(environ, start_response):\n"
+        "    if environ['PATH_INFO'] == '/block':\n"
+        "        end = time.monotonic() + 60\n"
+        "        while time.monotonic() < end:\n"
+        "            pass  # CPU-bound: the gevent hub never runs, no heartbeat\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'ok']\n"
+    )
+    server = serve("blockapp:app", "--timeout", "1.5", "--reuse-port", server="gevent", workers=1)
+    before = server.worker_pids()[0]
+    with pytest.raises(OSError):
+        server.get("/block", timeout=1)
+    server.wait_log(rf"worker 0 \(pid {before}\) silent for [\d.]+s \(--timeout=1.5s\): killing it", timeout=15)
+    server.wait_log(r"gevent worker 0-\d+ ready", count=2, timeout=15)
+    status, headers, body = server.get("/")
+    assert (status, body) == (200, b"ok") and headers["x-greenpool-worker"] != f"0-{before}"
+
+
+def test_ttin_and_ttou_add_and_remove_a_worker_on_its_own_port(serve):
+    server = serve("--worker-ports", server="gevent", workers=2, port=free_port_range(3))
+    ports = [server.port, server.port + 1]
+    ids = {server.get("/whoami", port=p)[1]["x-greenpool-worker"].split("-")[0] for p in ports}
+    assert ids == {"0", "1"}  # worker i on port + i
+    server.signal(signal.SIGTTIN)
+    server.wait_log("TTIN: 3 workers")
+    server.wait_log(r"gevent worker 2-\d+ ready")
+    assert server.get("/whoami", port=server.port + 2)[1]["x-greenpool-worker"].startswith("2-")
+    server.signal(signal.SIGTTOU)
+    server.wait_log(r"worker 2 \(pid \d+\) exited: 0 \(OK\)")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port + 2), timeout=2).close()
+    assert server.get("/hello", port=server.port + 1)[0] == 200
+
+
+def test_unix_socket_bind(serve, tmp_path):
+    path = str(tmp_path / "gp.sock")
+    server = serve(server="tornado", workers=1, bind=[f"unix:{path}"])
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(10)
+            self.sock.connect(path)
+
+    conn = UnixConnection("localhost")
+    conn.request("GET", "/whoami", headers={"X-Forwarded-For": "198.51.100.9"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert json.loads(resp.read())["remote_addr"] == "198.51.100.9"  # unix-socket peers are trusted
+    conn.close()
+    server.stop()
+    assert not os.path.exists(path)
+
+
+# -- failures: a clear message and a named exit code ----------------------------------------
+
+
+def test_bad_app_exits_with_app_load_error(serve):
+    server = serve("no_such_module.wsgi:application", wait=False)
+    assert server.wait_exit() == ExitCode.APP_LOAD_ERROR
+    log = server.log()
+    assert "cannot import APP 'no_such_module.wsgi:application': no module named 'no_such_module'" in log
+    assert "failed to boot (exit 4 (APP_LOAD_ERROR)); stopping" in log
+
+
+def test_app_without_the_callable_exits_with_app_load_error(serve, tmp_path):
+    (tmp_path / "myapp.py").write_text("def app(environ, start_response):\n    return []\n")
+    server = serve("myapp:application", wait=False)
+    assert server.wait_exit() == ExitCode.APP_LOAD_ERROR
+    assert "cannot load APP 'myapp:application': module 'myapp' has no attribute 'application'" in server.log()
+
+
+def test_plain_wsgi_app_without_django_is_served(serve, tmp_path):
+    (tmp_path / "plainapp.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'plain ' + environ['greenpool.worker'].encode()]\n"
+    )
+    server = serve("plainapp:app", workers=1)
+    status, headers, body = server.get("/")
+    assert status == 200 and body == b"plain " + headers["x-greenpool-worker"].encode()
+
+
+def test_taken_port_exits_with_bind_error(serve):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        server = serve(port=holder.getsockname()[1], wait=False)
+        assert server.wait_exit() == ExitCode.BIND_ERROR
+        assert f"cannot bind 127.0.0.1:{holder.getsockname()[1]}: address already in use" in server.log()
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_bad_pool_settings_exit_with_config_error_at_boot(serve, tmp_path, kind):
+    (tmp_path / "badsettings.py").write_text(
+        "from greenpool.demo.settings import *\n"
+        "DATABASES['default']['OPTIONS']['pool'] = {'max_size': 0}\n"
+    )
+    server = serve(server=kind, wait=False, env={"DJANGO_SETTINGS_MODULE": "badsettings"})
+    assert server.wait_exit() == ExitCode.CONFIG_ERROR
+    log = server.log()
+    assert "invalid pool option max_size=0" in log
+    assert "exit 3 (CONFIG_ERROR)" in log
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_unreachable_database_still_serves_hello_and_answers_503_on_database_pages(serve, kind):
+    dead_port = free_port()
+    server = serve("--db-boot-timeout", "0.5", server=kind, workers=1,
+                   env={"GREENPOOL_MYSQL_PORT": str(dead_port), "GREENPOOL_DEMO_POOL_TIMEOUT": "1"})
+    log = server.log()
+    assert "does not answer" in log and "starting anyway" in log
+    assert "unavailable at boot" in log
+    assert server.get("/hello")[0] == 200
+    status, headers, body = server.get("/read")
+    assert status == 503 and headers["retry-after"] == "1", body
+    assert b"database is busy or unreachable" in body
+
+
+def test_unreachable_database_with_require_db_exits_with_database_unavailable(serve):
+    dead_port = free_port()
+    server = serve("--require-db", wait=False, env={"GREENPOOL_MYSQL_PORT": str(dead_port)})
+    assert server.wait_exit() == ExitCode.DATABASE_UNAVAILABLE
+    assert f"127.0.0.1:{dead_port}" in server.log()
+
+
+def test_check_config_loads_the_app_and_opens_the_pools(tmp_path, mysql_params, database):
+    ok = Server(tmp_path, mysql_params, database, "--check-config")
+    ok.start(wait=False)
+    try:
+        assert ok.wait_exit() == ExitCode.OK, ok.log()
+        assert "configuration OK" in ok.log()
+    finally:
+        ok.stop()
+    dead = Server(tmp_path, mysql_params, database, "--check-config", "--db-boot-timeout", "0.5",
+                  env={"GREENPOOL_MYSQL_PORT": str(free_port())})
+    dead.start(wait=False)
+    try:
+        assert dead.wait_exit() == ExitCode.DATABASE_UNAVAILABLE, dead.log()
+    finally:
+        dead.stop()
