@@ -213,6 +213,20 @@ def in_transaction(conn: PooledConnection) -> bool:
     return bool(conn.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
 
 
+# Client errors for "cannot reach / lost the server" and the server's own
+# "too many connections" / "shutdown in progress": they pass with time.
+TRANSIENT_ERROR_CODES = frozenset({1040, 1053, 2002, 2003, 2006, 2013})
+
+
+def is_transient_connect_error(exc: BaseException) -> bool:
+    """True for connect errors worth retrying while the server comes back;
+    False for those that will not pass by waiting (bad password, unknown
+    database, unknown host)."""
+    if isinstance(exc, pymysql.err.OperationalError) and exc.args:
+        return exc.args[0] in TRANSIENT_ERROR_CODES
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
 def check(conn: PooledConnection) -> None:
     """Raise if the connection is dead: one COM_PING round trip."""
     if not conn.open:

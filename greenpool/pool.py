@@ -108,6 +108,7 @@ class Pool:
         leak_threshold: float | None = None,
         reconnect_backoff: float = 0.1,
         reconnect_backoff_max: float = 5.0,
+        retry_connect: Callable[[BaseException], bool] | None = None,
         concurrency: str = "auto",
         open: bool = False,
     ) -> None:
@@ -124,7 +125,9 @@ class Pool:
         _require(leak_threshold is None or (_is_seconds(leak_threshold) and leak_threshold > 0), "leak_threshold", leak_threshold, "None or seconds > 0")
         _require(_is_seconds(reconnect_backoff) and reconnect_backoff > 0, "reconnect_backoff", reconnect_backoff, "seconds > 0")
         _require(_is_seconds(reconnect_backoff_max) and reconnect_backoff_max >= reconnect_backoff, "reconnect_backoff_max", reconnect_backoff_max, ">= reconnect_backoff")
-        for hook_name, hook in (("check", check), ("reset", reset), ("close_conn", close_conn), ("ping", ping)):
+        for hook_name, hook in (
+            ("check", check), ("reset", reset), ("close_conn", close_conn), ("ping", ping), ("retry_connect", retry_connect)
+        ):
             _require(hook is None or callable(hook), hook_name, hook, "None or a callable")
         try:
             mode = _compat.resolve_mode(concurrency)
@@ -148,6 +151,10 @@ class Pool:
         self._reset = reset
         self._close_conn = close_conn
         self._ping = ping or check
+        # Which connect errors mean "the server is away for now": a request
+        # that meets one keeps retrying (with back-off) until its timeout,
+        # so a short outage costs latency instead of errors.
+        self._retry_connect = retry_connect
 
         self._prims = _compat.Primitives(mode)
         self._lock = self._prims.Lock()
@@ -316,7 +323,7 @@ class Pool:
             return record.conn
         if waiter is not None:
             record = self._wait_for(waiter, timeout if timeout is not None else self.timeout, started)
-        return self._hand_out(record, started)
+        return self._hand_out(record, started, timeout if timeout is not None else self.timeout)
 
     def _ready(self, record: _Record, now: float) -> bool:
         """True when an idle record may be handed out as it is: not expired,
@@ -445,7 +452,7 @@ class Pool:
             self._give_back(value)
         return False
 
-    def _hand_out(self, record: Any, started: float) -> Any:
+    def _hand_out(self, record: Any, started: float, timeout: float) -> Any:
         """Turn an idle record needing a look, a record handed over by a
         returning request, or a reserved slot into a checked-out, healthy
         connection. On any failure the slot is released, never lost."""
@@ -459,7 +466,7 @@ class Pool:
                 raise
         if record is _SLOT:
             try:
-                record = self._new_record()
+                record = self._connect_within(started + timeout)
             except BaseException:
                 self._release_slot()
                 raise
@@ -499,6 +506,23 @@ class Pool:
             return _SLOT
         record.last_alive = time.monotonic()
         return record
+
+    def _connect_within(self, deadline: float) -> _Record:
+        """Connect for a request. A connect error that ``retry_connect`` calls
+        transient (server restarting, too many connections) is retried with
+        back-off until the request's deadline; then, or for any other error,
+        the error reaches the caller."""
+        backoff = self.reconnect_backoff
+        while True:
+            try:
+                return self._new_record()
+            except Exception as exc:
+                remaining = deadline - time.monotonic()
+                if self._retry_connect is None or remaining <= 0 or self._closed or not self._retry_connect(exc):
+                    raise
+                logger.info("pool %r: connect failed, retrying for up to %.1fs more: %s", self.name, remaining, exc)
+                self._prims.sleep(min(backoff * (0.5 + random.random()), remaining))
+                backoff = min(backoff * 2, 1.0)
 
     def _new_record(self) -> _Record:
         started = time.monotonic()

@@ -621,3 +621,47 @@ def test_open_wait_waits_for_real_connections_not_reserved_slots(db, conc):
         pool.open(wait=True, timeout=0.5)
     assert time.monotonic() - started >= 0.45
     pool.close()
+
+
+def test_request_waits_for_a_transient_connect_failure_to_pass(db, conc):
+    """With retry_connect, a request that finds the server away keeps trying
+    (with back-off) until its timeout: an outage shorter than that costs
+    latency, not an error."""
+    db.connect_fails = True
+    pool = make_pool(db, conc, max_size=1, timeout=5, reconnect_backoff=0.02,
+                     retry_connect=lambda exc: isinstance(exc, FakeError))
+    results = []
+
+    def request():
+        conn = pool.getconn()
+        results.append(conn)
+        pool.putconn(conn)
+
+    task = conc.spawn(request)
+    conc.sleep(0.3)
+    assert not results and pool.get_stats()["connections_errors"] >= 2
+    db.connect_fails = False  # the server is back
+    conc.join([task])
+    assert len(results) == 1
+    pool.close()
+
+
+def test_transient_connect_failure_past_the_timeout_reaches_the_caller(db, conc):
+    db.connect_fails = True
+    pool = make_pool(db, conc, max_size=1, reconnect_backoff=0.02, retry_connect=lambda exc: True)
+    started = time.monotonic()
+    with pytest.raises(FakeError):
+        pool.getconn(timeout=0.3)
+    assert 0.25 <= time.monotonic() - started < 2
+    assert pool.get_stats()["pool_size"] == 0
+    pool.close()
+
+
+def test_permanent_connect_failure_is_not_retried(db, conc):
+    db.connect_fails = True
+    pool = make_pool(db, conc, max_size=1, retry_connect=lambda exc: False)
+    started = time.monotonic()
+    with pytest.raises(FakeError):
+        pool.getconn(timeout=5)
+    assert time.monotonic() - started < 1
+    pool.close()

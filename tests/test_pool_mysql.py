@@ -77,3 +77,17 @@ def test_checkin_with_nothing_to_roll_back_costs_no_round_trip(pool):
 def test_repr_of_a_pooled_connection_hides_the_password(pool):
     with pool.connection() as conn:
         assert "PooledConnection" in repr(conn) and "password" not in repr(conn).lower()
+
+
+def test_transient_and_permanent_connect_errors_are_told_apart(mysql_params):
+    import pymysql
+
+    from tests.support.net import free_port
+
+    with pytest.raises(pymysql.err.OperationalError) as refused:
+        pymysql.connect(host="127.0.0.1", port=free_port(), user="root", connect_timeout=2)
+    assert gpmysql.is_transient_connect_error(refused.value), refused.value
+    with pytest.raises(pymysql.err.OperationalError) as denied:
+        pymysql.connect(host=mysql_params["host"], port=int(mysql_params["port"]), user="greenpool_no_such_user",
+                        password="wrong", connect_timeout=2)
+    assert not gpmysql.is_transient_connect_error(denied.value), denied.value

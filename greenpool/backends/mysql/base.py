@@ -91,6 +91,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             check=mysql.check if enable_checks else None,
             ping=mysql.check,
             reset=mysql.make_reset(options["reset_session"]),
+            retry_connect=mysql.is_transient_connect_error,
             **pool_kwargs(self.alias, options),
         )
         holder.append(pool)
