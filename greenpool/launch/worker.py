@@ -166,8 +166,8 @@ def open_pools(boot_timeout: float, require_db: bool) -> dict[str, str]:
         where = describe_db(wrapper.settings_dict)
         try:
             pool.open(wait=True, timeout=boot_timeout)
-            # A checkout proves the server answers: open(wait=True) can
-            # return while the pool's background task is still connecting.
+            # A checkout proves the server answers, also with min_size=0,
+            # where open(wait=True) opens nothing.
             with pool.connection(timeout=boot_timeout):
                 pass
         except Exception as exc:
