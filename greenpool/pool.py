@@ -122,9 +122,15 @@ class Pool:
         _require(_is_seconds(max_idle) and max_idle > 0, "max_idle", max_idle, "seconds > 0")
         _require(_is_seconds(check_window) and check_window >= 0, "check_window", check_window, "seconds >= 0")
         _require(keepalive is None or (_is_seconds(keepalive) and keepalive > 0), "keepalive", keepalive, "None or seconds > 0")
-        _require(leak_threshold is None or (_is_seconds(leak_threshold) and leak_threshold > 0), "leak_threshold", leak_threshold, "None or seconds > 0")
+        _require(
+            leak_threshold is None or (_is_seconds(leak_threshold) and leak_threshold > 0),
+            "leak_threshold", leak_threshold, "None or seconds > 0",
+        )
         _require(_is_seconds(reconnect_backoff) and reconnect_backoff > 0, "reconnect_backoff", reconnect_backoff, "seconds > 0")
-        _require(_is_seconds(reconnect_backoff_max) and reconnect_backoff_max >= reconnect_backoff, "reconnect_backoff_max", reconnect_backoff_max, ">= reconnect_backoff")
+        _require(
+            _is_seconds(reconnect_backoff_max) and reconnect_backoff_max >= reconnect_backoff,
+            "reconnect_backoff_max", reconnect_backoff_max, ">= reconnect_backoff",
+        )
         for hook_name, hook in (
             ("check", check), ("reset", reset), ("close_conn", close_conn), ("ping", ping), ("retry_connect", retry_connect)
         ):
@@ -292,7 +298,8 @@ class Pool:
         if not self._opened and not self._closed:
             self.open()
         started = time.monotonic()
-        waiter = None
+        waiter: Any = None
+        record: Any = None  # an idle _Record, or _SLOT: connect in a reserved slot
         with self._lock:
             if self._closed:
                 raise PoolClosed(f"pool {self.name!r} is closed")

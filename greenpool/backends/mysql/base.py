@@ -123,7 +123,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         # Django runs its session set-up (SQL_AUTO_IS_NULL, isolation level)
         # on every connect; a pooled connection keeps it until a session
         # reset undoes it, so run it once per physical connection.
-        conn = self.connection
+        conn: Any = self.connection
         pooled = isinstance(conn, mysql.PooledConnection)
         if pooled and conn.greenpool_initialized:
             return
@@ -140,9 +140,10 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
     def _close(self) -> None:
         # Connections of the no-database alias (test database creation)
         # are plain PyMySQL ones, not the pool's.
-        if not isinstance(self.connection, mysql.PooledConnection):
+        conn: Any = self.connection
+        if not isinstance(conn, mysql.PooledConnection):
             return super()._close()
-        conn, self.connection = self.connection, None
+        self.connection = None
         if self._lease is not None:
             self._lease[0] = None
         with self.wrap_database_errors:

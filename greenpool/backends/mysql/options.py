@@ -6,7 +6,6 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from greenpool.mysql import RESET_MODES
 from greenpool.pool import Pool
 
 # name: (default, help). Defaults differ from the bare Pool's where a Django
@@ -21,7 +20,10 @@ POOL_OPTIONS: dict[str, tuple[Any, str]] = {
     "check_window": (1.0, "with CONN_HEALTH_CHECKS: skip the checkout ping if used this recently"),
     "keepalive": ("auto", "ping idle connections this often: 'auto' (half of @@wait_timeout, at most 300 s), seconds, or False"),
     "leak_threshold": (None, "log a connection held longer than this many seconds, with the stack that took it"),
-    "reset_session": ("auto", "session reset at checkin: 'auto' (only when the session changed), True (always), False (roll back only)"),
+    "reset_session": (
+        "auto",
+        "session reset at checkin: 'auto' (only when the session changed), True (always), False (roll back only)",
+    ),
     "name": (None, "pool name in logs and errors (default: the alias)"),
 }
 
@@ -61,12 +63,13 @@ def _parse(alias: str, raw: Any) -> dict[str, Any]:
         )
     options = {name: raw.get(name, default) for name, (default, _help) in POOL_OPTIONS.items()}
     keepalive = options["keepalive"]
-    if not (keepalive in ("auto", False, None) or (isinstance(keepalive, (int, float)) and not isinstance(keepalive, bool) and keepalive > 0)):
+    if not (keepalive in ("auto", False, None) or _is_positive_seconds(keepalive)):
         raise ImproperlyConfigured(
             f"DATABASES[{alias!r}]['OPTIONS']['pool']['keepalive']={keepalive!r} is invalid: "
             "expected 'auto', a number of seconds > 0, or False"
         )
-    if options["reset_session"] not in RESET_MODES or isinstance(options["reset_session"], int) and not isinstance(options["reset_session"], bool):
+    reset = options["reset_session"]
+    if not (reset == "auto" or isinstance(reset, bool)):
         raise ImproperlyConfigured(
             f"DATABASES[{alias!r}]['OPTIONS']['pool']['reset_session']={options['reset_session']!r} is invalid: "
             "expected 'auto', True or False"
@@ -91,9 +94,13 @@ def pool_kwargs(alias: str, options: dict[str, Any]) -> dict[str, Any]:
         "max_idle": options["max_idle"],
         "check_window": options["check_window"],
         "leak_threshold": options["leak_threshold"],
-        "keepalive": keepalive if isinstance(keepalive, (int, float)) and not isinstance(keepalive, bool) else None,
+        "keepalive": keepalive if _is_positive_seconds(keepalive) else None,
         "name": options["name"] or alias,
     }
+
+
+def _is_positive_seconds(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def markdown_reference() -> str:
