@@ -14,7 +14,7 @@ export PYTEST_ARGS
 # What `make run` starts once the environment is ready. For now: a pool smoke check.
 # The launcher work replaces RUN_CMD to serve the demo site behind nginx
 # (greenpool-serve workers + nginx with the config from nginx/).
-RUN_CMD ?= $(VENV_PYTHON) -m greenpool.launch --server gevent -w 2 -b 127.0.0.1:8000
+RUN_CMD ?= $(VENV_PYTHON) -m greenpool.launch.demo_run
 # -----------------------------------------------------------------------------------
 
 .PHONY: run test bootstrap stop-private-mariadb
@@ -31,3 +31,18 @@ test: bootstrap
 # Stops the project-local MariaDB that bootstrap starts when no server was found.
 stop-private-mariadb:
 	.ci/bootstrap.sh stop-private-mariadb
+
+# ---- make bench -------------------------------------------------------------------
+# The server benchmark (bench/run.py, bench/README.md): greenpool-serve side by side with
+# gunicorn (sync, gevent, django-db-connection-pool), Tornado and nginx stacks against the
+# same MariaDB; JSON lines in bench/results/servers.jsonl, and (full run) its section of
+# docs/benchmarks.md and docs/img/servers-*.png. About 25 minutes; needs wrk (bootstrap
+# installs it) and the bench extra (gunicorn, django-db-connection-pool, matplotlib).
+#   make bench                      # the full run
+#   make bench BENCH_ARGS=--quick   # a ~6-minute smoke run, JSON only
+BENCH_ARGS ?=
+.PHONY: bench
+
+bench: bootstrap
+	$(VENV_PYTHON) -m pip install -q -e '.[test,bench]'
+	source .run/env.sh && $(VENV_PYTHON) -m bench.run $(BENCH_ARGS)

@@ -20,8 +20,11 @@ from greenpool.errors import PoolError
 logger = logging.getLogger("greenpool")
 
 # Client-side codes for "could not reach / lost the server", and the server's
-# "Too many connections": all pass once the cause does.
-_UNAVAILABLE_CODES = {1040, 2002, 2003, 2005, 2006, 2013}
+# "Too many connections" and "Server shutdown in progress": all pass once the
+# cause does. Every code the pool retries a connect for
+# (greenpool.mysql.TRANSIENT_ERROR_CODES) is here, so a request that waited out
+# its pool timeout on one answers 503, not 500.
+_UNAVAILABLE_CODES = {1040, 1053, 2002, 2003, 2005, 2006, 2013}
 
 RETRY_AFTER_SECONDS = 1
 

@@ -35,9 +35,10 @@ def test_every_setting_has_a_flag_or_is_the_positional_app_and_a_help_text():
 
 
 def test_every_setting_is_a_parser_option():
-    parser = config.build_parser()
-    dests = {action.dest for action in parser._actions}
-    assert {s.name for s in config.SETTINGS} <= dests
+    for command in ("serve", "stats", "nginx-config"):
+        parser = config.build_parser(command)
+        dests = {action.dest for action in parser._actions}
+        assert {s.name for s in config.SETTINGS if command in s.commands} <= dests, command
 
 
 def test_defaults_without_flags_environment_or_file():

@@ -3,7 +3,8 @@
 greenpool-serve runs this once in a child process before it starts workers,
 so workers never race on migrations and the master holds no connection.
 Exit codes follow greenpool.launch.errors.ExitCode: 0, 3 (CONFIG_ERROR) for
-bad settings, 6 (DATABASE_UNAVAILABLE) when the server does not answer.
+bad settings (a refused login, an unknown database or host name included),
+6 (DATABASE_UNAVAILABLE) when the server does not answer.
 """
 
 import os
@@ -28,7 +29,7 @@ def main() -> int:
     from django.db import OperationalError, connections
 
     from greenpool import registry
-    from greenpool.launch.worker import describe_db
+    from greenpool.launch.worker import describe_db, permanent_db_error
 
     try:
         call_command("migrate", verbosity=0, interactive=False)
@@ -37,9 +38,15 @@ def main() -> int:
         print(f"demo settings are invalid: {exc}", file=sys.stderr)
         return int(ExitCode.CONFIG_ERROR)
     except OperationalError as exc:
+        where = describe_db(connections["default"].settings_dict)
+        permanent = permanent_db_error(exc)
+        if permanent is not None:
+            # A wrong password, an unknown database or host: waiting will not help.
+            print(f"the demo database {where} cannot be used: {permanent}; check GREENPOOL_MYSQL_USER, "
+                  "_PASSWORD, _DATABASE and _HOST: waiting will not help", file=sys.stderr)
+            return int(ExitCode.CONFIG_ERROR)
         if unavailable_cause(exc) is None:
             raise
-        where = describe_db(connections["default"].settings_dict)
         print(f"the demo database {where} does not answer: {exc}", file=sys.stderr)
         return int(ExitCode.DATABASE_UNAVAILABLE)
     finally:

@@ -4,6 +4,20 @@ GREENPOOL_MYSQL_HOST/_PORT/_USER/_PASSWORD/_DATABASE (defaults 127.0.0.1, 3306,
 root, empty, test) say where MySQL is; GREENPOOL_DEMO_POOL_MAX_SIZE (5),
 GREENPOOL_DEMO_POOL_MIN_SIZE (1) and GREENPOOL_DEMO_POOL_TIMEOUT (10 s) size the
 pool of each worker process.
+
+For trying out (and testing) failure behaviour:
+
+* GREENPOOL_DEMO_CONNECT_TIMEOUT (5 s) and GREENPOOL_DEMO_READ_TIMEOUT (none:
+  a query waits as long as the server takes): PyMySQL's connect_timeout and
+  read_timeout. read_timeout also bounds the login handshake, so without it a
+  stalled network hangs a connect.
+* GREENPOOL_DEMO_HEALTH_CHECKS (1): CONN_HEALTH_CHECKS; 0 turns the checkout
+  ping off.
+* GREENPOOL_DEMO_POOL_KEEPALIVE ("auto"): the pool's keepalive, "auto",
+  seconds, or "off".
+* GREENPOOL_DEMO_TEST_VIEWS (0): 1 adds the /test/... views of
+  greenpool.demo.test_views (session state, interrupted queries, reprs), which
+  the fault tests use. Never turn it on for a server others can reach.
 """
 
 import os
@@ -22,6 +36,27 @@ def _env_number(name, default, kind=int, minimum=0):
     if value < minimum:
         raise ImproperlyConfigured(f"{name}={raw!r} must be >= {minimum}")
     return value
+
+
+def _env_flag(name, default):
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+
+
+def _env_keepalive(name):
+    raw = os.environ.get(name)
+    if raw is None or raw == "" or raw.strip().lower() == "auto":
+        return "auto"
+    if raw.strip().lower() in ("0", "off", "false", "no"):
+        return False
+    return _env_number(name, None, kind=float, minimum=0.001)
 
 
 SECRET_KEY = os.environ.get("GREENPOOL_DEMO_SECRET_KEY", "greenpool-demo-not-secret")
@@ -44,18 +79,26 @@ DATABASES = {
         "USER": os.environ.get("GREENPOOL_MYSQL_USER", "root"),
         "PASSWORD": os.environ.get("GREENPOOL_MYSQL_PASSWORD", ""),
         "CONN_MAX_AGE": 0,  # the pool keeps the connections
-        "CONN_HEALTH_CHECKS": True,
+        "CONN_HEALTH_CHECKS": _env_flag("GREENPOOL_DEMO_HEALTH_CHECKS", True),
         "OPTIONS": {
             "charset": "utf8mb4",
-            "connect_timeout": 5,
+            "connect_timeout": _env_number("GREENPOOL_DEMO_CONNECT_TIMEOUT", 5.0, kind=float, minimum=0.001),
             "pool": {
                 "min_size": _env_number("GREENPOOL_DEMO_POOL_MIN_SIZE", 1),
                 "max_size": _env_number("GREENPOOL_DEMO_POOL_MAX_SIZE", 5, minimum=1),
                 "timeout": _env_number("GREENPOOL_DEMO_POOL_TIMEOUT", 10.0, kind=float, minimum=0.001),
+                "keepalive": _env_keepalive("GREENPOOL_DEMO_POOL_KEEPALIVE"),
             },
         },
     }
 }
+_read_timeout = _env_number("GREENPOOL_DEMO_READ_TIMEOUT", None, kind=float, minimum=0.001)
+if _read_timeout is not None:
+    DATABASES["default"]["OPTIONS"]["read_timeout"] = _read_timeout
+    DATABASES["default"]["OPTIONS"]["write_timeout"] = _read_timeout
+
+# Test-only views (greenpool.demo.test_views): never on by default.
+GREENPOOL_DEMO_TEST_VIEWS = _env_flag("GREENPOOL_DEMO_TEST_VIEWS", False)
 
 LOGGING = {
     "version": 1,

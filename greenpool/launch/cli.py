@@ -7,7 +7,7 @@ import sys
 from greenpool.launch import config as config_module
 from greenpool.launch.errors import ExitCode, LaunchError
 
-SUBCOMMANDS = ("stats",)
+SUBCOMMANDS = ("stats", "nginx-config")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
         from greenpool.launch import stats
 
         return stats.main(args[1:])
+    if args and args[0] == "nginx-config":
+        from greenpool.launch import nginx
+
+        return nginx.main(args[1:])
     try:
         config, _ = config_module.parse_args(args)
     except LaunchError as exc:

@@ -163,6 +163,58 @@ def _ip_list(value: Any) -> list[str]:
 _ip_list.__doc__ = "comma-separated IPs or networks, or *"
 
 
+def _listen(value: Any) -> str:
+    """nginx's listen address: PORT, HOST:PORT, [IPV6]:PORT or unix:PATH."""
+    text = str(value).strip()
+    if text.isdigit():
+        text = f":{text}"
+    return str(parse_address(text))
+
+
+_listen.__doc__ = "PORT, HOST:PORT, [IPV6]:PORT or unix:PATH"
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def _hosts(value: Any) -> list[str]:
+    items = _split_list(value)
+    for item in items:
+        try:
+            ipaddress.ip_address(item.strip("[]"))
+        except ValueError:
+            if not _HOST_RE.match(item):
+                raise ValueError(f"{item!r} is not an IP address or a host name") from None
+    return [item.strip("[]") for item in items]
+
+
+_hosts.__doc__ = "IP addresses or host names, comma-separated"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.*~^$\\-]+$")
+
+
+def _server_names(value: Any) -> list[str]:
+    items = _split_list(value)
+    if not items:
+        raise ValueError("expected at least one server name (_ matches any)")
+    for item in items:
+        if not _NAME_RE.match(item):
+            raise ValueError(f"{item!r} is not an nginx server name")
+    return items
+
+
+_server_names.__doc__ = "nginx server names, comma-separated (_ matches any)"
+
+
+def _size(value: Any) -> str:
+    text = str(value).strip()
+    if not re.fullmatch(r"\d+[kKmMgG]?", text):
+        raise ValueError(f"expected an nginx size such as 10m, 512k or 0 (no limit), got {value!r}")
+    return text
+
+
+_size.__doc__ = "nginx size: bytes, or a number with k, m or g"
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -200,7 +252,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("config", ("-c", "--config"), _optional_path, None,
             "A Python file whose top-level names set these settings (workers = 4, "
             "bind = ['127.0.0.1:8001']). Unknown names are an error.",
-            "Application", metavar="FILE"),
+            "Application", metavar="FILE", commands=("serve", "nginx-config")),
     Setting("check_config", ("--check-config",), _boolean, False,
             "Validate the settings, load the application in a worker-like process, open every "
             "database pool once, then exit: 0 if all is well, else the named exit code.",
@@ -212,12 +264,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bind", ("-b", "--bind"), _binds, ["127.0.0.1:8000"],
             "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:PATH. Repeat the flag (or "
             "separate with commas in the environment) to listen on several.",
-            "Sockets", kind="list", metavar="ADDRESS", commands=("serve", "stats")),
+            "Sockets", kind="list", metavar="ADDRESS", commands=("serve", "stats", "nginx-config")),
     Setting("worker_ports", ("--worker-ports",), _boolean, False,
             "Give each worker its own port: worker i listens on the bound port + i (a unix "
             "path gets .i appended). For nginx's least_conn over one upstream server per worker. "
             "Without it all workers share one listening socket.",
-            "Sockets", kind="flag"),
+            "Sockets", kind="flag", commands=("serve", "nginx-config")),
     Setting("reuse_port", ("--reuse-port",), _boolean, False,
             "Shared port only: each worker binds its own socket with SO_REUSEPORT and the kernel "
             "spreads connections evenly, instead of the workers accepting from one inherited socket.",
@@ -229,7 +281,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", ("-w", "--workers"), _int_at_least(1), 1,
             "Number of worker processes. Each has its own database pools, so the server sees at "
             "most workers x max_size connections per alias. Start with the number of cores.",
-            "Workers", metavar="INT"),
+            "Workers", metavar="INT", commands=("serve", "nginx-config")),
     Setting("worker_connections", ("--worker-connections",), _int_at_least(1), 1000,
             "gevent: most connections one worker serves at once; past it, it stops accepting "
             "until one ends. Requests beyond the pool's max_size wait for a database connection.",
@@ -251,7 +303,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds an idle keep-alive connection is kept open. Keep it longer than nginx's "
             "upstream keepalive_timeout (60 s by default), or nginx reuses connections the "
             "worker is closing and answers 502.",
-            "Workers", metavar="SECONDS"),
+            "Workers", metavar="SECONDS", commands=("serve", "nginx-config")),
     Setting("max_requests", ("--max-requests",), _int_at_least(0), 0,
             "Replace a worker after it served this many requests (0: never). The replacement "
             "starts first; the old worker then drains, so no request fails.",
@@ -294,8 +346,56 @@ SETTINGS: tuple[Setting, ...] = (
             "Logging", metavar="DIR", commands=("serve", "stats")),
 )
 
+NGINX = ("nginx-config",)
+
+#: Settings of `greenpool-serve nginx-config` only (it also reads config, bind,
+#: workers, worker_ports and keep_alive above). greenpool/launch/nginx.py renders them
+#: into nginx/greenpool.conf.template, whose comments say why each directive is there.
+NGINX_SETTINGS: tuple[Setting, ...] = (
+    Setting("nginx_listen", ("--listen",), _listen, "127.0.0.1:8080",
+            "Where nginx listens: PORT, HOST:PORT, [IPV6]:PORT or unix:PATH.",
+            "nginx", metavar="ADDRESS", commands=NGINX),
+    Setting("nginx_server_name", ("--server-name",), _server_names, ["_"],
+            "nginx server_name: the host names this server block answers (_ matches any).",
+            "nginx", metavar="NAMES", commands=NGINX),
+    Setting("nginx_upstream_hosts", ("--upstream-host",), _hosts, [],
+            "The app hosts nginx balances over, each running greenpool-serve with the same --bind port "
+            "(and --worker-ports, --workers). Repeat the flag for more. Default: the --bind host itself "
+            "(127.0.0.1 for a wildcard bind).",
+            "nginx", kind="list", metavar="HOST", commands=NGINX),
+    Setting("nginx_max_fails", ("--max-fails",), _int_at_least(0), 3,
+            "Connection errors or timeouts within --fail-timeout after which nginx stops sending a "
+            "worker requests for --fail-timeout (0: never).",
+            "nginx", metavar="INT", commands=NGINX),
+    Setting("nginx_fail_timeout", ("--fail-timeout",), _seconds(0, exclusive=True), 10.0,
+            "The window in which --max-fails failures are counted, and how long a failed worker is "
+            "then left out.",
+            "nginx", metavar="SECONDS", commands=NGINX),
+    Setting("nginx_upstream_keepalive", ("--upstream-keepalive",), _int_at_least(1), 16,
+            "Idle connections to the workers that each nginx worker process keeps open for reuse.",
+            "nginx", metavar="INT", commands=NGINX),
+    Setting("nginx_upstream_keepalive_timeout", ("--upstream-keepalive-timeout",), _seconds(0, exclusive=True), 60.0,
+            "nginx closes an idle connection to a worker after this long. Must be shorter than "
+            "--keep-alive, so that nginx, not the worker, closes idle connections.",
+            "nginx", metavar="SECONDS", commands=NGINX),
+    Setting("nginx_connect_timeout", ("--connect-timeout",), _seconds(0, exclusive=True), 2.0,
+            "proxy_connect_timeout: how long nginx waits for a worker to accept a connection. Workers "
+            "accept at once (a restarting one's connections wait in the backlog), so only an app host "
+            "that is gone from the network reaches it.",
+            "nginx", metavar="SECONDS", commands=NGINX),
+    Setting("nginx_read_timeout", ("--read-timeout",), _seconds(0, exclusive=True), 60.0,
+            "proxy_read_timeout: how long nginx waits for a worker's answer (between two reads). "
+            "Longer than the slowest request the application should answer.",
+            "nginx", metavar="SECONDS", commands=NGINX),
+    Setting("nginx_client_max_body_size", ("--client-max-body-size",), _size, "10m",
+            "Largest request body nginx passes on (413 above it). Raise it in a location of its own for "
+            "upload endpoints.",
+            "nginx", metavar="SIZE", commands=NGINX),
+)
+
+SETTINGS = SETTINGS + NGINX_SETTINGS
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
-SECTIONS = ("Application", "Sockets", "Workers", "Database", "Proxy", "Logging")
+SECTIONS = ("Application", "Sockets", "Workers", "Database", "Proxy", "Logging", "nginx")
 
 
 @dataclass
@@ -344,8 +444,8 @@ def _argparse_type(setting: Setting) -> Callable[[str], Any]:
     def convert(raw: str) -> Any:
         try:
             if setting.kind == "list" and item is not None:
-                return str(item(raw))
-            return setting.validate(raw)
+                return [str(item(raw))]
+            return setting.validate(raw)  # a list for kind "list": the flag's values are extended
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -361,7 +461,8 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
     if command == "serve":
         parser = argparse.ArgumentParser(
             prog=PROG,
-            usage=f"{PROG} [OPTIONS] [APP]\n       {PROG} stats [--bind ADDRESS | --control-dir DIR] [--json]",
+            usage=f"{PROG} [OPTIONS] [APP]\n       {PROG} stats [--bind ADDRESS | --control-dir DIR] [--json]"
+                  f"\n       {PROG} nginx-config [OPTIONS] [--standalone] [-o FILE]",
             description="Run a Django (or any WSGI) application under gevent or Tornado: supervised "
             "worker processes, each with its own bounded MySQL connection pools.",
             epilog="Signals to the master: TERM graceful stop, INT/QUIT quick stop, HUP rolling restart, "
@@ -370,6 +471,23 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
             formatter_class=_Formatter,
             argument_default=argparse.SUPPRESS,
         )
+    elif command == "nginx-config":
+        parser = argparse.ArgumentParser(
+            prog=f"{PROG} nginx-config",
+            description="Print the nginx configuration that balances over these greenpool-serve workers: an "
+            "upstream with one server per worker (--worker-ports) on each --upstream-host, and a server block "
+            "that proxies to it. Give it the same --bind, --workers, --worker-ports and --keep-alive (or the "
+            "same --config file) as greenpool-serve. The comments in the output say why each directive is there.",
+            epilog="Include the output in nginx's http block (e.g. /etc/nginx/conf.d/greenpool.conf), or render "
+            "a complete nginx.conf with --standalone and run nginx -p DIR -c DIR/nginx.conf. Reference: "
+            "docs/deployment.md.",
+            formatter_class=_Formatter,
+            argument_default=argparse.SUPPRESS,
+        )
+        parser.add_argument("--standalone", action="store_true", default=False,
+                            help="a complete nginx.conf (pid, logs and temporary files relative to nginx's -p prefix)")
+        parser.add_argument("-o", "--output", metavar="FILE", default=None,
+                            help="write to FILE (replaced atomically) instead of standard output")
     else:
         parser = argparse.ArgumentParser(
             prog=f"{PROG} stats",
@@ -397,7 +515,7 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
             action = argparse.BooleanOptionalAction if setting.env else "store_true"
             group.add_argument(*setting.flags, dest=setting.name, action=action, help=help_text)
         elif setting.kind == "list":
-            group.add_argument(*setting.flags, dest=setting.name, action="append", type=_argparse_type(setting),
+            group.add_argument(*setting.flags, dest=setting.name, action="extend", type=_argparse_type(setting),
                                metavar=setting.metavar, help=help_text)
         else:
             group.add_argument(*setting.flags, dest=setting.name, type=_argparse_type(setting),
@@ -440,7 +558,7 @@ def resolve(given: dict[str, Any], environ: dict[str, str] | None = None, comman
     values = {s.name: (list(s.default) if isinstance(s.default, list) else s.default) for s in relevant}
     sources = {s.name: "default" for s in relevant}
 
-    config_path = given.get("config") or (env.get("GREENPOOL_CONFIG") if command == "serve" else None)
+    config_path = given.get("config") or (env.get("GREENPOOL_CONFIG") if "config" in {s.name for s in relevant} else None)
     if config_path:
         for name, raw in read_config_file(config_path).items():
             setting = SETTINGS_BY_NAME.get(name)
@@ -539,6 +657,11 @@ def markdown() -> str:
     ]
     for section in SECTIONS:
         out += [f"## {section}", ""]
+        if section == "nginx":
+            out += ["Settings of `greenpool-serve nginx-config`, which prints the nginx configuration for these",
+                    "workers ([deployment.md](deployment.md)). It also reads `config`, `bind`, `workers`,",
+                    "`worker_ports` and `keep_alive` above, so it can be given the same flags or the same",
+                    "`--config` file as the server; `greenpool-serve` itself ignores these.", ""]
         for s in SETTINGS:
             if s.section != section:
                 continue
@@ -553,8 +676,10 @@ def markdown() -> str:
             out.append(f"- value: {s.validator.__doc__ or 'text'}")
             default = "(none)" if s.default in (None, []) else f"`{_show(s.default)}`"
             out.append(f"- default: {default}")
-            if "stats" in s.commands:
-                out.append("- also read by `greenpool-serve stats`")
+            others = [c for c in s.commands if c != "serve"]
+            if others:
+                verb = "also read by" if "serve" in s.commands else "only for"
+                out.append(f"- {verb} {' and '.join(f'`greenpool-serve {c}`' for c in others)}")
             out.append("")
             out.append(s.help)
             out.append("")

@@ -31,13 +31,14 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from typing import Any
 
 from greenpool.launch import sockets
-from greenpool.launch.config import Config
+from greenpool.launch.config import Config, control_root
 from greenpool.launch.errors import BOOT_FAILURES, ExitCode, LaunchError, describe_exit
 from greenpool.launch.worker import SPEC_ENV
 
@@ -173,6 +174,11 @@ class Master:
 
     def prepare_control_dir(self) -> None:
         os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
+        # The stats sockets live here; the default is under the shared temporary
+        # directory, where another user could have made the folder first.
+        _require_private_dir(self.control_dir)
+        if os.path.dirname(self.control_dir) == control_root():
+            _require_private_dir(control_root())
         try:
             with open(os.path.join(self.control_dir, "master.json")) as f:
                 other = json.load(f).get("pid")
@@ -611,6 +617,16 @@ class Master:
         else:
             logger.error("configuration check failed: exit %s", describe_exit(rc))
         return rc if rc >= 0 else int(ExitCode.WORKER_BOOT_ERROR)
+
+
+def _require_private_dir(path: str) -> None:
+    """Refuse a control directory that is a symlink, is not ours, or that others can
+    write or enter (they could read the stats sockets or replace master.json)."""
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise LaunchError(ExitCode.BIND_ERROR, f"control directory {path} is not private (owner uid {info.st_uid}, "
+                          f"mode {stat.S_IMODE(info.st_mode):04o}{', a symlink' if stat.S_ISLNK(info.st_mode) else ''}): "
+                          f"it must be a directory of uid {os.getuid()} with mode 0700; remove it or give --control-dir")
 
 
 def _alive(pid: int) -> bool:

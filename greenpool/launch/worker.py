@@ -15,6 +15,8 @@ first request; pools open min_size connections), the listening sockets, then
 
 from __future__ import annotations
 
+import array
+import fcntl
 import importlib
 import ipaddress
 import json
@@ -22,6 +24,7 @@ import logging
 import os
 import random
 import sys
+import termios
 import time
 import traceback
 from typing import Any, Callable
@@ -36,6 +39,22 @@ access_logger = logging.getLogger("greenpool.access")
 #: During a drain, a keep-alive connection idle this long is closed; one that
 #: sends a request sooner gets its answer with Connection: close.
 DRAIN_IDLE_SECONDS = 0.5
+
+
+def has_unread_bytes(sock: Any) -> bool:
+    """True when bytes wait in the socket's receive queue (FIONREAD; no read, no
+    wait). The drain checks it just before it closes an "idle" keep-alive
+    connection: a request that has already arrived there, but that the server
+    has not read yet, would otherwise be cut off unanswered, and nginx cannot
+    pass a cut-off POST on to another worker (502)."""
+    if sock is None:  # already closed (Tornado drops a closed stream's socket)
+        return False
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf, True)
+        return buf[0] > 0
+    except (OSError, ValueError):  # closed meanwhile: nothing to protect
+        return False
 
 _LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
@@ -139,13 +158,43 @@ def describe_db(settings_dict: dict[str, Any]) -> str:
     return f"{settings_dict.get('USER') or '?'}@{settings_dict.get('HOST') or 'localhost'}:{settings_dict.get('PORT') or 3306}/{settings_dict.get('NAME')}"
 
 
+#: Server errors at login that waiting will not cure: access denied (to the
+#: server, to the database, by the auth plugin) and unknown database.
+PERMANENT_LOGIN_ERRORS = frozenset({1044, 1045, 1049, 1698})
+
+
+def permanent_db_error(exc: BaseException | None) -> BaseException | None:
+    """The connect error behind ``exc`` (following __cause__/__context__) if it is
+    one that waiting will not cure: a refused login, an unknown database, or a host
+    name that does not resolve (EAI_NONAME). None for anything else, outages included."""
+    import socket
+
+    try:
+        from pymysql.err import OperationalError
+    except ImportError:  # pragma: no cover - PyMySQL is a dependency
+        return None
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OperationalError) and exc.args and isinstance(exc.args[0], int):
+            if exc.args[0] in PERMANENT_LOGIN_ERRORS:
+                return exc
+            original = getattr(exc, "original_exception", None)
+            if exc.args[0] == 2003 and isinstance(original, socket.gaierror) and original.errno == socket.EAI_NONAME:
+                return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 def open_pools(boot_timeout: float, require_db: bool) -> dict[str, str]:
     """Build and open the pool of every alias in settings.DATABASES.
 
     Touching ``connections[alias]`` validates its OPTIONS (ImproperlyConfigured
     -> CONFIG_ERROR). A pool opens min_size connections and one is checked
-    out and back, so an unreachable server shows at boot. Returns
-    alias -> "ok" / the reason it is unavailable.
+    out and back, so an unreachable server shows at boot. A database that
+    refuses the login (wrong password, unknown database) or whose host name
+    does not resolve is a configuration error (CONFIG_ERROR): waiting will not
+    cure it. Returns alias -> "ok" / the reason it is unavailable.
     """
     if not django_ready():
         return {}
@@ -172,6 +221,10 @@ def open_pools(boot_timeout: float, require_db: bool) -> dict[str, str]:
                 pass
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
+            permanent = permanent_db_error(exc)
+            if permanent is not None:
+                raise LaunchError(ExitCode.CONFIG_ERROR, f"database {alias!r} ({where}) cannot be used: {permanent}; "
+                                  f"check DATABASES[{alias!r}] (USER, PASSWORD, NAME, HOST): waiting will not help") from None
             if require_db:
                 raise LaunchError(ExitCode.DATABASE_UNAVAILABLE, f"database {alias!r} ({where}) did not answer within "
                                   f"{boot_timeout:g}s at boot: {reason}") from None

@@ -77,6 +77,30 @@ class GreenpoolHandler(WSGIHandler):
             headers.append(("Connection", "close"))
         return super().start_response(status, headers, exc_info)
 
+    def process_result(self) -> None:
+        """A complete body (Django's non-streaming HttpResponse, or a list) goes out
+        with its headers and a Content-Length in one write. pywsgi writes the
+        headers, the body and the terminating chunk in separate sendall calls: a
+        worker killed between two of them leaves nginx holding the start of a
+        response it has already begun to pass on, which it can no longer retry
+        on another worker; the client gets a truncated answer."""
+        result = self.result
+        complete = getattr(result, "streaming", None) is False or isinstance(result, (list, tuple))
+        if not complete or self.headers_sent or not self.status or self.command == "HEAD" or self.code in (204, 304):
+            super().process_result()
+            return
+        body = b"".join(result)
+        if self.provided_content_length is None:
+            self.response_headers.append((b"Content-Length", str(len(body)).encode("latin-1")))
+            self.provided_content_length = len(body)
+        self.headers_sent = True
+        self.finalize_headers()
+        head = [b"HTTP/1.1 ", self.status, b"\r\n"]
+        for name, value in self.response_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        self._sendall(b"".join(head) + body)
+
     def handle_one_response(self) -> None:
         state: worker.WorkerState = self.server.greenpool_state
         state.request_started()
@@ -197,7 +221,8 @@ class GeventWorker:
         while self.handlers and time.monotonic() < deadline and self.stopping.graceful:
             now = time.monotonic()
             for handler in list(self.handlers):
-                if handler.idle_since is not None and now - handler.idle_since >= worker.DRAIN_IDLE_SECONDS:
+                if (handler.idle_since is not None and now - handler.idle_since >= worker.DRAIN_IDLE_SECONDS
+                        and not worker.has_unread_bytes(handler.socket)):
                     _shutdown(handler)
             gevent.sleep(0.05)
         if self.handlers:

@@ -257,7 +257,7 @@ class TornadoWorker:
         while self.graceful and (self.server._connections or state.in_flight) and time.monotonic() < deadline:
             now = time.monotonic()
             for conn, since in list(self.server.idle.items()):
-                if now - since >= worker.DRAIN_IDLE_SECONDS:
+                if now - since >= worker.DRAIN_IDLE_SECONDS and not worker.has_unread_bytes(conn.stream.socket):  # type: ignore[attr-defined]
                     conn.stream.close()  # type: ignore[attr-defined]
             await asyncio.sleep(0.05)
         if state.in_flight and self.graceful:

@@ -1,0 +1,580 @@
+"""Write docs/benchmarks.md's server section and its plots from bench/results/servers.jsonl.
+
+    .venv/bin/python -m bench.report                 # the last full run in the results
+    .venv/bin/python -m bench.report --run RUN_ID    # a given run
+
+bench.run calls this at the end of a full run. Only the text between
+``<!-- servers:start -->`` and ``<!-- servers:end -->`` is replaced (the section is
+appended when the markers are absent); every other section of the page, the
+pool_micro one included, is left as it is. Plots go to docs/img/servers-*.png.
+Every figure on the page comes from the JSON lines: to change them, rerun the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "servers.jsonl"
+DOCS = ROOT / "docs" / "benchmarks.md"
+IMG = ROOT / "docs" / "img"
+MARK_START = "<!-- servers:start -->"
+MARK_END = "<!-- servers:end -->"
+MB = 1024.0
+
+GP = "gp-gevent"
+GP_FAIR = "gp-gevent-fair"
+
+
+def load(path: Path, run: str | None) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if run is None:
+        full = [r["run"] for r in rows if r.get("type") == "meta" and not r.get("quick")]
+        if not full:
+            raise SystemExit(f"{path}: no full run found (pass --run RUN_ID for a quick one)")
+        run = full[-1]
+    picked = [r for r in rows if r.get("run") == run]
+    if not picked:
+        raise SystemExit(f"{path}: no lines of run {run}")
+    return picked
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 1, dash: str = "—") -> str:
+    if value is None:
+        return dash
+    if isinstance(value, float):
+        if value >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def errors_of(cell: dict[str, Any]) -> int:
+    w = cell.get("wrk") or {}
+    return int((w.get("non2xx") or 0) + (w.get("timeouts") or 0) + (w.get("socket_errors") or 0))
+
+
+def completed(cell: dict[str, Any]) -> bool:
+    return bool((cell.get("wrk") or {}).get("requests"))
+
+
+def clean(cell: dict[str, Any] | None) -> bool:
+    return bool(cell) and not cell.get("failed") and completed(cell) and errors_of(cell) == 0
+
+
+class Run:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.meta = next(r for r in rows if r["type"] == "meta")
+        self.end = next((r for r in rows if r["type"] == "end"), {})
+        self.cells = [r for r in rows if r["type"] == "cell"]
+        self.by = {(c["stack"], c["path"], c["clients"]): c for c in self.cells}
+        self.stacks = self.meta["stacks"]
+        self.labels = {s["key"]: s["label"] for s in self.stacks}
+        self.reference = self.meta["reference"]
+        self.paths = [p for p in self.meta["plan"]["paths"]]
+        self.concurrency = list(self.meta["plan"]["concurrency"])
+        self.cannot = [r for r in rows if r["type"] == "cannot_serve"]
+        self.slow = [r for r in rows if r["type"] == "slow_mixed"]
+        self.memory = next((r for r in rows if r["type"] == "memory_match"), None)
+        self.study = [r for r in rows if r["type"] == "latency_study"]
+
+    def cell(self, stack: str, path: str, clients: int) -> dict[str, Any] | None:
+        return self.by.get((stack, path, clients))
+
+    def rps(self, stack: str, path: str, clients: int) -> float | None:
+        c = self.cell(stack, path, clients)
+        if not c or c.get("failed"):
+            return None
+        return (c.get("wrk") or {}).get("rps")
+
+    def ratio(self, stack: str, path: str, clients: int) -> float | None:
+        mine, ref = self.rps(stack, path, clients), self.rps(self.reference, path, clients)
+        if mine is None or not ref:
+            return None
+        return mine / ref
+
+    def loadavgs(self) -> list[float]:
+        return [c["loadavg"][0] for c in self.cells if c.get("loadavg")]
+
+
+# -- tables -------------------------------------------------------------------------------
+
+
+def stacks_table(run: Run) -> list[str]:
+    out = ["| key | stack | series | settings |", "|---|---|---|---|"]
+    for s in run.stacks:
+        note = f" *{s['note']}*" if s.get("note") else ""
+        out.append(f"| `{s['key']}` | {s['label']} | {s['series']} | {s['settings']}{note} |")
+    return out
+
+
+def path_table(run: Run, path: str) -> list[str]:
+    head = ("| stack | clients | req/s | × ref | p50 ms | p99 ms | wrk mean×rate/clients | errors (non-2xx / timeouts / socket) "
+            "| peak server conns (bound) | new conns per 1k req | stack CPU ms/req | RSS per worker MB |")
+    out = [head, "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for s in run.stacks:
+        key = s["key"]
+        for clients in run.concurrency:
+            c = run.cell(key, path, clients)
+            if c is None:
+                continue
+            label = run.labels[key] + (" *(tuned)*" if s["series"] == "tuned" else "")
+            if c.get("failed"):
+                out.append(f"| {label} | {clients} | failed: {c['failed'][:120]} |||||||||")
+                continue
+            w = c.get("wrk") or {}
+            conns = c.get("connections") or {}
+            ratio = run.ratio(key, path, clients)
+            done = completed(c)
+            p50 = fmt(w.get("p50_ms")) if done else "—"
+            p99 = fmt(w.get("p99_ms")) if done else "— (none completed)"
+            errs = f"{w.get('non2xx', 0)} / {w.get('timeouts', 0)} / {w.get('socket_errors', 0)}"
+            if errors_of(c):
+                errs = f"**{errs}**"
+                top = (c.get("log_errors") or [{}])[0].get("line")
+                if top:
+                    errs += f" ({_short(top)})"
+            bound = conns.get("bound")
+            peak = conns.get("peak_ours")
+            peak_s = f"{peak}" + (f" ({bound})" if bound else "")
+            if bound and peak is not None and peak > bound:
+                peak_s = f"**{peak_s}**"
+            cpu = (c.get("cpu") or {}).get("stack_us_per_request")
+            rss = c.get("rss_worker_mean_kb")
+            out.append(
+                f"| {label} | {clients} | {fmt(w.get('rps'))} | {fmt(ratio, 2)} | {p50} | {p99} | "
+                f"{fmt(w.get('little_ratio'), 2)} | {errs} | {peak_s} | {fmt(conns.get('new_per_1000'), 1)} | "
+                f"{fmt(cpu / 1000 if cpu else None, 2)} | {fmt(rss / MB if rss else None, 0)} |")
+    return out
+
+
+def _short(line: str) -> str:
+    line = line.replace("|", "/").replace("Internal Server Error: ", "")
+    for marker in ("OperationalError: ", "Exception: ", "Error: "):
+        if marker in line:
+            line = line.split(marker, 1)[1]
+            break
+    return line[:90]
+
+
+def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
+    """The targets of issue 6, measured; one row per target and stack (shipped, proposed)."""
+    rows: list[dict[str, Any]] = []
+    conc = run.concurrency
+    others = [s["key"] for s in run.stacks if not s["key"].startswith("gp-") and s["key"] != "bare"]
+
+    for key in (GP, GP_FAIR):
+        if not any(run.cell(key, "/read", c) for c in conc):
+            continue
+        who = "shipped" if key == GP else "proposed"
+        # 1. ORM read path vs the best clean stack, per concurrency.
+        worst, detail, ok = None, [], True
+        for c in conc:
+            mine = run.rps(key, "/read", c)
+            best_key, best = None, 0.0
+            for other in others:
+                cell = run.cell(other, "/read", c)
+                if clean(cell) and cell["wrk"]["rps"] > best:
+                    best_key, best = other, cell["wrk"]["rps"]
+            if mine is None or not best:
+                continue
+            r = mine / best
+            ok &= r >= 1.0
+            worst = r if worst is None else min(worst, r)
+            detail.append(f"{c}: {r:.2f}x {best_key}")
+        rows.append({"target": "ORM read (/read) ≥ 1.0x the best other stack with zero errors, every concurrency",
+                     "stack": who, "measured": "; ".join(detail), "met": ok and worst is not None})
+        detail, ok, any_row = [], True, False
+        for c in conc:
+            ref = run.cell("gevent-persist", "/read", c)
+            mine = run.rps(key, "/read", c)
+            if not clean(ref) or mine is None:
+                detail.append(f"{c}: gevent CONN_MAX_AGE=None had errors")
+                continue
+            any_row = True
+            r = mine / ref["wrk"]["rps"]
+            ok &= r >= 0.97
+            detail.append(f"{c}: {r:.2f}x")
+        rows.append({"target": "/read ≥ 0.97x gunicorn gevent CONN_MAX_AGE=None where it had no errors",
+                     "stack": who, "measured": "; ".join(detail), "met": ok if any_row else None})
+        # 2. Flat curve.
+        lo, hi = run.rps(key, "/read", min(conc)), run.rps(key, "/read", max(conc))
+        if lo and hi is not None:
+            rows.append({"target": f"flat curve: /read at {max(conc)} clients ≥ 90% of the rate at {min(conc)}",
+                         "stack": who, "measured": f"{hi / lo:.0%}", "met": hi / lo >= 0.9})
+        # 3. Tails.
+        detail, ok = [], True
+        for c in [x for x in conc if x >= 100]:
+            mine, ref = run.cell(key, "/read", c), run.cell(run.reference, "/read", c)
+            if not mine or not ref or not completed(mine) or not completed(ref):
+                continue
+            a, b = mine["wrk"]["p99_ms"], ref["wrk"]["p99_ms"]
+            ok &= a <= b
+            detail.append(f"{c}: {a:.0f} vs {b:.0f} ms")
+        rows.append({"target": "/read p99 at 100 and 500 clients ≤ gunicorn sync CONN_MAX_AGE=None's (wrk)",
+                     "stack": who, "measured": "; ".join(detail), "met": ok if detail else None})
+        errs = sum(errors_of(run.cell(key, p, c)) for p in run.paths for c in conc if run.cell(key, p, c))
+        rows.append({"target": "zero errors, zero wrk timeouts (every path and concurrency)", "stack": who,
+                     "measured": f"{errs} errors", "met": errs == 0})
+        # 4. Connections.
+        new = [run.cell(key, p, c)["connections"]["new"] for p in run.paths for c in conc
+               if run.cell(key, p, c) and not run.cell(key, p, c).get("failed")]
+        peaks = [(run.cell(key, p, c)["connections"]["peak_ours"], run.cell(key, p, c)["connections"]["peak_ours_warmup"])
+                 for p in run.paths for c in conc if run.cell(key, p, c) and not run.cell(key, p, c).get("failed")]
+        bound = next((s["bound"] for s in run.stacks if s["key"] == key), None)
+        rows.append({"target": "0 new server connections per 1,000 requests after warm-up", "stack": who,
+                     "measured": f"{sum(new)} new connections in all measured runs together", "met": sum(new) == 0})
+        top = max((max(a, b) for a, b in peaks), default=None)
+        rows.append({"target": "never more server connections than workers x max_size", "stack": who,
+                     "measured": f"peak {top} (bound {bound}), warm-ups included",
+                     "met": top is not None and bound is not None and top <= bound})
+    # 5. Slow path and memory.
+    for rec in run.slow:
+        who = "shipped" if rec["stack"] == GP else "proposed"
+        if "slow_rps" not in rec:
+            continue
+        rows.append({"target": f"/slow at {rec['slow_clients']} clients within 10% of workers x max_size / 0.05 s "
+                               f"= {rec['target_rps']:.0f} req/s", "stack": who,
+                     "measured": f"{rec['slow_rps']:.0f} req/s ({rec['slow_vs_target']:.0%})",
+                     "met": rec["slow_vs_target"] >= 0.9})
+        rows.append({"target": "/hello on the same workers keeps ≥ 80% of its unloaded rate", "stack": who,
+                     "measured": f"{rec['hello_mixed_rps']:.0f} of {rec['hello_alone_rps']:.0f} req/s "
+                                 f"({rec['hello_kept']:.0%})", "met": rec["hello_kept"] >= 0.8})
+    if run.memory and run.memory.get("rss_ratio"):
+        m = run.memory
+        rows.append({"target": "memory for that /slow throughput: gunicorn sync worker RSS ≥ 5x greenpool's",
+                     "stack": "shipped",
+                     "measured": f"{m['rss_ratio']:.1f}x ({m['sync_workers']} sync workers, "
+                                 f"{m['sync_worker_rss_kb_total'] / MB:.0f} MB for {m['sync_slow_rps']:.0f} req/s; "
+                                 f"greenpool 2 workers, {m['greenpool_worker_rss_kb_total'] / MB:.0f} MB for "
+                                 f"{m['greenpool_slow_rps']:.0f} req/s)", "met": m["rss_ratio"] >= 5})
+    # 6. Tornado.
+    detail, ok = [], True
+    for c in conc:
+        mine, ref = run.rps("gp-tornado", "/read", c), run.rps("tornado-stock", "/read", c)
+        if mine is None or not ref:
+            continue
+        ok &= mine / ref >= 1.0
+        detail.append(f"{c}: {mine / ref:.2f}x")
+    if detail:
+        rows.append({"target": "greenpool-serve tornado /read ≥ 1.0x Tornado's WSGIContainer + executor, "
+                               "CONN_MAX_AGE=None", "stack": "shipped", "measured": "; ".join(detail), "met": ok})
+    out = ["| target | greenpool | measured | |", "|---|---|---|---|"]
+    for r in rows:
+        verdict = {True: "**met**", False: "**not met**", None: "n/a"}[r["met"]]
+        out.append(f"| {r['target']} | {r['stack']} | {r['measured']} | {verdict} |")
+    return out, rows
+
+
+def cannot_table(run: Run) -> list[str]:
+    if not run.cannot:
+        return []
+    out = ["| stack | path | answer | error in its log |", "|---|---|---|---|"]
+    for r in run.cannot:
+        err = (r.get("errors") or [{}])[0].get("line", "") or r.get("failed", "")
+        out.append(f"| {r['label']} | {r['path']} | {r.get('status')} | `{err.replace('|', '/')[:200]}` |")
+    return out
+
+
+def slow_section(run: Run) -> list[str]:
+    out: list[str] = []
+    if run.slow:
+        out += ["| stack | /hello alone req/s | /hello next to /slow req/s | kept | /slow req/s | of target | "
+                "/slow p99 ms | errors | peak server conns (bound) | worker RSS MB (2 workers) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in run.slow:
+            if "slow_rps" not in r:
+                out.append(f"| {r['label']} | failed: {r.get('failed', '')[:150]} ||||||||")
+                continue
+            out.append(f"| {r['label']} | {fmt(r['hello_alone_rps'])} | {fmt(r['hello_mixed_rps'])} | "
+                       f"{r['hello_kept']:.0%} | {fmt(r['slow_rps'])} | {r['slow_vs_target']:.0%} | "
+                       f"{fmt(r['slow_p99_ms'])} | {r['errors']} | {r['peak_connections']} ({r['bound']}) | "
+                       f"{fmt(r['worker_rss_kb_total'] / MB, 0)} |")
+    m = run.memory
+    if m:
+        out += ["", "| stack | workers | /slow req/s at 200 clients | worker RSS total MB | per worker MB |",
+                "|---|---:|---:|---:|---:|"]
+        out.append(f"| greenpool-serve gevent | {m['greenpool_workers']} | {fmt(m['greenpool_slow_rps'])} | "
+                   f"{fmt(m['greenpool_worker_rss_kb_total'] / MB, 0)} | "
+                   f"{fmt(m['greenpool_worker_rss_kb_total'] / MB / m['greenpool_workers'], 0)} |")
+        for a in m["attempts"]:
+            if "wrk" not in a:
+                out.append(f"| gunicorn sync, CONN_MAX_AGE=None | {a['workers']} | failed: {a.get('failed', '')[:100]} |||")
+                continue
+            out.append(f"| gunicorn sync, CONN_MAX_AGE=None | {a['workers']} | {fmt(a['wrk']['rps'])} | "
+                       f"{fmt(a['worker_rss_kb_total'] / MB, 0)} | {fmt(a['worker_rss_kb_total'] / MB / a['workers'], 0)} |")
+    return out
+
+
+def study_section(run: Run) -> list[str]:
+    if not run.study:
+        return []
+    out = ["| stack | path | wrk req/s | wrk p50 / p99 ms | wrk mean×rate/clients | paced probe during wrk: p50 / p99 ms (n) "
+           "| second client req/s | its raw p50 / p99 ms | its mean×rate/clients | its p99 after wrk's correction | "
+           "requests per connection min–max | longest wait between two answers on one connection, ms (median / max) "
+           "| requests per worker (whole row) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in run.study:
+        if r.get("failed"):
+            out.append(f"| {r['label']} | {r['path']} | failed: {r['failed'][:100]} ||||||||||")
+            continue
+        w, p, c = r.get("wrk") or {}, (r.get("probe_during_wrk") or {}).get("raw") or {}, r.get("client") or {}
+        raw, cor = c.get("raw") or {}, c.get("wrk_corrected") or {}
+        per, gap = c.get("per_connection_requests") or {}, c.get("max_gap_ms") or {}
+        wrk_lat = f"{fmt(w.get('p50_ms'))} / {fmt(w.get('p99_ms'))}" if w.get("requests") else "— (none completed)"
+        out.append(
+            f"| {r['label']} | {r['path']} | {fmt(w.get('rps'))} | {wrk_lat} | {fmt(w.get('little_ratio'), 2)} | "
+            f"{fmt(p.get('p50_ms'))} / {fmt(p.get('p99_ms'))} ({p.get('n', 0)}) | {fmt(c.get('rps'))} | "
+            f"{fmt(raw.get('p50_ms'))} / {fmt(raw.get('p99_ms'))} | {fmt(c.get('little_ratio'), 2)} | "
+            f"{fmt(cor.get('p99_ms'))} | {per.get('min', '—')}–{per.get('max', '—')} | "
+            f"{fmt(gap.get('median'), 0)} / {fmt(gap.get('max'), 0)} | "
+            f"{' / '.join(str(w.get('requests')) for w in (r.get('per_worker') or [])) or '—'} |")
+    return out
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+
+def plots(run: Run, img: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img.mkdir(parents=True, exist_ok=True)
+    default = [s for s in run.stacks if s["series"] == "default"]
+    styles = {}
+    markers = "osD^v<>pPXh*"
+    cmap = plt.get_cmap("tab20")
+    for i, s in enumerate(default):
+        styles[s["key"]] = {"color": cmap(i % 20), "marker": markers[i % len(markers)],
+                            "linewidth": 2.6 if s["key"].startswith("gp-") else 1.3,
+                            "linestyle": "-" if s["key"].startswith("gp-") else "--"}
+    files = []
+
+    def figure(metric: str, ylabel: str, name: str, title: str, log: bool) -> None:
+        fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
+        for ax, path in zip(axes.flat, ["/hello", "/read", "/tx", "/slow"]):
+            for s in default:
+                xs, ys = [], []
+                for c in run.concurrency:
+                    cell = run.cell(s["key"], path, c)
+                    if not cell or cell.get("failed"):
+                        continue
+                    value = metric_of(cell, metric)
+                    if value is None:
+                        continue
+                    xs.append(c)
+                    ys.append(value)
+                if xs:
+                    ax.plot(xs, ys, label=s["label"], **styles[s["key"]])
+            if metric == "conns":
+                ax.axhline(10, color="black", linewidth=0.8, linestyle=":")
+                ax.text(run.concurrency[0], 10.5, "greenpool bound: 2 workers x max_size 5", fontsize=8)
+            ax.set_title(path)
+            ax.set_xscale("log")
+            ax.set_xticks(run.concurrency)
+            ax.set_xticklabels([str(c) for c in run.concurrency])
+            if log:
+                ax.set_yscale("symlog" if metric == "conns" else "log")
+            ax.set_xlabel("concurrent clients (wrk connections)")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+        seen: dict[str, Any] = {}
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(label, handle)
+        order = [s["label"] for s in default if s["label"] in seen]
+        fig.legend([seen[k] for k in order], order, loc="lower center", ncol=3, fontsize=9, frameon=False)
+        fig.suptitle(title, fontsize=12)
+        fig.tight_layout(rect=(0, 0.11, 1, 0.96))
+        fig.savefig(img / name, dpi=90)
+        plt.close(fig)
+        files.append(name)
+
+    figure("rps", "requests/s (log)", "servers-throughput.png",
+           f"Throughput vs concurrency (run {run.meta['run']}; 2 workers per stack, 2 cores)", True)
+    figure("conns", "most server connections seen (symlog)", "servers-connections.png",
+           f"MySQL connections held by the stack vs concurrency (run {run.meta['run']})", True)
+    figure("p99", "wrk p99 latency, ms (log)", "servers-p99.png",
+           f"wrk p99 latency vs concurrency (run {run.meta['run']}; see the latency study on how wrk computes it)", True)
+    return files
+
+
+def metric_of(cell: dict[str, Any], metric: str) -> float | None:
+    w = cell.get("wrk") or {}
+    if metric == "rps":
+        return w.get("rps") or None
+    if metric == "p99":
+        return w.get("p99_ms") if w.get("requests") else None
+    if metric == "conns":
+        return (cell.get("connections") or {}).get("peak_ours")
+    return None
+
+
+# -- the page --------------------------------------------------------------------------------
+
+
+def section(run: Run, files: list[str]) -> str:
+    m = run.meta
+    v = m["versions"]
+    mach = m["machine"]
+    srv = m["server"]
+    loads = run.loadavgs()
+    lines: list[str] = []
+    add = lines.append
+    add("## Servers side by side (bench/run.py)")
+    add("")
+    add("Generated by the command below from `bench/results/servers.jsonl`; do not edit by hand, rerun it "
+        "(bench/README.md explains the method).")
+    add("")
+    add("```")
+    add(m["command"])
+    add("```")
+    add("")
+    add(f"Run `{m['run']}` at {m['time']}, {run.end.get('elapsed_s', 0) / 60:.0f} min; {mach['nproc']} CPUs "
+        f"({mach['cpu_model']}), {mach['mem_gb']} GB, shared with other developers' test runs: load average "
+        f"{m['loadavg_start'][0]:.2f} at start, {run.end.get('loadavg_end', [0])[0]:.2f} at end, "
+        f"{min(loads):.2f}–{max(loads):.2f} (median {statistics.median(loads):.2f}) across the measurements. "
+        f"Python {v['python']}, Django {v['Django']}, gevent {v['gevent']}, greenlet {v['greenlet']}, PyMySQL "
+        f"{v['PyMySQL']}, gunicorn {v['gunicorn']}, Tornado {v['tornado']}, django-db-connection-pool "
+        f"{v['django-db-connection-pool']} (SQLAlchemy {v['SQLAlchemy']}), greenpool {v['greenpool']} (git "
+        f"{m['git']['commit']}{', uncommitted changes in greenpool/' if m['git']['dirty'] else ''}), {v['wrk']}, "
+        f"{v['nginx']}. Server {srv['version']} on {srv['host']} ({srv['thread_handling']}, max_connections "
+        f"{srv['max_connections']}, TLS {srv['have_ssl']}), shared with everyone on the machine.")
+    add("")
+    plan = m["plan"]
+    add("How each figure was made (details in bench/README.md):")
+    add("")
+    add(f"- Every stack runs the same demo site (greenpool.demo's views, through `bench/django_settings.py`) with "
+        f"2 worker processes, from a **fresh start for every measurement**; cells (path × clients) are measured "
+        f"stack after stack in an order that rotates from cell to cell, so each ratio compares runs made within "
+        f"a minute or two of each other. **× ref** is the stack's req/s over `{run.labels.get(run.reference, run.reference)}` "
+        f"in the same cell.")
+    add(f"- Load: `{m['wrk_command']}` after a {plan['warmup']} s warm-up with the same clients (and a wait "
+        f"until the stack has finished what the warm-up left queued); {plan['duration']} s measured. "
+        f"`/slow` is `/slow?s=0.05`. wrk counts a response of status ≥ 400 as non-2xx; timeouts are requests "
+        f"without an answer after {m['wrk_timeout_s']} s.")
+    add("- **wrk mean×rate/clients** is Little's law's check: for real samples of a closed loop it is at most "
+        "1. Above 1, wrk's own coordinated-omission correction has added synthetic samples to its latencies "
+        "(see the latency study below): p50/p99 of such rows overstate what any request waited.")
+    add(f"- **peak server conns**: the most connections of the benchmark's MySQL account "
+        f"(`{m['mysql_account']}`, used by that stack only) in `information_schema.PROCESSLIST`, polled every 50 ms "
+        f"during the measured run (the JSON also has SHOW GLOBAL STATUS Threads_connected minus the other clients' "
+        f"baseline). The account has MAX_USER_CONNECTIONS {m['max_user_connections']} so that a stack without a "
+        f"bound cannot take the shared server's last connections from the other developers: such a stack fails "
+        f"with error 1226 at {m['max_user_connections']} connections where it would otherwise fail with 1040 a "
+        f"little later.")
+    add("- **new conns per 1k req**: connects the stack made during the measured run (counted in each worker "
+        "by `bench/connect_counter.py`, so other clients of the server do not count) per 1,000 requests.")
+    add("- **stack CPU ms/req**: CPU time of all the stack's processes during the measured run over its requests: "
+        "less disturbed by the other load on the machine than req/s. **RSS per worker**: VmRSS after the run.")
+    add("- Default PyMySQL settings for every stack (PyMySQL 1.2 then builds a TLS context on every connect); "
+        "rows marked *(tuned)* add `ssl_disabled: True`.")
+    if m.get("nginx", {}).get("source"):
+        add(f"- nginx: config from {m['nginx']['source']} (`{m['nginx'].get('command', '')}`), run as "
+            f"`nginx -p PREFIX -c PREFIX/nginx.conf -g 'daemon off;'` in a temporary prefix.")
+    add("")
+    add("### Stacks")
+    add("")
+    lines += stacks_table(run)
+    add("")
+    if run.cannot:
+        add("### Stacks that cannot serve a path")
+        add("")
+        add("Probed with one request each (three tries) instead of a load run:")
+        add("")
+        lines += cannot_table(run)
+        add("")
+    add("### Plots")
+    add("")
+    for name in files:
+        add(f"![{name}](img/{name})")
+        add("")
+    for path in run.paths:
+        add(f"### {path}")
+        add("")
+        lines.extend(path_table(run, path))
+        add("")
+    add("### Targets (issue 6)")
+    add("")
+    add("\"shipped\" is greenpool-serve gevent as it is; \"proposed\" is the same with the launcher change "
+        "proposed below (bench-only patch, `gp-gevent-fair`).")
+    add("")
+    table, _rows = targets(run)
+    lines.extend(table)
+    add("")
+    if run.slow or run.memory:
+        add("### Slow queries: /slow at 200 clients next to /hello on the same workers")
+        add("")
+        s0 = run.slow[0] if run.slow else {}
+        if s0.get("commands"):
+            add(f"Two wrk at once, {s0.get('seconds')} s each, two rounds (each round: /hello alone, then both); "
+                f"medians. `{s0['commands'][0]}` and `{s0['commands'][1]}`. Target: workers × max_size / 0.05 s = "
+                f"{s0.get('target_rps', 0):.0f} req/s. Memory: gunicorn sync, CONN_MAX_AGE=None with as many workers "
+                f"as it needs for greenpool's /slow rate (estimated from its /slow rate at 10 clients, then "
+                f"corrected once), the same wrk at 200 clients, worker RSS summed (masters left out on both sides).")
+            add("")
+        lines.extend(slow_section(run))
+        add("")
+    if run.study:
+        add("### Latency study: how much of the gevent tail is the servers, how much is wrk")
+        add("")
+        add("Each row: a fresh stack, 100 clients, a warm-up; then wrk for the measured seconds with a *paced probe* "
+            "running next to it (2 extra keep-alive connections, one request every ~20 ms each, so a probe request "
+            "never queues behind its own: the wait of a request that arrives at the loaded server); then the "
+            "*second client* (`bench/client.py closed`, gevent, 100 keep-alive connections back to back like wrk) "
+            "which keeps every raw latency, and also reports them after the same correction wrk applies.")
+        add("")
+        lines.extend(study_section(run))
+        add("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_section(path: Path, body: str) -> None:
+    block = f"{MARK_START}\n{body}{MARK_END}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start == -1 and end == -1:
+        new = text.rstrip("\n") + "\n\n" + block + "\n"
+    elif start != -1 and end > start and text.count(MARK_START) == 1 and text.count(MARK_END) == 1:
+        new = text[:start] + block + text[end + len(MARK_END):]
+    else:
+        raise SystemExit(f"{path}: the {MARK_START} / {MARK_END} markers are unbalanced; nothing was written")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", default=None, help="run id (default: the last full run)")
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--docs", default=str(DOCS))
+    parser.add_argument("--img", default=None, help="plot directory (default: img/ beside --docs)")
+    args = parser.parse_args(argv)
+    rows = load(Path(args.results), args.run)
+    run = Run(rows)
+    run.meta["run"] = rows[0]["run"]
+    run.meta.setdefault("time", rows[0].get("time"))
+    docs = Path(args.docs)
+    files = plots(run, Path(args.img) if args.img else docs.parent / "img")
+    write_section(docs, section(run, files))
+    print(f"wrote {docs} (run {run.meta['run']}) and {', '.join(files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
