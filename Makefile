@@ -11,9 +11,9 @@ PYTEST_ARGS ?=
 export PYTEST_ARGS
 
 # ---- make run ---------------------------------------------------------------------
-# What `make run` starts once the environment is ready. For now: a pool smoke check.
-# The launcher work replaces RUN_CMD to serve the demo site behind nginx
-# (greenpool-serve workers + nginx with the config from nginx/).
+# What `make run` starts once the environment is ready: the demo site under
+# greenpool-serve (2 gevent workers, one port each) behind a project-local nginx
+# (config rendered by `greenpool-serve nginx-config`); Ctrl-C stops both.
 RUN_CMD ?= $(VENV_PYTHON) -m greenpool.launch.demo_run
 # -----------------------------------------------------------------------------------
 

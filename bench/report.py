@@ -155,7 +155,7 @@ def path_table(run: Run, path: str) -> list[str]:
             rss = c.get("rss_worker_mean_kb")
             out.append(
                 f"| {label} | {clients} | {fmt(w.get('rps'))} | {fmt(ratio, 2)} | {p50} | {p99} | "
-                f"{fmt(w.get('little_ratio'), 2)} | {errs} | {peak_s} | {fmt(conns.get('new_per_1000'), 1)} | "
+                f"{fmt(w.get('little_ratio'), 2) if done else '—'} | {errs} | {peak_s} | {fmt(conns.get('new_per_1000'), 1)} | "
                 f"{fmt(cpu / 1000 if cpu else None, 2)} | {fmt(rss / MB if rss else None, 0)} |")
     return out
 
@@ -335,13 +335,76 @@ def study_section(run: Run) -> list[str]:
         per, gap = c.get("per_connection_requests") or {}, c.get("max_gap_ms") or {}
         wrk_lat = f"{fmt(w.get('p50_ms'))} / {fmt(w.get('p99_ms'))}" if w.get("requests") else "— (none completed)"
         out.append(
-            f"| {r['label']} | {r['path']} | {fmt(w.get('rps'))} | {wrk_lat} | {fmt(w.get('little_ratio'), 2)} | "
+            f"| {r['label']} | {r['path']} | {fmt(w.get('rps'))} | {wrk_lat} | {_wrk_little(r)} | "
             f"{fmt(p.get('p50_ms'))} / {fmt(p.get('p99_ms'))} ({p.get('n', 0)}) | {fmt(c.get('rps'))} | "
             f"{fmt(raw.get('p50_ms'))} / {fmt(raw.get('p99_ms'))} | {fmt(c.get('little_ratio'), 2)} | "
             f"{fmt(cor.get('p99_ms'))} | {per.get('min', '—')}–{per.get('max', '—')} | "
             f"{fmt(gap.get('median'), 0)} / {fmt(gap.get('max'), 0)} | "
             f"{' / '.join(str(w.get('requests')) for w in (r.get('per_worker') or [])) or '—'} |")
     return out
+
+
+def _wrk_p99(row: dict[str, Any]) -> str:
+    w = row.get("wrk") or {}
+    return fmt(w.get("p99_ms")) if w.get("requests") else "none completed"
+
+
+def _wrk_little(row: dict[str, Any]) -> str:
+    w = row.get("wrk") or {}
+    return fmt(w.get("little_ratio"), 2) if w.get("requests") else "—"
+
+
+def findings(run: Run) -> list[str]:
+    """What the measurements say about wrk's tails and the proposed yield, with the numbers."""
+    out: list[str] = []
+    families = {"gevent": ("gp-gevent", "gp-nginx", "gevent-cma0", "gevent-persist", "gevent-dbpool", "bare"),
+                "threads or sync": ("gp-tornado", "tornado-stock", "tornado-ioloop", "sync-cma0", "sync-persist")}
+    for name, keys in families.items():
+        ratios = [c["wrk"]["little_ratio"] for c in run.cells
+                  if c["stack"] in keys and completed(c) and c["wrk"].get("little_ratio") is not None]
+        if ratios:
+            above = sum(1 for r in ratios if r > 1.05)
+            out.append(f"- wrk's mean×rate/clients above 1.05 (impossible for real samples): {above} of {len(ratios)} "
+                       f"measurements of the {name} stacks (largest {max(ratios):.2f}).")
+    study = {(r["stack"], r["path"]): r for r in run.study if not r.get("failed")}
+    for path in ("/hello", "/read"):
+        a, b = study.get((GP, path)), study.get((GP_FAIR, path))
+        if not a or not b:
+            continue
+        ca, cb = a.get("client") or {}, b.get("client") or {}
+        pa, pb = (a.get("probe_during_wrk") or {}).get("raw") or {}, (b.get("probe_during_wrk") or {}).get("raw") or {}
+        out.append(
+            f"- {path}, 100 clients, shipped → proposed: requests per connection (second client) "
+            f"{(ca.get('per_connection_requests') or {}).get('min')}–{(ca.get('per_connection_requests') or {}).get('max')} → "
+            f"{(cb.get('per_connection_requests') or {}).get('min')}–{(cb.get('per_connection_requests') or {}).get('max')}; "
+            f"longest wait between two answers on one connection {fmt((ca.get('max_gap_ms') or {}).get('max'), 0)} → "
+            f"{fmt((cb.get('max_gap_ms') or {}).get('max'), 0)} ms; paced probe p99 {fmt(pa.get('p99_ms'))} → "
+            f"{fmt(pb.get('p99_ms'))} ms; wrk p99 {_wrk_p99(a)} → {_wrk_p99(b)} ms (mean×rate/clients "
+            f"{_wrk_little(a)} → {_wrk_little(b)}).")
+    p99s, rates, cpus = [], [], []
+    for path in run.paths:
+        for c in run.concurrency:
+            a, b = run.cell(GP, path, c), run.cell(GP_FAIR, path, c)
+            if not (a and b and completed(a) and completed(b)):
+                continue
+            if a["wrk"]["p99_ms"]:
+                p99s.append(b["wrk"]["p99_ms"] / a["wrk"]["p99_ms"])
+            if a["wrk"]["rps"]:
+                rates.append(b["wrk"]["rps"] / a["wrk"]["rps"])
+            ca, cb = (a.get("cpu") or {}).get("stack_us_per_request"), (b.get("cpu") or {}).get("stack_us_per_request")
+            if ca and cb:
+                cpus.append(cb / ca)
+    if p99s:
+        out.append(f"- Over the {len(p99s)} cells of the matrix, proposed / shipped: wrk p99 median "
+                   f"{statistics.median(p99s):.2f}x (range {min(p99s):.2f}–{max(p99s):.2f}), req/s median "
+                   f"{statistics.median(rates):.2f}x, CPU per request median "
+                   f"{statistics.median(cpus):.2f}x." if cpus else "")
+    rp = study.get(("gp-gevent-reuseport", "/read"))
+    if rp and study.get((GP, "/read")):
+        split = lambda r: " / ".join(str(w.get("requests")) for w in (r.get("per_worker") or []))  # noqa: E731
+        out.append(f"- Requests per worker in the /read study row, shared socket: {split(study[(GP, '/read')])}; "
+                   f"--reuse-port: {split(rp)}.")
+    return [line for line in out if line]
 
 
 # -- plots -----------------------------------------------------------------------------------
@@ -382,13 +445,21 @@ def plots(run: Run, img: Path) -> list[str]:
                     ax.plot(xs, ys, label=s["label"], **styles[s["key"]])
             if metric == "conns":
                 ax.axhline(10, color="black", linewidth=0.8, linestyle=":")
-                ax.text(run.concurrency[0], 10.5, "greenpool bound: 2 workers x max_size 5", fontsize=8)
+                ax.annotate("greenpool's bound: 2 workers x max_size 5", xy=(0.02, 10), xycoords=("axes fraction", "data"),
+                            xytext=(0, 3), textcoords="offset points", fontsize=8)
+                cap = run.meta.get("max_user_connections")
+                if cap and path != "/hello":
+                    ax.axhline(cap, color="grey", linewidth=0.8, linestyle="-.")
+                    ax.annotate(f"the benchmark account's MAX_USER_CONNECTIONS ({cap})", xy=(0.02, cap),
+                                xycoords=("axes fraction", "data"), xytext=(0, -10), textcoords="offset points",
+                                fontsize=8, color="grey")
+                ax.set_ylim(bottom=0)
             ax.set_title(path)
             ax.set_xscale("log")
             ax.set_xticks(run.concurrency)
             ax.set_xticklabels([str(c) for c in run.concurrency])
             if log:
-                ax.set_yscale("symlog" if metric == "conns" else "log")
+                ax.set_yscale("log")
             ax.set_xlabel("concurrent clients (wrk connections)")
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
@@ -406,8 +477,8 @@ def plots(run: Run, img: Path) -> list[str]:
 
     figure("rps", "requests/s (log)", "servers-throughput.png",
            f"Throughput vs concurrency (run {run.meta['run']}; 2 workers per stack, 2 cores)", True)
-    figure("conns", "most server connections seen (symlog)", "servers-connections.png",
-           f"MySQL connections held by the stack vs concurrency (run {run.meta['run']})", True)
+    figure("conns", "most server connections seen", "servers-connections.png",
+           f"MySQL connections held by the stack vs concurrency (run {run.meta['run']})", False)
     figure("p99", "wrk p99 latency, ms (log)", "servers-p99.png",
            f"wrk p99 latency vs concurrency (run {run.meta['run']}; see the latency study on how wrk computes it)", True)
     return files
@@ -540,6 +611,12 @@ def section(run: Run, files: list[str]) -> str:
         add("")
         lines.extend(study_section(run))
         add("")
+        found = findings(run)
+        if found:
+            add("What the numbers say:")
+            add("")
+            lines.extend(found)
+            add("")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -623,6 +623,22 @@ class Bench:
             shutil.rmtree(running.workdir, ignore_errors=True)
 
 
+def probe_greenpool_ioloop(bench: "Bench") -> dict[str, Any]:
+    """greenpool-serve has no IOLoop-thread mode: with DJANGO_ALLOW_ASYNC_UNSAFE (the only way
+    Django's ORM would run there) its Tornado worker refuses to boot. Record what it says."""
+    env = stacks.env_for(stacks.Command("probe", []), {**bench.db_env, **stacks.django_env("greenpool"),
+                                                     "DJANGO_ALLOW_ASYNC_UNSAFE": "1"})
+    argv = [str(stacks.VENV_BIN / "greenpool-serve"), "--server", "tornado", "-w", "1",
+            "-b", f"127.0.0.1:{free_ports(1)}", "--check-config"]
+    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+    message = lines[0].split("] ", 3)[-1] if lines else (proc.stdout + proc.stderr).strip()[-300:]
+    return {"type": "cannot_serve", "stack": "gp-tornado-ioloop",
+            "label": "greenpool-serve tornado, Django on the IOLoop thread (DJANGO_ALLOW_ASYNC_UNSAFE=1)",
+            "path": "(boot)", "status": f"exit {proc.returncode}", "serves": False,
+            "errors": [{"count": 1, "line": message}]}
+
+
 # -- the plan ---------------------------------------------------------------------------
 
 
@@ -938,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.monitor.start()
     matrix: list[dict[str, Any]] = []
     try:
+        if any(s.key == "gp-tornado" for s in chosen):
+            bench.emit(probe_greenpool_ioloop(bench))
         for stack in chosen:
             for path in stack.probe_only:
                 rec = bench.probe_cannot_serve(stack, path)

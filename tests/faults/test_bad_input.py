@@ -99,6 +99,12 @@ def test_unknown_host_fails_at_startup_naming_the_host(serve, db, tmp_path, site
         assert f"@no-such-host.invalid:{db.server.port}/{db.database}) cannot be used: {cannot}" in log, log
 
 
+def test_unknown_database_fails_at_startup_naming_it(serve, db):
+    log = _fails(serve, ExitCode.CONFIG_ERROR, server="gevent", db_params=db.params(database="no_such_db"))
+    assert ("the demo database root@127.0.0.1:%d/no_such_db cannot be used: (1049, \"Unknown database 'no_such_db'\")"
+            % db.server.port) in log, log
+
+
 # -- bad Django settings at boot -------------------------------------------------------------
 
 

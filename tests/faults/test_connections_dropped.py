@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.faults.conftest import SERVERS, demo_env
+from tests.faults.conftest import DOC_SERVERS, SERVERS, demo_env
 from tests.support.serve import TimedLoad
 
 pytestmark = pytest.mark.faults
@@ -82,7 +82,7 @@ def test_kill_every_pooled_connection_right_after_use_then_every_request_succeed
     assert _failures(results) == []
 
 
-@pytest.mark.parametrize("kind", SERVERS)
+@pytest.mark.parametrize("kind", DOC_SERVERS)
 def test_kill_without_health_checks_fails_one_request_per_dropped_connection(serve, db, kind):
     """Documented behaviour (docs/troubleshooting.md): without CONN_HEALTH_CHECKS each
     killed idle connection fails the one request that takes it next, with a 503
@@ -105,23 +105,26 @@ def test_kill_without_health_checks_fails_one_request_per_dropped_connection(ser
 # -- wait_timeout ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", SERVERS)
-@pytest.mark.parametrize("mode", ["defaults", "health_checks_only"])
+@pytest.mark.parametrize("kind, mode", [(kind, mode) for mode in ("defaults", "health_checks_only") for kind in SERVERS]
+                         + [(kind, "keepalive_only") for kind in DOC_SERVERS])
 def test_wait_timeout_2s_then_3s_idle_then_every_request_succeeds(serve, db, kind, mode):
     """wait_timeout=2 on the server, then 3 s without a request. With the demo's
     defaults keepalive ('auto': every wait_timeout / 2) keeps the connections alive;
-    with keepalive off the checkout's health check replaces the dead ones."""
+    with keepalive off the checkout's health check replaces the dead ones; with
+    health checks off keepalive alone is enough."""
     db.set_global("wait_timeout", 2)
     env = demo_env(pool_max_size=MAX_SIZE, pool_timeout=5)
     if mode == "health_checks_only":
         env.update(demo_env(pool_keepalive="off"))
+    if mode == "keepalive_only":
+        env.update(demo_env(health_checks=0))
     server = serve(server=kind, workers=WORKERS, env=env)
     _fill_pools(server, db)
     time.sleep(3.0)
     results = _burst(server, clients=2 * WORKERS * MAX_SIZE, requests=60)
     assert _failures(results) == []
     pools = server.pool_stats()
-    if mode == "defaults":
+    if mode in ("defaults", "keepalive_only"):
         assert "keepalive every 1.0s (server wait_timeout=2s)" in server.log()
         assert sum(p["keepalive_num"] for p in pools.values()) >= 2 * WORKERS, pools
         assert sum(p["connections_lost"] + p["keepalive_lost"] for p in pools.values()) == 0, pools
@@ -131,7 +134,7 @@ def test_wait_timeout_2s_then_3s_idle_then_every_request_succeeds(serve, db, kin
     assert "503 for" not in server.log()
 
 
-@pytest.mark.parametrize("kind", SERVERS)
+@pytest.mark.parametrize("kind", DOC_SERVERS)
 def test_wait_timeout_without_health_checks_or_keepalive_fails_one_request_per_connection(serve, db, kind):
     """Documented behaviour: with neither, each connection wait_timeout closed fails
     the request that takes it next (503), and is then replaced."""

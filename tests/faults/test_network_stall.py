@@ -42,8 +42,11 @@ def test_stalled_network_fails_requests_within_the_timeouts_and_leaves_nothing_s
         for elapsed, status, headers, body in results:
             assert status == 503 and headers["retry-after"] == "1", (status, body)
             assert elapsed < bound, elapsed
-        # Requests that need no database are answered at once.
-        assert all(status == 200 and elapsed < 1.0 for elapsed, status, _, _ in hello), hello
+        # Requests that need no database are answered: at once by gevent; by Tornado as
+        # soon as one of its --threads (10) is free, and a stalled query holds one until
+        # read_timeout (docs/troubleshooting.md).
+        hello_bound = 1.0 if kind == "gevent" else bound
+        assert all(status == 200 and elapsed < hello_bound for elapsed, status, _, _ in hello), hello
         assert "timed out" in server.log()
 
         proxy.resume()

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.faults
 def test_password_never_appears_in_logs_pages_stats_reprs_or_config(serve, db, kind):
     password = f"Pw-{uuid.uuid4().hex}"
     user = db.create_user(password)
-    server = serve("--log-level", "debug", "--access-logfile", "-", server=kind, workers=2,
+    server = serve("--log-level", "debug", "--access-logfile", "-", server=kind, workers=1,
                    db_params=db.params(user=user, password=password),
                    env=demo_env(pool_max_size=1, pool_timeout=1, test_views=1))
     pages = []
@@ -49,7 +49,7 @@ def test_password_never_appears_in_logs_pages_stats_reprs_or_config(serve, db, k
     assert status == 500
     pages.append(body)
     ports_busy = []
-    slow = [threading.Thread(target=lambda: ports_busy.append(server.get("/slow?s=2.5")[0])) for _ in range(4)]
+    slow = [threading.Thread(target=lambda: ports_busy.append(server.get("/slow?s=2.5")[0])) for _ in range(2)]
     for thread in slow:
         thread.start()
     time.sleep(0.5)

@@ -72,11 +72,11 @@ def test_worker_sigkilled_under_load_is_replaced_and_its_connections_go(serve, d
     assert all(s.status is None for s in failed), report
     assert all(s.started < t_ready for s in failed), report
     assert all(s.ok for s in samples if s.started > t_ready), report
-    # The replacement serves: new connections reach it (the shared socket; keep-alive
-    # clients above stayed on the worker they had).
-    new_worker = f"1-{after[1]}"
-    seen = [server.get("/read")[1]["x-greenpool-worker"] for _ in range(40)]
-    assert new_worker in seen, seen
+    # The replacement is ready, its pool open (with a shared socket which worker
+    # accepts a new connection is the kernel's choice, so no request is aimed at it).
+    replacement = [w for w in server.stats()["workers"] if w["index"] == 1][0]
+    assert replacement["pid"] == after[1] and replacement["worker"]["databases_at_boot"] == {"default": "ok"}
+    assert replacement["pools"]["default"]["pool_size"] >= 1
 
     # The server's connection count is back within the bound: the killed worker's
     # connections are gone (the kernel closed its sockets; wait_timeout catches the rest).

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
 import threading
 from pathlib import Path
 
@@ -85,5 +86,10 @@ def private_resolv_conf(workdir: Path) -> list[str] | None:
         return None
     conf = workdir / "resolv.conf"
     conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
+    probe = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c",
+                            'mount --bind "$0" /etc/resolv.conf && grep -q 127.0.0.1 /etc/resolv.conf', str(conf)],
+                           capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    if probe.returncode != 0:  # no mount namespaces in this sandbox
+        return None
     return [unshare, "--mount", "--propagation", "private", "sh", "-c",
             'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(conf)]
