@@ -123,6 +123,7 @@ def test_config_file_bad_value_names_file_and_setting(tmp_path):
         (["--reuse-port", "--worker-ports", "-b", "127.0.0.1:8000"], "exclude each other"),
         (["--reuse-port", "-b", "unix:/tmp/x.sock"], "needs TCP"),
         (["--worker-ports", "-b", "127.0.0.1:0"], "fixed port"),
+        (["--reuse-port", "-b", "127.0.0.1:0"], "--reuse-port needs a fixed port"),
         (["-b", "127.0.0.1:8000", "-b", "127.0.0.1:8000"], "twice"),
     ],
 )
@@ -130,6 +131,23 @@ def test_contradicting_settings_are_refused(argv, message):
     with pytest.raises(LaunchError) as info:
         resolve(argv)
     assert message in info.value.message
+
+
+@pytest.mark.parametrize("value", ["0.1", "0.5", "0.99", "-1"])
+def test_timeout_below_one_second_is_refused_naming_the_flag(value):
+    # The heartbeat comes every 0.2 s at best: a shorter --timeout kills healthy workers.
+    with pytest.raises(LaunchError) as info:
+        resolve([], {"GREENPOOL_TIMEOUT": value})
+    assert info.value.code == ExitCode.USAGE
+    assert "--timeout must be 0 (off) or at least 1 second" in info.value.message
+    proc = _cli("--timeout", value)
+    assert proc.returncode == ExitCode.USAGE
+    assert "--timeout must be 0 (off) or at least 1 second" in proc.stderr
+
+
+@pytest.mark.parametrize("value, expected", [("0", 0.0), ("1", 1.0), ("1.5", 1.5), ("30", 30.0)])
+def test_timeout_of_zero_or_at_least_one_second_is_accepted(value, expected):
+    assert resolve(["--timeout", value]).timeout == expected
 
 
 def _cli(*args, env=None):

@@ -12,10 +12,12 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -548,3 +550,357 @@ def test_check_config_loads_the_app_and_opens_the_pools(tmp_path, mysql_params, 
         assert dead.wait_exit() == ExitCode.DATABASE_UNAVAILABLE, dead.log()
     finally:
         dead.stop()
+
+
+# -- paths, sockets and the master's own failures ---------------------------------------------
+
+
+PLAIN_APP = (
+    "import os, time\n"
+    "def app(environ, start_response):\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [b'plain ' + environ['greenpool.worker'].encode()]\n"
+)
+
+
+def _plain(tmp_path: Path) -> str:
+    (tmp_path / "plainapp.py").write_text(PLAIN_APP)
+    return "plainapp:app"
+
+
+def _without_control_dir(server: Server, tmpdir: Path) -> Server:
+    """The server as a user starts it: the default control directory, under TMPDIR."""
+    at = server.cmd.index("--control-dir")
+    del server.cmd[at:at + 2]
+    server.env["TMPDIR"] = str(tmpdir)
+    return server
+
+
+@pytest.fixture
+def short_tmpdir():
+    """A fresh TMPDIR with a short path (tmp_path is too long for the socket paths under it)."""
+    path = Path(tempfile.mkdtemp(prefix="gp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _stats_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "greenpool.launch", "stats", *args], capture_output=True, text=True,
+                          timeout=30, env=env)
+
+
+def test_default_control_dir_is_created_private_and_stats_finds_it(tmp_path, mysql_params, database, short_tmpdir):
+    tmpdir = short_tmpdir
+    server = _without_control_dir(Server(tmp_path, mysql_params, database, _plain(tmp_path), workers=1), tmpdir)
+    try:
+        server.start()
+        root = tmpdir / f"greenpool-serve-{os.getuid()}"
+        assert (root.stat().st_mode & 0o777, (root / f"127.0.0.1_{server.port}").stat().st_mode & 0o777) == (0o700, 0o700)
+        proc = _stats_cli(server.env, "--bind", f"127.0.0.1:{server.port}")
+        assert proc.returncode == 0, proc.stderr
+        assert f"master {server.proc.pid} (gevent)" in proc.stdout
+    finally:
+        server.stop()
+    assert server.proc.returncode == ExitCode.OK, server.log()
+
+
+def test_long_unix_bind_gets_a_short_default_control_dir(tmp_path, mysql_params, database, short_tmpdir):
+    tmpdir = short_tmpdir
+    path = str(tmp_path / ("s" * (100 - len(str(tmp_path)) - 1)))  # a legal socket path, 100 bytes
+    server = _without_control_dir(Server(tmp_path, mysql_params, database, _plain(tmp_path), workers=1,
+                                         bind=[f"unix:{path}"]), tmpdir)
+    try:
+        server.start()
+        proc = _stats_cli(server.env, "--bind", f"unix:{path}")
+        assert proc.returncode == 0, proc.stderr
+        assert f"master {server.proc.pid} (gevent)" in proc.stdout
+    finally:
+        server.stop()
+
+
+def test_control_dir_too_long_for_a_socket_path_is_refused_naming_the_flag(tmp_path, mysql_params, database):
+    long_dir = tmp_path / ("d" * (110 - len(str(tmp_path))))
+    server = Server(tmp_path, mysql_params, database, _plain(tmp_path), workers=1)
+    at = server.cmd.index("--control-dir")
+    server.cmd[at + 1] = str(long_dir)
+    server.start(wait=False)
+    try:
+        assert server.wait_exit(30) == ExitCode.USAGE, server.log()
+        log = server.log()
+        assert f"--control-dir {long_dir}" in log and "too long for a unix socket path" in log, log
+        assert "Traceback" not in log
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("flag", ["--error-logfile", "--access-logfile", "--pid", "--control-dir"])
+def test_bad_path_is_one_line_naming_the_flag_and_the_os_error(tmp_path, mysql_params, database, flag):
+    (tmp_path / "afile").write_text("")
+    bad = str(tmp_path / "afile") if flag == "--control-dir" else str(tmp_path / "missing" / "x")
+    sock = str(tmp_path / "gp.sock")
+    server = Server(tmp_path, mysql_params, database, _plain(tmp_path), workers=1, bind=[f"unix:{sock}"])
+    if flag == "--control-dir":
+        at = server.cmd.index("--control-dir")
+        server.cmd[at + 1] = bad
+    else:
+        server.cmd += [flag, bad]
+    server.start(wait=False)
+    try:
+        assert server.wait_exit(30) == ExitCode.USAGE, server.log()
+        log = server.log()
+        why = "Not a directory" if flag == "--control-dir" else "No such file or directory"
+        lines = [line for line in log.splitlines() if f"{flag} {bad}" in line]
+        assert len(lines) == 1 and why in lines[0], log
+        assert "Traceback" not in log
+        assert not os.path.exists(sock)  # the master cleaned up what it had bound
+    finally:
+        server.stop()
+
+
+def test_reuse_port_refuses_a_port_another_reuse_port_server_listens_on(tmp_path, mysql_params, database):
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(8)
+    port = holder.getsockname()[1]
+    try:
+        server = Server(tmp_path, mysql_params, database, _plain(tmp_path), "--reuse-port", workers=1, port=port)
+        server.start(wait=False)
+        try:
+            assert server.wait_exit(15) == ExitCode.BIND_ERROR, server.log()
+            assert f"cannot bind 127.0.0.1:{port}: address already in use" in server.log()
+        finally:
+            server.stop()
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_quick_stop_terminates_a_booting_worker_without_sigquit(serve, tmp_path, kind):
+    # SIGQUIT's default action dumps core, and a booting worker has no handler for it yet.
+    (tmp_path / "slowboot.py").write_text(
+        "import os, time\n"
+        "if os.environ['GREENPOOL_WORKER_INDEX'] == '1':\n"
+        "    raise ImportError('worker 1 cannot boot')\n"
+        "time.sleep(20)\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'']\n"
+    )
+    server = serve("slowboot:app", server=kind, workers=2, wait=False)
+    assert server.wait_exit(30) == ExitCode.APP_LOAD_ERROR, server.log()
+    log = server.log()
+    assert re.search(r"worker 0 \(pid \d+\) exited: signal 15 \(SIGTERM\)", log), log
+    assert "SIGQUIT" not in log
+
+
+def test_ttin_past_port_65535_is_refused_and_the_server_keeps_serving(tmp_path, mysql_params, database):
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 65535))
+    except OSError:
+        pytest.skip("port 65535 is taken here")
+    server = Server(tmp_path, mysql_params, database, _plain(tmp_path), "--worker-ports", workers=1, port=65535)
+    try:
+        server.start()
+        server.signal(signal.SIGTTIN)
+        server.wait_log(r"TTIN: cannot add worker 1: .*65536", timeout=10)
+        assert server.get("/")[0] == 200
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(30) == ExitCode.OK, server.log()
+    finally:
+        server.stop()
+
+
+LOOP_FAILURE_SCRIPT = """
+import sys
+from greenpool.launch import cli, master
+
+maintain = master.Master.maintain
+
+def failing_maintain(self):
+    if self.started:
+        raise RuntimeError("a bug in the master loop")
+    maintain(self)
+
+master.Master.maintain = failing_maintain
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_an_exception_in_the_master_loop_stops_the_workers_and_fails(tmp_path, mysql_params, database):
+    (tmp_path / "loopfail.py").write_text(LOOP_FAILURE_SCRIPT)
+    server = Server(tmp_path, mysql_params, database, _plain(tmp_path), workers=2)
+    server.cmd[1:3] = ["loopfail.py"]  # instead of -m greenpool.launch
+    server.start(wait=False)
+    try:
+        rc = server.wait_exit(30)
+        log = server.log()
+        assert rc == ExitCode.FAILURE, log
+        assert "RuntimeError: a bug in the master loop" in log
+        assert "exiting with 1 (FAILURE)" in log and "exiting with 0" not in log
+        pids = [int(p) for p in re.findall(r"gevent worker \d-(\d+) ready", log)]
+        assert len(pids) == 2
+        for pid in pids:  # stopped by the master, not orphaned
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        server.stop()
+
+
+def test_a_worker_that_cannot_be_started_is_retried_and_leaks_no_descriptor(tmp_path, monkeypatch):
+    from greenpool.launch import config as config_module
+    from greenpool.launch import master as master_module
+
+    cfg = config_module.resolve({"control_dir": str(tmp_path / "ctl")}, environ={})
+    m = master_module.Master(cfg)
+
+    def no_popen(*args: Any, **kwargs: Any) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(master_module.subprocess, "Popen", no_popen)
+    fds = len(os.listdir("/proc/self/fd"))
+    assert m.spawn(0) is None
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert 0 not in m.current and 0 in m.respawn_at and not m.workers
+
+
+class _FakeProc:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+def _worker(master_module: Any, index: int, state: str, replaces: Any = None) -> Any:
+    w = master_module.WorkerProc(index, 1, _FakeProc(10**7 + index), -1, None, [], replaces)
+    w.state = state
+    w.sent = []
+    w.signal = w.sent.append
+    return w
+
+
+@pytest.mark.parametrize("master_stopping", [False, True])
+def test_ready_from_a_worker_being_stopped_keeps_it_stopping(tmp_path, master_stopping):
+    from greenpool.launch import config as config_module
+    from greenpool.launch import master as master_module
+
+    m = master_module.Master(config_module.resolve({"control_dir": str(tmp_path / "ctl")}, environ={}))
+    old = _worker(master_module, 0, "ready")
+    new = _worker(master_module, 0, "stopping", replaces=old)  # stopped while it booted (TTOU, quick stop)
+    new.stop_deadline = deadline = time.monotonic() + 3.0
+    m.current[0] = old
+    m.replacement = new
+    m.stopping = master_stopping
+    m.on_ready(new)
+    assert new.state == "stopping" and new.stop_deadline == deadline
+    assert m.current[0] is old and old.state == "ready" and old.sent == []
+
+
+DRAIN_SCRIPT = """
+from gevent import monkey
+monkey.patch_all()
+import os, socket, sys
+import gevent
+from greenpool.launch import config, worker, worker_gevent
+
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(16)
+port = listener.getsockname()[1]
+spec = {"index": 0, "generation": 1, "listen": [{"fd": listener.detach(), "address": f"127.0.0.1:{port}"}],
+        "listen_names": [], "control_path": None, "settings": config.resolve({}, environ={}).to_json()}
+state = worker.WorkerState(spec)
+
+def app(environ, start_response):
+    gevent.sleep(0.3)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"served"]
+
+gw = worker_gevent.GeventWorker(state)
+gw.start(app)
+server = gw.servers[0]
+do_handle = server.do_handle
+
+def stop_then_handle(*args):
+    gw.request_stop(True)  # a TERM handled in the same hub turn as this accept
+    do_handle(*args)
+
+server.do_handle = stop_then_handle
+print(port, flush=True)
+gw.done.wait()
+os._exit(0)  # as worker_gevent.main does
+"""
+
+
+def test_gevent_drain_serves_a_connection_accepted_in_the_same_turn_as_the_stop(tmp_path):
+    script = tmp_path / "drain.py"
+    script.write_text(DRAIN_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"served"), answer
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        print(proc.stderr.read())
+
+
+def test_a_worker_asks_again_for_a_replacement_after_a_failed_one(serve, tmp_path):
+    # --max-requests: the replacement fails to boot, which ends that rolling restart;
+    # the worker repeats its request, and once the app boots again it is replaced.
+    (tmp_path / "flaky.py").write_text(
+        "import os\n"
+        "if os.path.exists('broken'):\n"
+        "    raise ImportError('broken on purpose')\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'ok']\n"
+    )
+    server = serve("flaky:app", "--max-requests", "3", workers=1)
+    (tmp_path / "broken").write_text("")
+    for _ in range(3):
+        assert server.get("/")[0] == 200
+    server.wait_log(r"the rolling restart stops here", timeout=15)
+    (tmp_path / "broken").unlink()
+    server.wait_log(r"worker 0 replaced", timeout=9)
+
+
+def test_db_boot_timeout_is_one_deadline_for_every_database(serve, tmp_path):
+    dead = free_port()
+    (tmp_path / "manydbs.py").write_text(
+        "from greenpool.demo.settings import *\n"
+        f"DATABASES['default']['PORT'] = {dead}\n"
+        "for alias in ('a1', 'a2', 'a3'):\n"
+        "    DATABASES[alias] = dict(DATABASES['default'])\n"
+    )
+    server = serve("--db-boot-timeout", "1", workers=1, env={"DJANGO_SETTINGS_MODULE": "manydbs"})
+    stamps = [time.mktime(time.strptime(t, "%Y-%m-%d %H:%M:%S")) + float(ms) / 1000 for t, ms in
+              re.findall(r"^\[([\d-]+ [\d:]+),(\d+)\] .* unavailable at boot", server.log(), re.M)]
+    assert len(stamps) == 4, server.log()
+    # Each alias had its own 1 s before: 3 s from the first warning to the last.
+    assert stamps[-1] - stamps[0] < 1.5, server.log()
+
+
+def test_demo_preparation_that_hangs_is_one_clear_error(tmp_path, mysql_params, database):
+    (tmp_path / "shortprepare.py").write_text(
+        "import sys\n"
+        "from greenpool.launch import cli, master\n"
+        "master._DEMO_PREPARE_TIMEOUT = 0.01  # as if migrate hung for 300 s\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    server = Server(tmp_path, mysql_params, database, workers=1)
+    server.cmd[1:3] = ["shortprepare.py"]
+    server.start(wait=False)
+    try:
+        assert server.wait_exit(30) == ExitCode.DATABASE_UNAVAILABLE, server.log()
+        log = server.log()
+        assert "preparing the demo database (migrate and seed) did not finish within 0.01s" in log
+        assert "Traceback" not in log
+    finally:
+        server.stop()

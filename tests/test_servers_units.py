@@ -49,6 +49,9 @@ def test_systemd_unit_reloads_with_hup_and_stops_with_term_in_time():
     assert float(unit["TimeoutStopSec"]) > graceful_timeout(unit["ExecStart"]) + 5  # the master's own margin
     assert unit["RestartPreventExitStatus"].split() == ["2", "3", "4", "5"]
     assert "--worker-ports" in unit["ExecStart"]
+    # The stats sockets in a directory systemd makes private, outside PrivateTmp.
+    assert (unit["RuntimeDirectory"], unit["RuntimeDirectoryMode"]) == ("greenpool", "0700")
+    assert "--control-dir /run/greenpool" in unit["ExecStart"]
 
 
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path):

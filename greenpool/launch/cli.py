@@ -32,11 +32,29 @@ def main(argv: list[str] | None = None) -> int:
     from greenpool.launch import worker
     from greenpool.launch.master import Master
 
+    try:
+        _check_log_files(config.values)
+    except LaunchError as exc:
+        print(f"{config_module.PROG}: error: {exc.message}", file=sys.stderr)
+        return int(exc.code)
     worker.setup_logging(config.values, "master")
     master = Master(config)
     if config.check_config:
         return master.check()
     return master.run()
+
+
+def _check_log_files(values: dict) -> None:
+    """Open each log file once (the master and every worker append to it), so a
+    missing directory is one line naming the flag, not a traceback."""
+    for flag, name in (("--error-logfile", "error_logfile"), ("--access-logfile", "access_logfile")):
+        path = values.get(name)
+        if path and path != "-":
+            try:
+                with open(path, "a"):
+                    pass
+            except OSError as exc:
+                raise LaunchError(ExitCode.USAGE, f"{flag} {path}: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Precedence, highest first: command line, environment, --config file, default.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import os
 import re
@@ -68,6 +69,23 @@ def _seconds(minimum: float, *, exclusive: bool = False) -> Callable[[Any], floa
     validate.__doc__ = f"seconds {op} {minimum:g}"
     return validate
 
+
+def _timeout(value: Any) -> float:
+    """0 (off) or at least 1 s: workers send a heartbeat every 0.2 s at best, so a
+    shorter --timeout would kill healthy workers."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if number != 0 and not number >= 1:  # NaN fails both
+        raise ValueError(f"--timeout must be 0 (off) or at least 1 second (workers signal the master every "
+                         f"0.2 to 2 s), got {value!r}")
+    return number
+
+
+_timeout.__doc__ = "0 (off), or seconds >= 1"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -272,7 +290,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Sockets", kind="flag", commands=("serve", "nginx-config")),
     Setting("reuse_port", ("--reuse-port",), _boolean, False,
             "Shared port only: each worker binds its own socket with SO_REUSEPORT and the kernel "
-            "spreads connections evenly, instead of the workers accepting from one inherited socket.",
+            "spreads connections evenly, instead of the workers accepting from one inherited socket. "
+            "Each worker then has its own listen queue: when a worker stops (HUP, --max-requests, "
+            "TTOU, a crash) the connections queued on its socket and not yet accepted are reset, "
+            "unless the kernel migrates them (net.ipv4.tcp_migrate_req=1, Linux 5.14+). Behind "
+            "nginx prefer the shared socket or --worker-ports.",
             "Sockets", kind="flag"),
     Setting("backlog", ("--backlog",), _int_at_least(1), 2048,
             "Listen queue length: connections that wait to be accepted (also while a worker restarts).",
@@ -291,9 +313,10 @@ SETTINGS: tuple[Setting, ...] = (
             "and one database connection per process. More threads than the pool's max_size "
             "only queue on the pool.",
             "Workers", metavar="INT"),
-    Setting("timeout", ("-t", "--timeout"), _seconds(0), 30.0,
+    Setting("timeout", ("-t", "--timeout"), _timeout, 30.0,
             "A worker that has not signalled the master for this many seconds (a blocked event "
-            "loop) is killed and replaced. 0 turns the check off.",
+            "loop) is killed and replaced. 0 turns the check off; otherwise at least 1 s (workers "
+            "send a heartbeat every 0.2 to 2 s).",
             "Workers", metavar="SECONDS"),
     Setting("graceful_timeout", ("--graceful-timeout",), _seconds(0, exclusive=True), 30.0,
             "On TERM (and on HUP, --max-requests, TTOU), how long in-flight requests may take to "
@@ -426,8 +449,18 @@ def control_root() -> str:
     return os.path.join(tempfile.gettempdir(), f"greenpool-serve-{os.getuid()}")
 
 
+#: Longest control directory name made from a --bind address; a longer one (a long
+#: unix path) is shortened with a hash, so the stats socket paths in it stay under
+#: the AF_UNIX limit of 107 bytes.
+_SLUG_MAX = 40
+
+
 def default_control_dir(address: Address) -> str:
-    return os.path.join(control_root(), address.slug())
+    slug = address.slug()
+    if len(slug) > _SLUG_MAX:
+        digest = hashlib.sha256(str(address).encode()).hexdigest()[:12]
+        slug = f"{slug[-(_SLUG_MAX - 13):]}-{digest}"  # the end: the socket's file name
+    return os.path.join(control_root(), slug)
 
 
 # -- the parser ----------------------------------------------------------------
@@ -604,6 +637,8 @@ def _cross_check(config: Config) -> None:
                           "one port shared by the kernel, or one port per worker")
     if config.reuse_port and any(a.kind == "unix" for a in addresses):
         raise LaunchError(ExitCode.USAGE, "--reuse-port needs TCP addresses; unix sockets are shared by inheritance")
+    if config.reuse_port and any(a.kind == "tcp" and a.port == 0 for a in addresses):
+        raise LaunchError(ExitCode.USAGE, "--reuse-port needs a fixed port (every worker binds the same one), not port 0")
     if config.worker_ports and any(a.kind == "tcp" and a.port == 0 for a in addresses):
         raise LaunchError(ExitCode.USAGE, "--worker-ports needs a fixed port (worker i listens on port + i), not port 0")
     if config.worker_ports:

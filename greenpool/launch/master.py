@@ -25,6 +25,7 @@ back-off when it keeps dying.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import logging
 import os
@@ -82,6 +83,7 @@ class WorkerProc:
         self.ready_at: float | None = None
         self.last_seen = self.spawned_at
         self.stop_deadline: float | None = None
+        self.graceful_stop = True
 
     def __repr__(self) -> str:
         return f"<worker {self.index} pid={self.pid} gen={self.generation} {self.state}>"
@@ -140,6 +142,7 @@ class Master:
         if self.settings["reuse_port"]:
             # Each worker binds its own socket; check now that the port is free for us.
             for address in self.addresses:
+                sockets.refuse_if_answered(address)  # another SO_REUSEPORT server would pass the test bind
                 sockets.bind(address, backlog, reuse_port=True, listen=False).close()
             return
         if self.settings["worker_ports"]:
@@ -173,12 +176,23 @@ class Master:
         return [sockets.describe_socket(s) for s in socks]
 
     def prepare_control_dir(self) -> None:
-        os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
+        longest = os.fsencode(os.path.join(self.control_dir, _LONGEST_CONTROL_NAME))
+        if len(longest) > _UNIX_PATH_MAX:
+            raise LaunchError(ExitCode.USAGE, f"--control-dir {self.control_dir}: too long for a unix socket path (the "
+                              f"stats sockets in it need up to {len(longest)} bytes, at most {_UNIX_PATH_MAX}); "
+                              f"give a shorter --control-dir")
         # The stats sockets live here; the default is under the shared temporary
-        # directory, where another user could have made the folder first.
-        _require_private_dir(self.control_dir)
-        if os.path.dirname(self.control_dir) == control_root():
-            _require_private_dir(control_root())
+        # directory, where another user could have made the folder first: its
+        # parent <tmp>/greenpool-serve-<uid> must be private too.
+        try:
+            if os.path.dirname(self.control_dir) == control_root():
+                _make_private_dir(control_root())
+            else:
+                os.makedirs(os.path.dirname(self.control_dir), exist_ok=True)
+            _make_private_dir(self.control_dir)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename and exc.filename != self.control_dir else ""
+            raise LaunchError(ExitCode.USAGE, f"--control-dir {self.control_dir}: {exc.strerror or exc}{where}") from None
         try:
             with open(os.path.join(self.control_dir, "master.json")) as f:
                 other = json.load(f).get("pid")
@@ -198,8 +212,12 @@ class Master:
         """Migrate and seed the demo database once, before any worker starts,
         in a child process: the master itself never holds a connection."""
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "greenpool.demo.prepare"], env=self.child_env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "greenpool.demo.prepare"], env=self.child_env,
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_DEMO_PREPARE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise LaunchError(ExitCode.DATABASE_UNAVAILABLE, f"preparing the demo database (migrate and seed) did not finish "
+                              f"within {_DEMO_PREPARE_TIMEOUT}s: is the database answering, or is a table locked?") from None
         output = (proc.stdout + proc.stderr).strip()
         if proc.returncode == 0:
             logger.info("demo database migrated and seeded in %.1fs", time.monotonic() - started)
@@ -229,9 +247,13 @@ class Master:
         path = self.settings.get("pid")
         if path:
             tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+                os.replace(tmp, path)
+            except OSError as exc:
+                _unlink(tmp)
+                raise LaunchError(ExitCode.USAGE, f"--pid {path}: {exc.strerror or exc}") from None
 
     def run(self) -> int:
         self.choose_app()
@@ -240,27 +262,38 @@ class Master:
             self.prepare_control_dir()
             if self.demo:
                 self.prepare_demo()
+            self.write_pidfile()
         except LaunchError as exc:
             self.close_sockets()
+            try:
+                os.rmdir(self.control_dir)  # if we made it; a directory in use is not empty
+            except OSError:
+                pass
             logger.error("%s", exc.message)
             return int(exc.code)
-        self.write_pidfile()
         self.install_signals()
         logger.info("greenpool-serve %s master %d: %d %s worker(s), %s, serving %s", _version(), os.getpid(),
                     self.desired, self.settings["server"],
                     "one port per worker" if self.settings["worker_ports"] else
                     "SO_REUSEPORT" if self.settings["reuse_port"] else "one shared socket", self.app_description)
-        for index in range(self.desired):
-            self.spawn(index)
         try:
+            for index in range(self.desired):
+                self.spawn(index)
             self.loop()
+        except BaseException as exc:
+            # A bug here must not look like a clean stop, nor leave the workers behind.
+            self.exit_code = ExitCode.FAILURE
+            logger.critical("the master failed (%s: %s): stopping every worker", type(exc).__name__, exc)
+            self.abort_workers()
+            raise
         finally:
             self.cleanup()
         return int(self.exit_code)
 
     # -- workers ----------------------------------------------------------------
 
-    def spawn(self, index: int, replaces: WorkerProc | None = None, check_only: bool = False) -> WorkerProc:
+    def spawn(self, index: int, replaces: WorkerProc | None = None, check_only: bool = False) -> WorkerProc | None:
+        """Start a worker; None when the process cannot be started (then retried later)."""
         self.generation += 1
         read_fd, write_fd = os.pipe()
         pass_fds = [write_fd]
@@ -290,6 +323,14 @@ class Master:
         try:
             proc = subprocess.Popen([sys.executable, "-c", BOOT_CODE[self.settings["server"]]], env=env,
                                     pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+        except OSError as exc:  # out of processes, memory or file descriptors
+            os.close(read_fd)
+            if replaces is not None:
+                logger.error("cannot start a new worker %d: %s; the rolling restart stops here", index, exc)
+                self.reload_queue.clear()
+            elif not check_only:
+                self.schedule_respawn(index, f"cannot be started ({exc})")
+            return None
         finally:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -306,17 +347,23 @@ class Master:
         if message == "ready":
             self.on_ready(w)
         elif message == "recycle":
-            if self.current.get(w.index) is w and w.index not in self.reload_queue and not self.stopping:
+            # The worker repeats it until it is replaced: ignore it while its replacement boots.
+            replacing = self.replacement is not None and self.replacement.replaces is w
+            if self.current.get(w.index) is w and w.index not in self.reload_queue and not replacing and not self.stopping:
                 logger.info("worker %d (pid %d) reached --max-requests: replacing it", w.index, w.pid)
                 self.reload_queue.append(w.index)
 
     def on_ready(self, w: WorkerProc) -> None:
-        w.state = "ready"
         w.ready_at = time.monotonic()
+        if w.state == "stopping":
+            # Told to stop while it booted: it stays stopping, with its deadline.
+            # Its handlers are installed now, so a quick stop can be a QUIT.
+            if not w.graceful_stop:
+                w.signal(signal.SIGQUIT)
+            return
+        w.state = "ready"
         if self.stopping:
-            w.signal(signal.SIGTERM if self.graceful else signal.SIGQUIT)
-            w.state = "stopping"
-            w.stop_deadline = time.monotonic() + self.stop_grace()
+            self.stop_worker(w, self.graceful)
             return
         if w.replaces is not None:
             old = w.replaces
@@ -344,13 +391,19 @@ class Master:
         return [sockets.parse_address(n).url for n in self.listen_names(0)]
 
     def stop_worker(self, w: WorkerProc, graceful: bool) -> None:
+        # A worker that has not said "ready" may not have its signal handlers yet:
+        # QUIT would end it with a core dump, TERM just ends it (or, once the
+        # handlers are there, drains it; on_ready then sends the QUIT).
+        quick = signal.SIGQUIT if w.ready_at is not None else signal.SIGTERM
         if w.state == "stopping":
             if not graceful:
-                w.signal(signal.SIGQUIT)
+                w.graceful_stop = False
+                w.signal(quick)
                 w.stop_deadline = min(w.stop_deadline or 0, time.monotonic() + 3.0)
             return
         w.state = "stopping"
-        w.signal(signal.SIGTERM if graceful else signal.SIGQUIT)
+        w.graceful_stop = graceful
+        w.signal(signal.SIGTERM if graceful else quick)
         w.stop_deadline = time.monotonic() + (self.stop_grace() if graceful else 3.0)
 
     def stop_grace(self) -> float:
@@ -392,21 +445,21 @@ class Master:
                 self.exit_code = code
                 self.begin_stop(graceful=False)
             else:
-                self.schedule_respawn(w, f"failed to boot (exit {how})")
+                self.schedule_respawn(w.index, f"failed to boot (exit {how})")
         else:
             logger.warning("worker %d (pid %d) died unexpectedly (exit %s)", w.index, w.pid, how)
             if w.ready_at is not None and time.monotonic() - w.ready_at > 30.0:
                 self.failures[w.index] = 0
             if was_current:
-                self.schedule_respawn(w, "died")
+                self.schedule_respawn(w.index, "died")
         self.write_state()
 
-    def schedule_respawn(self, w: WorkerProc, why: str) -> None:
-        self.failures[w.index] += 1
-        n = self.failures[w.index]
+    def schedule_respawn(self, index: int, why: str) -> None:
+        self.failures[index] += 1
+        n = self.failures[index]
         delay = 0.0 if n <= 1 else min(0.25 * 2 ** (n - 1), 30.0)
-        self.respawn_at[w.index] = time.monotonic() + delay
-        logger.warning("worker %d %s: restarting it%s", w.index, why, f" in {delay:.1f}s" if delay else "")
+        self.respawn_at[index] = time.monotonic() + delay
+        logger.warning("worker %d %s: restarting it%s", index, why, f" in {delay:.1f}s" if delay else "")
 
     def read_pipe(self, w: WorkerProc) -> None:
         while True:
@@ -470,6 +523,12 @@ class Master:
 
     def add_worker(self) -> None:
         index = self.desired
+        if self.settings["worker_ports"]:
+            for address in self.addresses:
+                if address.kind == "tcp" and address.port + index > 65535:
+                    logger.error("TTIN: cannot add worker %d: it would listen on port %d (%s + %d), past 65535",
+                                 index, address.port + index, address, index)
+                    return
         if self.settings["worker_ports"] and index not in self.port_socks:
             try:
                 self.bind_index(index)
@@ -515,6 +574,21 @@ class Master:
             if w.state == "stopping" and graceful:
                 continue
             self.stop_worker(w, graceful)
+
+    def abort_workers(self) -> None:
+        """After a failure of the master itself: quick-stop every worker, wait up to
+        3 s, kill what is left (without the loop, nothing else would)."""
+        self.stopping, self.graceful = True, False
+        for w in list(self.workers.values()):
+            self.stop_worker(w, graceful=False)
+        deadline = time.monotonic() + 3.0
+        for w in list(self.workers.values()):
+            try:
+                w.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("worker %d (pid %d) did not stop in time: killing it", w.index, w.pid)
+                w.signal(signal.SIGKILL)
+                w.proc.wait()
 
     def check_deadlines(self) -> None:
         now = time.monotonic()
@@ -610,6 +684,9 @@ class Master:
         self.settings = dict(self.settings, require_db=True)
         self.config.values["require_db"] = True
         proc_w = self.spawn(0, check_only=True)
+        if proc_w is None:
+            logger.error("configuration check failed: the worker process could not be started")
+            return int(ExitCode.WORKER_BOOT_ERROR)
         rc = proc_w.proc.wait()
         os.close(proc_w.pipe_fd)
         if rc == 0:
@@ -617,6 +694,25 @@ class Master:
         else:
             logger.error("configuration check failed: exit %s", describe_exit(rc))
         return rc if rc >= 0 else int(ExitCode.WORKER_BOOT_ERROR)
+
+
+#: AF_UNIX socket paths have at most 107 bytes (108 with the final NUL).
+_UNIX_PATH_MAX = 107
+#: The longest stats socket name the master gives a worker (w<index>-g<generation>.sock).
+_LONGEST_CONTROL_NAME = "w999-g9999999.sock"
+_DEMO_PREPARE_TIMEOUT = 300
+
+
+def _make_private_dir(path: str) -> None:
+    """Make ``path`` with mode 0700 whatever the umask, or check the one there."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
+    else:
+        os.chmod(path, 0o700)
+    _require_private_dir(path)
 
 
 def _require_private_dir(path: str) -> None:

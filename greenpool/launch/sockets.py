@@ -132,6 +132,21 @@ def bind(address: Address, backlog: int, *, reuse_port: bool = False, listen: bo
     return sock
 
 
+def refuse_if_answered(address: Address) -> None:
+    """--reuse-port: a test bind succeeds next to another SO_REUSEPORT listener of
+    the same user (the kernel would then share connections with it), so first
+    connect: if anything answers on ``address``, it is taken."""
+    if address.kind != "tcp":
+        return
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
+    try:
+        probe = socket.create_connection((host, address.port), timeout=1.0)
+    except OSError:
+        return  # refused (or unreachable): nobody listens; bind() tells the rest
+    probe.close()
+    raise LaunchError(ExitCode.BIND_ERROR, f"cannot bind {address}: {_why(OSError(errno.EADDRINUSE, 'in use'))}")
+
+
 def _why(exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         return "address already in use (another server listens there; pick another port or stop it)"

@@ -186,6 +186,15 @@ def permanent_db_error(exc: BaseException | None) -> BaseException | None:
     return None
 
 
+#: The least time open_pools gives one alias, once --db-boot-timeout is used up.
+_BOOT_WAIT_FLOOR = 0.25
+
+#: A worker that asked for a replacement (--max-requests) asks again this often
+#: until it is draining: the master drops the request when a rolling restart
+#: stops (a replacement that failed to boot).
+RECYCLE_REPEAT_SECONDS = 5.0
+
+
 def open_pools(boot_timeout: float, require_db: bool) -> dict[str, str]:
     """Build and open the pool of every alias in settings.DATABASES.
 
@@ -203,6 +212,9 @@ def open_pools(boot_timeout: float, require_db: bool) -> dict[str, str]:
     from django.db import connections
 
     status: dict[str, str] = {}
+    # One deadline for every alias (a short floor each, so that one dead server
+    # does not leave the next one no time at all).
+    deadline = time.monotonic() + boot_timeout
     for alias in settings.DATABASES:
         try:
             wrapper = connections[alias]
@@ -214,10 +226,10 @@ def open_pools(boot_timeout: float, require_db: bool) -> dict[str, str]:
             continue
         where = describe_db(wrapper.settings_dict)
         try:
-            pool.open(wait=True, timeout=boot_timeout)
+            pool.open(wait=True, timeout=max(deadline - time.monotonic(), _BOOT_WAIT_FLOOR))
             # A checkout proves the server answers, also with min_size=0,
             # where open(wait=True) opens nothing.
-            with pool.connection(timeout=boot_timeout):
+            with pool.connection(timeout=max(deadline - time.monotonic(), _BOOT_WAIT_FLOOR)):
                 pass
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
@@ -317,6 +329,7 @@ class WorkerState:
         self.ready = False
         self.draining = False
         self.recycle_requested = False
+        self.recycle_asked_at = 0.0
         self.imported_before_patch = imported_before_patch
         self.requests = 0
         self.in_flight = 0
@@ -348,7 +361,15 @@ class WorkerState:
             self.time_ms_max = ms
         if self.max_requests and self.requests >= self.max_requests and not self.recycle_requested:
             self.recycle_requested = True
+            self.recycle_asked_at = time.monotonic()
             logger.info("served %d requests (--max-requests): asking the master for a replacement", self.requests)
+            self.master.send("recycle")
+
+    def repeat_recycle(self) -> None:
+        """With each heartbeat: ask again for a replacement that has not come."""
+        if (self.recycle_requested and not self.draining
+                and time.monotonic() - self.recycle_asked_at >= RECYCLE_REPEAT_SECONDS):
+            self.recycle_asked_at = time.monotonic()
             self.master.send("recycle")
 
     @property

@@ -128,6 +128,10 @@ class GeventWorker:
         self.settings = state.settings
         self.servers: list[WSGIServer] = []
         self.handlers: set[GreenpoolHandler] = set()
+        # Every connection's greenlet, from its accept on: a handler joins
+        # self.handlers only once its greenlet runs, which can be after a stop
+        # handled in the same hub turn as the accept.
+        self.spawn = gevent.pool.Pool(state.settings["worker_connections"])
         self.stopping: Any = None
         self.done = gevent.event.Event()
         self.control: gevent.server.StreamServer | None = None
@@ -146,9 +150,8 @@ class GeventWorker:
         return socks
 
     def start(self, app: Any) -> None:
-        spawn = gevent.pool.Pool(self.settings["worker_connections"])
         for sock in self.listeners():
-            server = WSGIServer(sock, app, spawn=spawn, handler_class=GreenpoolHandler, log=None,
+            server = WSGIServer(sock, app, spawn=self.spawn, handler_class=GreenpoolHandler, log=None,
                                 error_log=logging.getLogger("greenpool.wsgi"))
             # Accept a few connections per wake-up, not 100: workers that
             # share one socket then split a burst of connects more evenly.
@@ -196,6 +199,7 @@ class GeventWorker:
                 logger.warning("the master is gone: stopping")
                 self.request_stop(True)
                 return
+            self.state.repeat_recycle()
             gevent.sleep(interval)
 
     # -- stop ------------------------------------------------------------------
@@ -218,22 +222,21 @@ class GeventWorker:
         for server in self.servers:
             server.close()  # stop accepting; the master keeps the socket
         deadline = started + (self.settings["graceful_timeout"] if graceful else 0.0)
-        while self.handlers and time.monotonic() < deadline and self.stopping.graceful:
+        while (self.handlers or len(self.spawn)) and time.monotonic() < deadline and self.stopping.graceful:
             now = time.monotonic()
             for handler in list(self.handlers):
                 if (handler.idle_since is not None and now - handler.idle_since >= worker.DRAIN_IDLE_SECONDS
                         and not worker.has_unread_bytes(handler.socket)):
                     _shutdown(handler)
             gevent.sleep(0.05)
-        if self.handlers:
+        if self.handlers or len(self.spawn):
             busy = sum(1 for h in self.handlers if h.idle_since is None)
             if busy and graceful:
                 logger.warning("%d requests still running after --graceful-timeout=%gs: cutting them", busy,
                                self.settings["graceful_timeout"])
             for handler in list(self.handlers):
                 _shutdown(handler)
-            for server in self.servers:
-                server.pool.kill(block=True, timeout=1.0)
+            self.spawn.kill(block=True, timeout=1.0)
         worker.close_pools(timeout=2.0)
         if self.control is not None:
             self.control.close()

@@ -236,6 +236,7 @@ class TornadoWorker:
                 logger.warning("the master is gone: stopping")
                 self.request_stop(True)
                 return
+            self.state.repeat_recycle()
             await asyncio.sleep(interval)
 
     def request_stop(self, graceful: bool) -> None:

@@ -253,7 +253,17 @@ class TimedLoad:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        # The block is what runs *during* the load: let the load run its course
+        # (duration or max_requests), then collect it with stop().
+        if exc[0] is None:
+            self.wait()
         self.stop()
+
+    def wait(self) -> None:
+        """Wait until every client ended by itself (duration or max_requests), bounded."""
+        deadline = self.started_at + self.duration + self.timeout + 5
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def start(self) -> "TimedLoad":
         self.started_at = time.monotonic()
