@@ -414,7 +414,7 @@ def log_errors(running: Running, offsets: list[int]) -> list[dict[str, Any]]:
 
 
 def wrk(url: str, clients: int, seconds: int, threads: int = 1) -> dict[str, Any]:
-    argv = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", f"--timeout", f"{WRK_TIMEOUT_S}s", "--latency",
+    argv = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--timeout", f"{WRK_TIMEOUT_S}s", "--latency",
             "-s", str(LUA), url]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + WRK_TIMEOUT_S + 30,
                           stdin=subprocess.DEVNULL)
@@ -743,12 +743,15 @@ def slow_mixed(bench: Bench, key: str) -> dict[str, Any]:
         wrk(base + "/slow?s=0.05", clients, 2)  # warm-up: fill the pools
         wrk(base + "/hello", 10, 1)
         wait_quiet(running, monitor)
-        alone, mixed_hello, mixed_slow, rss_peak = [], [], [], []
+        alone, slow_alone, mixed_hello, mixed_slow, rss_peak = [], [], [], [], []
         peaks = []
-        for _round in range(2):
+        for _round in range(3):
+            # Each round: /hello alone, /slow alone, then both at once.
             alone.append(wrk(base + "/hello", 10, seconds))
-            box: dict[str, Any] = {}
             monitor.set_phase("slowmix")
+            slow_alone.append(wrk(base + "/slow?s=0.05", clients, seconds))
+            wait_quiet(running, monitor)
+            box: dict[str, Any] = {}
             t = threading.Thread(target=lambda: box.update(slow=wrk(base + "/slow?s=0.05", clients, seconds)))
             t.start()
             time.sleep(0.2)
@@ -763,13 +766,15 @@ def slow_mixed(bench: Bench, key: str) -> dict[str, Any]:
         gp = settled_greenpool_stats(running)
         med = lambda rows, key="rps": statistics.median(r.get(key, 0) or 0 for r in rows)  # noqa: E731
         rec.update({
-            "hello_alone": alone, "hello_mixed": mixed_hello, "slow_mixed": mixed_slow,
+            "hello_alone": alone, "slow_alone": slow_alone, "hello_mixed": mixed_hello, "slow_mixed": mixed_slow,
             "hello_alone_rps": med(alone), "hello_mixed_rps": med(mixed_hello), "slow_rps": med(mixed_slow),
+            "slow_alone_rps": med(slow_alone), "slow_alone_p99_ms": med(slow_alone, "p99_ms"),
+            "slow_alone_vs_target": round(med(slow_alone) / target, 3),
             "slow_p99_ms": med(mixed_slow, "p99_ms"),
             "hello_kept": round(med(mixed_hello) / med(alone), 3) if med(alone) else None,
             "slow_vs_target": round(med(mixed_slow) / target, 3),
             "errors": sum((r.get("non2xx", 0) or 0) + (r.get("timeouts", 0) or 0) + (r.get("socket_errors", 0) or 0)
-                          for r in mixed_slow + mixed_hello + alone),
+                          for r in mixed_slow + mixed_hello + alone + slow_alone),
             "peak_connections": max(peaks) if peaks else None, "bound": stack.bound,
             "worker_rss_kb_total": max(rss_peak) if rss_peak else None,
             "master_rss_kb": sum(rss_kb(p) for p in running.pids()["masters"]),
@@ -779,14 +784,17 @@ def slow_mixed(bench: Bench, key: str) -> dict[str, Any]:
         stop(running)
         shutil.rmtree(running.workdir, ignore_errors=True)
     bench.emit(rec)
-    log(f"slow mixed {key}: /slow {rec.get('slow_rps')} req/s (target {target:.0f}), /hello kept {rec.get('hello_kept')}")
+    log(f"slow {key}: /slow alone {rec.get('slow_alone_rps')} req/s, next to /hello {rec.get('slow_rps')} "
+        f"(target {target:.0f}), /hello kept {rec.get('hello_kept')}")
     return rec
 
 
 def memory_match(bench: Bench, rec: dict[str, Any], matrix: list[dict[str, Any]]) -> None:
-    """gunicorn sync with as many workers as it needs for greenpool's /slow throughput: memory."""
-    if "slow_rps" not in rec:
+    """gunicorn sync with as many workers as it needs for greenpool's /slow throughput (alone
+    at 200 clients): memory."""
+    if "slow_alone_rps" not in rec:
         return
+    goal = rec["slow_alone_rps"]
     stack = stacks.ALL[rec["stack"]]
     clients = rec["slow_clients"]
     seconds = rec["seconds"]
@@ -799,7 +807,7 @@ def memory_match(bench: Bench, rec: dict[str, Any], matrix: list[dict[str, Any]]
             if rps:
                 per_worker = rps / stacks.WORKERS
     per_worker = per_worker or 1 / 0.055
-    needed = max(stacks.WORKERS, math.ceil(rec["slow_rps"] / per_worker))
+    needed = max(stacks.WORKERS, math.ceil(goal / per_worker))
     attempts = []
     for attempt in range(2):
         sync = stacks.gunicorn_sync_with(needed)
@@ -822,11 +830,11 @@ def memory_match(bench: Bench, rec: dict[str, Any], matrix: list[dict[str, Any]]
             stop(running)
             shutil.rmtree(running.workdir, ignore_errors=True)
         got = attempts[-1].get("wrk", {}).get("rps", 0)
-        if got >= 0.95 * rec["slow_rps"] or not got:
+        if got >= 0.95 * goal or not got:
             break
-        needed = math.ceil(needed * rec["slow_rps"] / got) + 1
+        needed = math.ceil(needed * goal / got) + 1
     best = attempts[-1]
-    memory = {"type": "memory_match", "greenpool_stack": stack.key, "greenpool_slow_rps": rec["slow_rps"],
+    memory = {"type": "memory_match", "greenpool_stack": stack.key, "greenpool_slow_rps": goal,
               "greenpool_worker_rss_kb_total": rec["worker_rss_kb_total"], "greenpool_workers": stacks.WORKERS,
               "per_sync_worker_rps_estimate": round(per_worker, 2), "attempts": attempts,
               "sync_workers": best.get("workers"), "sync_slow_rps": best.get("wrk", {}).get("rps"),

@@ -717,12 +717,16 @@ def _make_private_dir(path: str) -> None:
 
 def _require_private_dir(path: str) -> None:
     """Refuse a control directory that is a symlink, is not ours, or that others can
-    write or enter (they could read the stats sockets or replace master.json)."""
+    write to (they could replace master.json or put sockets of their own there).
+    Others may read it: the sockets themselves are mode 0600, and a directory made
+    by an earlier version (<tmp>/greenpool-serve-<uid>, 0755) or by systemd's
+    RuntimeDirectory= (0755) must keep working."""
     info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o022:
         raise LaunchError(ExitCode.BIND_ERROR, f"control directory {path} is not private (owner uid {info.st_uid}, "
                           f"mode {stat.S_IMODE(info.st_mode):04o}{', a symlink' if stat.S_ISLNK(info.st_mode) else ''}): "
-                          f"it must be a directory of uid {os.getuid()} with mode 0700; remove it or give --control-dir")
+                          f"it must be a directory of uid {os.getuid()} that no one else can write to (e.g. mode "
+                          "0700); remove it or give --control-dir")
 
 
 def _alive(pid: int) -> bool:

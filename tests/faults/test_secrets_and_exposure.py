@@ -118,7 +118,7 @@ def test_stats_are_served_only_on_private_unix_sockets(serve, kind):
     for pid in pids:
         assert _listening_tcp(pid) == {f"127.0.0.1:{server.port}"}, (pid, _listening_tcp(pid))
     info = os.stat(server.control_dir)
-    assert stat.S_IMODE(info.st_mode) & 0o077 == 0 and info.st_uid == os.getuid(), oct(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid(), oct(info.st_mode)
     sockets = [name for name in os.listdir(server.control_dir) if name.endswith(".sock")]
     assert len(sockets) == 2
     for name in sockets:
@@ -128,13 +128,25 @@ def test_stats_are_served_only_on_private_unix_sockets(serve, kind):
         assert server.get(path)[0] == 404, path
 
 
-def test_a_control_directory_others_can_write_is_refused(serve, tmp_path):
+@pytest.mark.parametrize("mode", [0o777, 0o775])
+def test_a_control_directory_others_can_write_is_refused(serve, tmp_path, mode):
     control = tmp_path / "shared-ctl"
     control.mkdir()
-    os.chmod(control, 0o777)
+    os.chmod(control, mode)
     server = serve("--control-dir", str(control), wait=False)
     assert server.wait_exit() == 5, server.log()
-    assert f"control directory {control} is not private" in server.log()
+    assert f"control directory {control} is not private (owner uid {os.getuid()}, mode {mode:04o})" in server.log()
+
+
+def test_a_control_directory_others_can_only_read_is_accepted(serve, tmp_path):
+    # e.g. <tmp>/greenpool-serve-<uid> made by an earlier version, or systemd's RuntimeDirectory= (0755)
+    control = tmp_path / "readable-ctl"
+    control.mkdir()
+    os.chmod(control, 0o755)
+    server = serve("--control-dir", str(control), workers=1)
+    assert server.get("/hello")[0] == 200
+    stats = cli("stats", "--json", "--control-dir", str(control))
+    assert stats.returncode == 0 and len(json.loads(stats.stdout)["workers"]) == 1, stats.stderr
 
 
 @pytest.mark.parametrize("kind", SERVERS)
