@@ -101,6 +101,7 @@ class Pool:
         name: str | None = None,
         check: Callable[[Any], None] | None = None,
         check_window: float = 1.0,
+        probe: Callable[[Any], bool] | None = None,
         reset: Callable[[Any], None] | None = None,
         close_conn: Callable[[Any], None] | None = None,
         keepalive: float | None = None,
@@ -132,7 +133,8 @@ class Pool:
             "reconnect_backoff_max", reconnect_backoff_max, ">= reconnect_backoff",
         )
         for hook_name, hook in (
-            ("check", check), ("reset", reset), ("close_conn", close_conn), ("ping", ping), ("retry_connect", retry_connect)
+            ("check", check), ("reset", reset), ("close_conn", close_conn), ("ping", ping),
+            ("retry_connect", retry_connect), ("probe", probe),
         ):
             _require(hook is None or callable(hook), hook_name, hook, "None or a callable")
         try:
@@ -157,6 +159,10 @@ class Pool:
         self._reset = reset
         self._close_conn = close_conn
         self._ping = ping or check
+        # A local, no-round-trip look (e.g. "is the idle socket readable?")
+        # that decides whether a connection used within check_window still
+        # gets its ping: the server may have dropped it in that second.
+        self._probe = probe
         # Which connect errors mean "the server is away for now": a request
         # that meets one keeps retrying (with back-off) until its timeout,
         # so a short outage costs latency instead of errors.
@@ -340,12 +346,21 @@ class Pool:
             return False
         if self._check is None:
             return True
-        if now - record.last_alive <= self.check_window:
+        if now - record.last_alive <= self.check_window and not self._suspect(record):
             # Used or pinged a moment ago: a ping would cost a round trip to
             # learn what we know (HikariCP skips its alive-check the same way).
             self._stats["checks_skipped"] += 1
             return True
         return False
+
+    def _suspect(self, record: _Record) -> bool:
+        """The probe's verdict; a probe that fails counts as suspect."""
+        if self._probe is None:
+            return False
+        try:
+            return bool(self._probe(record.conn))
+        except Exception:
+            return True
 
     def putconn(self, conn: Any, discard: bool = False) -> None:
         """Return a connection. ``discard`` closes it instead of reusing it
@@ -373,7 +388,9 @@ class Pool:
                 self._reset(conn)
             except Exception as exc:
                 self._count("returns_bad")
-                logger.warning("pool %r: reset failed, discarding the connection: %s", self.name, exc)
+                # Expected when the server already dropped it: INFO then.
+                level = logging.INFO if getattr(conn, "open", True) is False else logging.WARNING
+                logger.log(level, "pool %r: reset failed, discarding the connection: %s", self.name, exc)
                 self._discard(record, "reset failed")
                 return
         now = time.monotonic()
@@ -434,10 +451,12 @@ class Pool:
         if not got and self._abandon(waiter):
             with self._lock:
                 self._stats["requests_timeouts"] += 1
-                in_use, waiting = len(self._out), len(self._waiting)
+                in_use, waiting, size = len(self._out), len(self._waiting), self._slots
+            # Slots that are neither in use nor idle are connects in progress
+            # (or pings): a stalled network shows there, not in "in use".
             raise PoolTimeout(
                 f"pool {self.name!r}: no connection free after waiting {time.monotonic() - started:.2f}s "
-                f"(max_size={self.max_size}, in use={in_use}, waiting={waiting}, timeout={timeout}s)"
+                f"(max_size={self.max_size}, size={size}, in use={in_use}, waiting={waiting}, timeout={timeout}s)"
             )
         if waiter.value is None:
             raise PoolClosed(f"pool {self.name!r} was closed while waiting for a connection")
@@ -501,7 +520,7 @@ class Pool:
             return _SLOT
         if self._check is None:
             return record
-        if now - record.last_alive <= self.check_window:
+        if now - record.last_alive <= self.check_window and not self._suspect(record):
             self._count("checks_skipped")
             return record
         try:

@@ -665,3 +665,19 @@ def test_permanent_connect_failure_is_not_retried(db, conc):
         pool.getconn(timeout=5)
     assert time.monotonic() - started < 1
     pool.close()
+
+
+def test_probe_makes_a_recently_used_but_suspect_connection_get_its_ping(db, conc):
+    """Within check_window the ping is skipped, unless the local probe (for
+    MySQL: the idle socket is readable) says the server may have dropped it."""
+    pool = make_pool(db, conc, check=lambda c: c.ping(), check_window=30, probe=lambda c: not c.alive)
+    conn = pool.getconn()
+    pool.putconn(conn)
+    assert pool.getconn() is conn and db.pings == 0  # used a moment ago, probe fine: no ping
+    pool.putconn(conn)
+    conn.alive = False  # dropped by the server a moment after use
+    fresh = pool.getconn()
+    assert fresh is not conn and db.pings == 1
+    assert pool.get_stats()["connections_lost"] == 1
+    pool.putconn(fresh)
+    pool.close()

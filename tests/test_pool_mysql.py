@@ -91,3 +91,22 @@ def test_transient_and_permanent_connect_errors_are_told_apart(mysql_params):
         pymysql.connect(host=mysql_params["host"], port=int(mysql_params["port"]), user="greenpool_no_such_user",
                         password="wrong", connect_timeout=2)
     assert not gpmysql.is_transient_connect_error(denied.value), denied.value
+
+
+def test_looks_dead_sees_a_kill_without_a_round_trip(pool, mysql_admin):
+    import time
+
+    with pool.connection() as conn:
+        victim = thread_id(conn)
+        assert not gpmysql.looks_dead(conn)
+    with mysql_admin.cursor() as cur:
+        cur.execute(f"KILL CONNECTION {victim}")
+    deadline = time.monotonic() + 5
+    while not gpmysql.looks_dead(conn) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gpmysql.looks_dead(conn)
+
+
+def test_repr_shows_the_user_as_text(pool):
+    with pool.connection() as conn:
+        assert "b'" not in repr(conn)

@@ -68,12 +68,7 @@ def test_kill_every_pooled_connection_then_every_request_succeeds(serve, db, kin
     assert not set(killed) & set(db.connection_ids())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "greenpool/pool.py Pool._ready/_vet: a connection used within check_window (1 s) is handed out "
-    "without a ping, so one the server dropped in that second fails the next request that takes it "
-    "(2013 -> 503). A zero-cost readability check of the idle socket at checkout would catch it: see "
-    "the fault-suite report."))
-@pytest.mark.parametrize("kind", ["gevent"])
+@pytest.mark.parametrize("kind", ["gevent", "tornado"])
 def test_kill_every_pooled_connection_right_after_use_then_every_request_succeeds(serve, db, kind):
     server = serve(server=kind, workers=WORKERS, env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=5))
     _fill_pools(server, db)

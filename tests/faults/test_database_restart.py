@@ -57,7 +57,7 @@ def test_restart_under_load_fails_only_in_flight_queries_and_heals(serve, db, ki
     # Only queries in flight when it went down fail: each pooled connection can fail
     # one request (it is discarded after), so at most workers x max_size.
     assert len(failed) <= workers * max_size, report
-    # Every failure is a clear 503 with Retry-After, never a 500 or a cut connection.
+    # Every failure is a clear 503, never a 500 or a cut connection.
     assert all(s.status == 503 and b"database is busy or unreachable" in s.body for s in failed), report
     # A request that started after the server was gone can only have failed on a
     # connection it was handed unpinged (used within check_window before the stop);

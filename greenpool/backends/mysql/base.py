@@ -89,6 +89,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         pool = Pool(
             connect_and_learn,
             check=mysql.check if enable_checks else None,
+            probe=mysql.looks_dead,
             ping=mysql.check,
             reset=mysql.make_reset(options["reset_session"]),
             retry_connect=mysql.is_transient_connect_error,
