@@ -29,7 +29,7 @@ rewrites the section of docs/benchmarks.md between ``<!-- servers:start -->`` an
 The database: GREENPOOL_MYSQL_HOST/_PORT/_USER/_PASSWORD (an account that can
 create a database and an account; default root@127.0.0.1:3306). The stacks use a
 database of their own (greenpool_bench) and an account of their own
-(greenpool_bench@127.0.0.1, MAX_USER_CONNECTIONS 120): the shared server keeps
+(greenpool_bench@127.0.0.1, MAX_USER_CONNECTIONS 100): the shared server keeps
 connections free for everyone else while a stack without a bound floods it, and
 PROCESSLIST rows of that account are exactly the stack's connections. No global
 setting of the server is changed. Only 127.0.0.1 is ever targeted.
@@ -69,7 +69,7 @@ WRK_TIMEOUT_S = 10
 BENCH_DB = "greenpool_bench"
 BENCH_USER = "greenpool_bench"
 BENCH_PASSWORD = "greenpool_bench"
-BENCH_MAX_USER_CONNECTIONS = 120
+BENCH_MAX_USER_CONNECTIONS = 100
 POLL_S = 0.05
 
 FULL = {"concurrency": (10, 100, 500), "warmup": 2, "duration": 4, "paths": stacks.PATHS, "tuned": True,
