@@ -52,6 +52,13 @@ class GreenpoolHandler(WSGIHandler):
             server.greenpool_handlers.discard(self)
 
     def read_requestline(self) -> str:
+        # Yield once before each request. pywsgi serves a keep-alive
+        # connection in a loop, and when the next request is already in the
+        # socket buffer the read does not block: without this, one busy
+        # connection is served over and over while the others wait (measured
+        # by bench/run.py's latency study: p99 1.6 s -> 20 ms on /hello at
+        # 100 clients, same throughput, ~2 % more CPU per request).
+        gevent.sleep(0)
         self.idle_since = time.monotonic()
         line = b""
         try:
