@@ -81,7 +81,7 @@ def test_exhausted_pool_answers_503_after_the_timeout_and_hello_is_not_slowed(se
     assert [status for _, status, _, _ in slowed] == [200] * (WORKERS * MAX_SIZE)
     log = server.log()
     assert len(re.findall(r"503 for GET /(read|tx): PoolTimeout: pool 'default': no connection free after waiting "
-                          rf"3\.\d\ds \(max_size={MAX_SIZE}, in use={MAX_SIZE}, waiting=\d, timeout=3\.0s\)", log)) == 4, log
+                          rf"3\.\d\ds \(max_size={MAX_SIZE}, size={MAX_SIZE}, in use={MAX_SIZE}, waiting=\d, timeout=3\.0s\)", log)) == 4, log
 
     # /hello never waits for the pool: its latency under exhaustion stays near the unloaded one.
     base_median, during_median = statistics.median(baseline), statistics.median(during)
