@@ -29,6 +29,7 @@ import pytest
 
 from greenpool.launch import stats as stats_module
 from greenpool.launch.errors import ExitCode
+from tests.support.procs import stop_process_group
 from tests.support import mysqlenv
 from tests.support.net import free_port
 
@@ -111,17 +112,7 @@ class Server:
         """TERM, then (if it hangs) KILL the process group this test started."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the session we started: master and workers
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait(10)
+        stop_process_group(self.proc, signal.SIGTERM, grace=30)
         self._log.close()
 
     def stats(self) -> dict[str, Any]:

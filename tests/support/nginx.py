@@ -17,6 +17,7 @@ import pytest
 
 from greenpool.launch import nginx as nginx_module
 from tests.support.net import wait_for_port
+from tests.support.procs import stop_process_group
 
 
 def nginx_binary() -> str:
@@ -91,17 +92,7 @@ class Nginx:
         """QUIT (graceful) to the master we started, then KILL its process group."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGQUIT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the session we started: master and workers
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait(10)
+        stop_process_group(self.proc, signal.SIGQUIT, grace=15)
         if self._out is not None:
             self._out.close()
         self.proc = None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from greenpool.launch import stats as stats_module
+from tests.support.procs import stop_process_group
 from tests.support.net import free_port
 
 READY_TIMEOUT = 60.0
@@ -122,18 +123,8 @@ class ServeProcess:
         """TERM, then (if it hangs) KILL the process group this test started."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the session we started: master and workers
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(10)
+            stop_process_group(self.proc, signal.SIGTERM, grace=30)
         finally:
             if self._log is not None:
                 self._log.close()
