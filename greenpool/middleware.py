@@ -16,15 +16,16 @@ from django.http import HttpRequest, HttpResponse
 from pymysql.err import OperationalError as PyMySQLOperationalError
 
 from greenpool.errors import PoolError
+from greenpool.mysql import TRANSIENT_ERROR_CODES
 
 logger = logging.getLogger("greenpool")
 
-# Client-side codes for "could not reach / lost the server", and the server's
-# "Too many connections" and "Server shutdown in progress": all pass once the
-# cause does. Every code the pool retries a connect for
-# (greenpool.mysql.TRANSIENT_ERROR_CODES) is here, so a request that waited out
-# its pool timeout on one answers 503, not 500.
-_UNAVAILABLE_CODES = {1040, 1053, 2002, 2003, 2005, 2006, 2013}
+# Every code the pool retries a connect for (server unreachable or lost, too
+# many connections, shutdown in progress) answers 503, not 500, once a
+# request has waited out its pool timeout on it; derived from that one list so
+# the two cannot drift apart. Plus 2005 (unknown server host), also "the
+# database is unreachable" from the client's point of view.
+_UNAVAILABLE_CODES = TRANSIENT_ERROR_CODES | {2005}
 
 RETRY_AFTER_SECONDS = 1
 
