@@ -67,13 +67,6 @@ elif BACKEND in ("django", "dbpool"):
 else:
     raise ImproperlyConfigured(f"GREENPOOL_BENCH_BACKEND={BACKEND!r}: use greenpool, django or dbpool")
 
-if os.environ.get("GREENPOOL_BENCH_FAIR_YIELD") == "1":
-    from bench import fair_yield
-
-    if not fair_yield.install():
-        raise ImproperlyConfigured("GREENPOOL_BENCH_FAIR_YIELD=1 works only in a greenpool-serve gevent worker")
-
-
 import logging as _logging  # noqa: E402
 
 

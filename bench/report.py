@@ -28,7 +28,6 @@ MARK_END = "<!-- servers:end -->"
 MB = 1024.0
 
 GP = "gp-gevent"
-GP_FAIR = "gp-gevent-fair"
 
 
 def load(path: Path, run: str | None) -> list[dict[str, Any]]:
@@ -72,13 +71,49 @@ def clean(cell: dict[str, Any] | None) -> bool:
     return bool(cell) and not cell.get("failed") and completed(cell) and errors_of(cell) == 0
 
 
+def merge_rounds(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell measured in several rounds, as one record: the round with the median
+    rate stands for the cell (its latencies, connections, RSS), with the median rate,
+    p99 and CPU per request of all rounds, and every round's errors added up (a cell is
+    clean only if every round was)."""
+    if len(recs) == 1:
+        return recs[0]
+    done = [r for r in recs if not r.get("failed") and completed(r)]
+    if not done:
+        return recs[0]
+    done.sort(key=lambda r: r["wrk"]["rps"])
+    merged = dict(done[(len(done) - 1) // 2])
+    w = dict(merged["wrk"])
+    w["rps"] = statistics.median(r["wrk"]["rps"] for r in done)
+    w["p99_ms"] = statistics.median(r["wrk"]["p99_ms"] for r in done)
+    for k in ("non2xx", "timeouts", "socket_errors"):
+        w[k] = sum((r.get("wrk") or {}).get(k) or 0 for r in recs)
+    merged["wrk"] = w
+    cpus = [(r.get("cpu") or {}).get("stack_us_per_request") for r in done]
+    if all(cpus):
+        merged["cpu"] = {**(merged.get("cpu") or {}), "stack_us_per_request": statistics.median(cpus)}
+    conns = dict(merged.get("connections") or {})
+    for k in ("peak_ours", "peak_ours_warmup", "new"):
+        values = [(r.get("connections") or {}).get(k) for r in recs]
+        if all(v is not None for v in values):
+            conns[k] = max(values) if k.startswith("peak") else sum(values)
+    merged["connections"] = conns
+    merged["rounds"] = [{"rps": r["wrk"]["rps"], "p99_ms": r["wrk"]["p99_ms"]} for r in done]
+    merged["failed_rounds"] = len(recs) - len(done)
+    return merged
+
+
 class Run:
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
         self.meta = next(r for r in rows if r["type"] == "meta")
         self.end = next((r for r in rows if r["type"] == "end"), {})
         self.cells = [r for r in rows if r["type"] == "cell"]
-        self.by = {(c["stack"], c["path"], c["clients"]): c for c in self.cells}
+        rounds: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for c in self.cells:
+            rounds.setdefault((c["stack"], c["path"], c["clients"]), []).append(c)
+        self.by = {key: merge_rounds(recs) for key, recs in rounds.items()}
+        self.rounds = max((len(v) for v in rounds.values()), default=1)
         self.stacks = self.meta["stacks"]
         self.labels = {s["key"]: s["label"] for s in self.stacks}
         self.reference = self.meta["reference"]
@@ -184,15 +219,15 @@ def _short(line: str) -> str:
 
 
 def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
-    """The targets of issue 6, measured; one row per target and stack (shipped, proposed)."""
+    """The targets of issue 6, measured; one row per target."""
     rows: list[dict[str, Any]] = []
     conc = run.concurrency
     others = [s["key"] for s in run.stacks if not s["key"].startswith("gp-") and s["key"] != "bare"]
 
-    for key in (GP, GP_FAIR):
+    for key in (GP,):
         if not any(run.cell(key, "/read", c) for c in conc):
             continue
-        who = "shipped" if key == GP else "proposed"
+        who = run.labels.get(key, key)
         # 1. ORM read path vs the best clean stack, per concurrency.
         worst, detail, ok = None, [], True
         for c in conc:
@@ -271,7 +306,7 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
                      "met": top is not None and bound is not None and top <= bound})
     # 5. Slow path and memory.
     for rec in run.slow:
-        who = "shipped" if rec["stack"] == GP else "proposed"
+        who = rec.get("label", rec["stack"])
         if "slow_rps" not in rec:
             continue
         if "slow_alone_rps" in rec:
@@ -288,7 +323,7 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
     if run.memory and run.memory.get("rss_ratio"):
         m = run.memory
         rows.append({"target": "memory for that /slow throughput: gunicorn sync worker RSS ≥ 5x greenpool's",
-                     "stack": "shipped",
+                     "stack": run.labels.get(GP, GP),
                      "measured": f"{m['rss_ratio']:.1f}x ({m['sync_workers']} sync workers, "
                                  f"{m['sync_worker_rss_kb_total'] / MB:.0f} MB for {m['sync_slow_rps']:.0f} req/s; "
                                  f"greenpool 2 workers, {m['greenpool_worker_rss_kb_total'] / MB:.0f} MB for "
@@ -303,7 +338,7 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
         detail.append(f"{c}: {mine / ref:.2f}x")
     if detail:
         rows.append({"target": "greenpool-serve tornado /read ≥ 1.0x Tornado's WSGIContainer + executor, "
-                               "CONN_MAX_AGE=None", "stack": "shipped", "measured": "; ".join(detail), "met": ok})
+                               "CONN_MAX_AGE=None", "stack": run.labels.get("gp-tornado", "gp-tornado"), "measured": "; ".join(detail), "met": ok})
     out = ["| target | greenpool | measured | |", "|---|---|---|---|"]
     for r in rows:
         verdict = {True: "**met**", False: "**not met**", None: "n/a"}[r["met"]]
@@ -392,7 +427,7 @@ def _wrk_little(row: dict[str, Any]) -> str:
 
 
 def findings(run: Run) -> list[str]:
-    """What the measurements say about wrk's tails and the proposed yield, with the numbers."""
+    """What the measurements say about wrk's tails, with the numbers."""
     out: list[str] = []
     families = {"gevent": ("gp-gevent", "gp-nginx", "gevent-cma0", "gevent-persist", "gevent-dbpool", "bare"),
                 "threads or sync": ("gp-tornado", "tornado-stock", "tornado-ioloop", "sync-cma0", "sync-persist")}
@@ -404,38 +439,18 @@ def findings(run: Run) -> list[str]:
             out.append(f"- wrk's mean×rate/clients above 1.05 (impossible for real samples): {above} of {len(ratios)} "
                        f"measurements of the {name} stacks (largest {max(ratios):.2f}).")
     study = {(r["stack"], r["path"]): r for r in run.study if not r.get("failed")}
-    for path in ("/hello", "/read"):
-        a, b = study.get((GP, path)), study.get((GP_FAIR, path))
-        if not a or not b:
+    for key, path in ((GP, "/read"), ("sync-persist", "/read"), ("gevent-persist", "/read"), (GP, "/hello")):
+        row = study.get((key, path))
+        if not row:
             continue
-        ca, cb = a.get("client") or {}, b.get("client") or {}
-        pa, pb = (a.get("probe_during_wrk") or {}).get("raw") or {}, (b.get("probe_during_wrk") or {}).get("raw") or {}
+        c = row.get("client") or {}
+        probe = (row.get("probe_during_wrk") or {}).get("raw") or {}
+        per = c.get("per_connection_requests") or {}
         out.append(
-            f"- {path}, 100 clients, shipped → proposed: requests per connection (second client) "
-            f"{(ca.get('per_connection_requests') or {}).get('min')}–{(ca.get('per_connection_requests') or {}).get('max')} → "
-            f"{(cb.get('per_connection_requests') or {}).get('min')}–{(cb.get('per_connection_requests') or {}).get('max')}; "
-            f"longest wait between two answers on one connection {fmt((ca.get('max_gap_ms') or {}).get('max'), 0)} → "
-            f"{fmt((cb.get('max_gap_ms') or {}).get('max'), 0)} ms; paced probe p99 {fmt(pa.get('p99_ms'))} → "
-            f"{fmt(pb.get('p99_ms'))} ms; wrk p99 {_wrk_p99(a)} → {_wrk_p99(b)} ms (mean×rate/clients "
-            f"{_wrk_little(a)} → {_wrk_little(b)}).")
-    p99s, rates, cpus = [], [], []
-    for path in run.paths:
-        for c in run.concurrency:
-            a, b = run.cell(GP, path, c), run.cell(GP_FAIR, path, c)
-            if not (a and b and completed(a) and completed(b)):
-                continue
-            if a["wrk"]["p99_ms"]:
-                p99s.append(b["wrk"]["p99_ms"] / a["wrk"]["p99_ms"])
-            if a["wrk"]["rps"]:
-                rates.append(b["wrk"]["rps"] / a["wrk"]["rps"])
-            ca, cb = (a.get("cpu") or {}).get("stack_us_per_request"), (b.get("cpu") or {}).get("stack_us_per_request")
-            if ca and cb:
-                cpus.append(cb / ca)
-    if p99s:
-        out.append(f"- Over the {len(p99s)} cells of the matrix, proposed / shipped: wrk p99 median "
-                   f"{statistics.median(p99s):.2f}x (range {min(p99s):.2f}–{max(p99s):.2f}), req/s median "
-                   f"{statistics.median(rates):.2f}x, CPU per request median "
-                   f"{statistics.median(cpus):.2f}x." if cpus else "")
+            f"- {run.labels.get(key, key)}, {path}, 100 clients: p99 by wrk {_wrk_p99(row)} ms (mean×rate/clients "
+            f"{_wrk_little(row)}), by the paced probe {fmt(probe.get('p99_ms'))} ms, by the second client "
+            f"{fmt((c.get('raw') or {}).get('p99_ms'))} ms raw; requests per connection {per.get('min')}–{per.get('max')}; "
+            f"longest wait between two answers on one connection {fmt((c.get('max_gap_ms') or {}).get('max'), 0)} ms.")
     rp = study.get(("gp-gevent-reuseport", "/read"))
     if rp and study.get((GP, "/read")):
         split = lambda r: " / ".join(str(w.get("requests")) for w in (r.get("per_worker") or []))  # noqa: E731
@@ -591,6 +606,12 @@ def section(run: Run, files: list[str]) -> str:
         "by `bench/connect_counter.py`, so other clients of the server do not count) per 1,000 requests.")
     add("- **stack CPU ms/req**: CPU time of all the stack's processes during the measured run over its requests: "
         "less disturbed by the other load on the machine than req/s. **RSS per worker**: VmRSS after the run.")
+    if run.rounds > 1:
+        rs = ", ".join(f"`{k}`" for k in sorted({c["stack"] for c in run.cells if c.get("round")}))
+        add(f"- **Rounds**: the /read cells of {rs} were measured {run.rounds} times, each round in another order "
+            f"and from a fresh start; their rows show the round with the median req/s, with the median req/s, p99 "
+            f"and CPU per request of all rounds, and the errors of all rounds added up. Every other cell was "
+            f"measured once.")
     add("- Default PyMySQL settings for every stack (PyMySQL 1.2 then builds a TLS context on every connect); "
         "rows marked *(tuned)* add `ssl_disabled: True`.")
     if m.get("nginx", {}).get("source"):
@@ -620,9 +641,10 @@ def section(run: Run, files: list[str]) -> str:
         add("")
     add("### Targets (issue 6)")
     add("")
-    add("\"shipped\" is greenpool-serve gevent as it is; \"proposed\" is the same with the launcher change "
-        "proposed below (bench-only patch, `gp-gevent-fair`).")
-    add("")
+    if run.rounds > 1:
+        add(f"Read from the /read rows, where the stacks that the targets compare were measured in "
+            f"{run.rounds} rounds: medians of the rounds (the rows above show the same medians).")
+        add("")
     table, _rows = targets(run)
     lines.extend(table)
     add("")

@@ -72,10 +72,12 @@ BENCH_PASSWORD = "greenpool_bench"
 BENCH_MAX_USER_CONNECTIONS = 100
 POLL_S = 0.05
 
+# rounds: the /read cells of the stacks that the targets compare (stacks.ROUND_STACKS)
+# are measured this many times, each round in another order; the report takes medians.
 FULL = {"concurrency": (10, 100, 500), "warmup": 2, "duration": 4, "paths": stacks.PATHS, "tuned": True,
-        "extras": True, "slow_clients": 200, "slow_seconds": 4, "study_seconds": 4}
+        "rounds": 3, "round_paths": ("/read",), "extras": True, "slow_clients": 200, "slow_seconds": 4, "study_seconds": 4}
 QUICK = {"concurrency": (10, 100), "warmup": 1, "duration": 2, "paths": ("/hello", "/read"), "tuned": False,
-         "extras": True, "slow_clients": 200, "slow_seconds": 2, "study_seconds": 2}
+         "rounds": 1, "round_paths": ("/read",), "extras": True, "slow_clients": 200, "slow_seconds": 2, "study_seconds": 2}
 
 
 def log(msg: str) -> None:
@@ -167,6 +169,15 @@ class Monitor(threading.Thread):
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
+
+    def wait_gone(self, timeout: float = 10.0) -> float:
+        """Wait until the previous stack's connections have left the server (a closed
+        client connection stays in PROCESSLIST until its server thread sees the close),
+        so that they are not counted as the next stack's. Bounded; returns seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout and self.snapshot()["ours"] > 0:
+            time.sleep(POLL_S)
+        return round(time.monotonic() - started, 2)
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -342,15 +353,35 @@ def wait_ready(running: Running, timeout: float = 60.0) -> str | None:
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
-                    # gunicorn and the prefork servers load the app in each worker, in
-                    # parallel: give the second worker a moment more than the first.
-                    time.sleep(0.5)
+                    # The first worker answers while its siblings may still be booting;
+                    # a load started then would put every keep-alive connection on the
+                    # first one. Booting takes CPU: wait until the stack has none.
+                    wait_booted(running)
                     return None
                 last = f"HTTP {resp.status}"
         except Exception as exc:  # not up yet
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.1)
     return f"not ready after {timeout:.0f}s ({last}): {tail(running.logs[0])}"
+
+
+def wait_booted(running: Running, timeout: float = 20.0) -> float:
+    """Wait until the stack's processes have used no CPU for 0.5 s (every worker
+    has finished loading the app). Bounded; returns the seconds waited."""
+    started = time.monotonic()
+    quiet_since = None
+    last = running.cpu()
+    while time.monotonic() - started < timeout:
+        time.sleep(0.1)
+        now = running.cpu()
+        if now - last > 0.01:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 0.5:
+            break
+        last = now
+    return round(time.monotonic() - started, 2)
 
 
 def stop(running: Running) -> None:
@@ -527,6 +558,8 @@ class Bench:
         rec: dict[str, Any] = {"type": "cell", "stack": stack.key, "label": stack.label, "series": stack.series,
                                "path": path, "clients": clients, "loadavg": list(os.getloadavg())}
         url_path = path + ("?s=0.05" if path == "/slow" else "")
+        assert self.monitor is not None
+        rec["wait_previous_connections_s"] = self.monitor.wait_gone()
         running = start(stack, self.tmp, self.db_env, tag)
         try:
             problem = wait_ready(running)
@@ -658,7 +691,10 @@ def select_stacks(args: argparse.Namespace, plan: dict[str, Any]) -> list[Stack]
     return chosen
 
 
-def cells(chosen: list[Stack], plan: dict[str, Any]) -> list[tuple[str, int, list[Stack]]]:
+def cells(chosen: list[Stack], plan: dict[str, Any]) -> list[tuple[str, int, list[Stack], int]]:
+    """(path, clients, stacks in the order measured, round) for every cell; a cell of
+    plan["round_paths"] comes back plan["rounds"] times (round 0 with every stack,
+    later rounds with stacks.ROUND_STACKS only), each time in another order."""
     out = []
     index = 0
     for path in plan["paths"]:
@@ -667,8 +703,16 @@ def cells(chosen: list[Stack], plan: dict[str, Any]) -> list[tuple[str, int, lis
             if not serving:
                 continue
             shift = index % len(serving)
-            out.append((path, clients, serving[shift:] + serving[:shift]))
+            out.append((path, clients, serving[shift:] + serving[:shift], 0))
             index += 1
+            if path not in plan.get("round_paths", ()):
+                continue
+            again = [s for s in serving if s.key in stacks.ROUND_STACKS]
+            for rnd in range(1, plan.get("rounds", 1)):
+                if not again:
+                    break
+                shift = (index + rnd) % len(again)
+                out.append((path, clients, again[shift:] + again[:shift], rnd))
     return out
 
 
@@ -846,9 +890,9 @@ def memory_match(bench: Bench, rec: dict[str, Any], matrix: list[dict[str, Any]]
     log(f"memory: sync needs {memory['sync_workers']} workers for {memory['sync_slow_rps']} req/s; ratio {memory.get('rss_ratio')}")
 
 
-STUDY = (("gp-gevent", "/read"), ("gp-gevent-fair", "/read"), ("gp-gevent-reuseport", "/read"),
+STUDY = (("gp-gevent", "/read"), ("gp-gevent-reuseport", "/read"),
          ("gevent-persist", "/read"), ("sync-persist", "/read"),
-         ("gp-gevent", "/hello"), ("gp-gevent-fair", "/hello"), ("bare", "/hello"))
+         ("gp-gevent", "/hello"), ("bare", "/hello"))
 
 
 def latency_study(bench: Bench, chosen: list[Stack]) -> None:
@@ -971,16 +1015,17 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{stack.key} {path}: status {rec.get('status')} {rec.get('errors', [{}])[:1]}")
         total = sum(len(c[2]) for c in plan_cells)
         done = 0
-        for index, (path, clients, order) in enumerate(plan_cells):
+        for index, (path, clients, order, rnd) in enumerate(plan_cells):
             for stack in order:
                 done += 1
                 rec = bench.measure(stack, path, clients, f"{index}")
                 rec["cell"] = index
+                rec["round"] = rnd
                 bench.emit(rec)
                 matrix.append(rec)
                 w = rec.get("wrk", {})
                 c = rec.get("connections", {})
-                log(f"[{done}/{total}] {stack.key:22s} {path:6s} c={clients:<4d} {w.get('rps', 0):8.1f} req/s "
+                log(f"[{done}/{total}] {stack.key:22s} {path:6s} c={clients:<4d} r{rnd} {w.get('rps', 0):8.1f} req/s "
                     f"p50 {w.get('p50_ms', 0):7.1f} p99 {w.get('p99_ms', 0):8.1f} ms  non2xx {w.get('non2xx')} "
                     f"to {w.get('timeouts')} conns {c.get('peak_ours')} new/1k {c.get('new_per_1000')}"
                     + (f"  FAILED {rec['failed'][:200]}" if rec.get("failed") else ""))
@@ -988,8 +1033,6 @@ def main(argv: list[str] | None = None) -> int:
             keys = {s.key for s in chosen}
             if "gp-gevent" in keys:
                 rec = slow_mixed(bench, "gp-gevent")
-                if "gp-gevent-fair" in keys:
-                    slow_mixed(bench, "gp-gevent-fair")
                 memory_match(bench, rec, matrix)
             latency_study(bench, chosen)
     finally:

@@ -70,15 +70,17 @@ class Stack:
         return WORKERS
 
 
-def django_env(backend: str, conn_max_age: str = "0", tuned: bool = False, fair: bool = False) -> dict[str, str]:
+def django_env(backend: str, conn_max_age: str = "0", tuned: bool = False) -> dict[str, str]:
     env = {
         "DJANGO_SETTINGS_MODULE": "bench.django_settings",
         "GREENPOOL_BENCH_BACKEND": backend,
         "GREENPOOL_BENCH_CONN_MAX_AGE": conn_max_age,
         "GREENPOOL_BENCH_TUNED": "1" if tuned else "",
     }
-    if fair:
-        env["GREENPOOL_BENCH_FAIR_YIELD"] = "1"
+    if backend == "greenpool":
+        # A fixed-size pool, as docs/tuning.md advises for a steady load: every
+        # connection is opened before the worker accepts, none during a run.
+        env["GREENPOOL_DEMO_POOL_MIN_SIZE"] = str(GREENPOOL_MAX_SIZE)
     return env
 
 
@@ -86,14 +88,14 @@ def control_dir(workdir: Path) -> str:
     return str(workdir / "control")
 
 
-def _greenpool(server: str, *, tuned: bool = False, fair: bool = False, worker_ports: bool = False,
+def _greenpool(server: str, *, tuned: bool = False, worker_ports: bool = False,
                extra: tuple[str, ...] = ()) -> Callable[[Ports, Path], list[Command]]:
     def commands(ports: Ports, workdir: Path) -> list[Command]:
         argv = [str(VENV_BIN / "greenpool-serve"), "--server", server, "-w", str(WORKERS),
                 "-b", f"127.0.0.1:{ports.app}", "--control-dir", control_dir(workdir), "--log-level", "warning", *extra]
         if worker_ports:
             argv.append("--worker-ports")
-        return [Command("app", argv, django_env("greenpool", tuned=tuned, fair=fair), stop_signal="INT")]
+        return [Command("app", argv, django_env("greenpool", tuned=tuned), stop_signal="INT")]
     return commands
 
 
@@ -129,16 +131,11 @@ def _greenpool_nginx(ports: Ports, workdir: Path) -> list[Command]:
 
 BOUND = WORKERS * GREENPOOL_MAX_SIZE
 GP_SETTINGS = ('ENGINE "greenpool.backends.mysql", CONN_MAX_AGE 0, CONN_HEALTH_CHECKS True, '
-               'OPTIONS pool {max_size 5, min_size 1, timeout 10}')
+               'OPTIONS pool {max_size 5, min_size 5, timeout 10}')
 
 STACKS: tuple[Stack, ...] = (
     Stack("gp-gevent", "greenpool-serve gevent", "greenpool", _greenpool("gevent"), bound=BOUND, control=True,
           settings=f"`greenpool-serve -w 2` (gevent.pywsgi, 1000 connections per worker); {GP_SETTINGS}"),
-    Stack("gp-gevent-fair", "greenpool-serve gevent + yield per request (proposed)", "greenpool",
-          _greenpool("gevent", fair=True), bound=BOUND, control=True,
-          settings="as greenpool-serve gevent, plus the proposed launcher change, applied by a bench-only patch "
-                   "(bench/fair_yield.py): each keep-alive connection yields to the hub before reading its next request",
-          note="not shipped: measures the change proposed for greenpool/launch/worker_gevent.py"),
     Stack("gp-gevent-reuseport", "greenpool-serve gevent --reuse-port", "greenpool",
           _greenpool("gevent", extra=("--reuse-port",)), paths=(), bound=BOUND, control=True,
           settings="as greenpool-serve gevent, with --reuse-port (each worker its own SO_REUSEPORT socket); "
@@ -195,6 +192,11 @@ ALL: dict[str, Stack] = {s.key: s for s in STACKS + TUNED}
 
 # The stack every ratio is taken against (measured in the same cell of the same run).
 REFERENCE = "sync-persist"
+
+# The stacks whose /read cells the targets compare: measured in every round (bench.run
+# FULL["rounds"]); the others once.
+ROUND_STACKS = ("gp-gevent", "gp-tornado", "sync-persist", "gevent-persist", "gevent-persist+tuned", "gevent-dbpool",
+                "tornado-stock")
 
 
 def gunicorn_sync_with(workers: int) -> Stack:

@@ -32,3 +32,29 @@ def test_refuses_unbalanced_markers(tmp_path):
     with pytest.raises(SystemExit):
         write_section(page, "x\n")
     assert page.read_text() == before
+
+
+def _cell(rps, p99, non2xx=0, cpu=1000.0, new=0, peak=10):
+    return {"type": "cell", "wrk": {"requests": int(rps * 4), "rps": rps, "p99_ms": p99, "non2xx": non2xx,
+                                    "timeouts": 0, "socket_errors": 0},
+            "cpu": {"stack_us_per_request": cpu}, "connections": {"peak_ours": peak, "peak_ours_warmup": peak, "new": new}}
+
+
+def test_rounds_merge_to_the_medians_and_keep_every_rounds_errors():
+    from bench.report import clean, merge_rounds
+
+    merged = merge_rounds([_cell(900, 300, cpu=1500), _cell(700, 500, non2xx=2, cpu=1700, peak=11),
+                           _cell(800, 100, cpu=1600, new=1)])
+    assert merged["wrk"]["rps"] == 800
+    assert merged["wrk"]["p99_ms"] == 300  # median of the rounds' p99, not the median round's
+    assert merged["cpu"]["stack_us_per_request"] == 1600
+    assert merged["wrk"]["non2xx"] == 2 and not clean(merged)
+    assert merged["connections"]["peak_ours"] == 11 and merged["connections"]["new"] == 1
+    assert [r["rps"] for r in merged["rounds"]] == [700, 800, 900]
+
+
+def test_one_round_is_left_as_measured():
+    from bench.report import merge_rounds
+
+    cell = _cell(900, 300)
+    assert merge_rounds([cell]) is cell

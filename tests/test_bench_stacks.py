@@ -30,3 +30,27 @@ def test_the_tuned_series_only_adds_ssl_disabled():
     for stack in stacks.TUNED:
         env = stack.commands(stacks.Ports(app=18000, front=18000), Path("/tmp"))[0].env
         assert env["GREENPOOL_BENCH_TUNED"] == "1", stack.key
+
+
+def test_round_stacks_exist_and_the_read_cells_repeat_for_them_only():
+    from bench import run
+
+    keys = {s.key for s in stacks.STACKS + stacks.TUNED}
+    assert set(stacks.ROUND_STACKS) <= keys
+    chosen = [stacks.ALL[k] for k in ("gp-gevent", "sync-persist", "sync-cma0")]
+    plan = {"paths": ("/hello", "/read"), "concurrency": (10,), "rounds": 3, "round_paths": ("/read",)}
+    planned = run.cells(chosen, plan)
+    read = [(order, rnd) for path, _c, order, rnd in planned if path == "/read"]
+    assert [rnd for _o, rnd in read] == [0, 1, 2]
+    assert {s.key for s in read[0][0]} == {"gp-gevent", "sync-persist", "sync-cma0"}
+    for order, _rnd in read[1:]:
+        assert {s.key for s in order} == {"gp-gevent", "sync-persist"}  # sync-cma0 is not a round stack
+    assert [s.key for s in read[1][0]] != [s.key for s in read[2][0]]  # each round in another order
+    assert [rnd for path, _c, _o, rnd in planned if path == "/hello"] == [0]
+
+
+def test_greenpool_stacks_run_a_fixed_size_pool():
+    for stack in stacks.STACKS:
+        if stack.family == "greenpool" and not stack.needs_nginx:
+            env = stack.commands(stacks.Ports(app=18000, front=18000), Path("/tmp"))[0].env
+            assert env["GREENPOOL_DEMO_POOL_MIN_SIZE"] == str(stacks.GREENPOOL_MAX_SIZE), stack.key

@@ -160,9 +160,7 @@ class GeventWorker:
         for sock in self.listeners():
             server = WSGIServer(sock, app, spawn=self.spawn, handler_class=GreenpoolHandler, log=None,
                                 error_log=logging.getLogger("greenpool.wsgi"))
-            # Accept a few connections per wake-up, not 100: workers that
-            # share one socket then split a burst of connects more evenly.
-            server.max_accept = 4
+            server.max_accept = worker.ACCEPT_BATCH  # not 100: see ACCEPT_BATCH
             server.greenpool_state = self.state
             server.greenpool_handlers = self.handlers
             server.start()

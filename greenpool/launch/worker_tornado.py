@@ -26,6 +26,7 @@ from typing import Any
 
 from tornado import httputil
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
 from tornado.wsgi import WSGIContainer
 
 from greenpool.launch import sockets, worker
@@ -148,6 +149,13 @@ class GreenpoolHTTPServer(HTTPServer):
         self.state = state
         self.idle: dict[object, float] = {}  # server connection -> idle since
 
+    def add_sockets(self, socks: Any) -> None:
+        # TCPServer.add_sockets, with an accept handler that takes at most
+        # worker.ACCEPT_BATCH connections per wake-up instead of Tornado's 128.
+        for sock in socks:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = _add_batched_accept_handler(sock, self._handle_connection)
+
     def handle_stream(self, stream: Any, address: Any) -> None:
         self.state.connections_open += 1
         self.state.connections_total += 1
@@ -171,6 +179,41 @@ class GreenpoolHTTPServer(HTTPServer):
         self.state.connections_open -= 1
         self.idle.pop(server_conn, None)
         super().on_close(server_conn)
+
+
+def accept_batch(sock: socket.socket, on_connection: Any) -> int:
+    """Accept at most worker.ACCEPT_BATCH waiting connections from the non-blocking
+    listening socket, handing each to on_connection(connection, address); returns how many."""
+    accepted = 0
+    for _ in range(worker.ACCEPT_BATCH):
+        try:
+            connection, address = sock.accept()
+        except BlockingIOError:  # nothing left: a sibling took it, or all were taken
+            break
+        except ConnectionAbortedError:  # closed by the peer while queued
+            continue
+        on_connection(connection, address)
+        accepted += 1
+    return accepted
+
+
+def _add_batched_accept_handler(sock: socket.socket, on_connection: Any) -> Any:
+    """tornado.netutil.add_accept_handler with accept_batch() per readiness event
+    instead of up to 128 accepts; returns the callable that removes the handler."""
+    io_loop = IOLoop.current()
+    removed = False
+
+    def on_readable(_fd: Any, _events: int) -> None:
+        if not removed:
+            accept_batch(sock, on_connection)
+
+    def remove() -> None:
+        nonlocal removed
+        io_loop.remove_handler(sock)
+        removed = True
+
+    io_loop.add_handler(sock, on_readable, IOLoop.READ)
+    return remove
 
 
 class TornadoWorker:
