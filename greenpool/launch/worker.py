@@ -45,8 +45,11 @@ DRAIN_IDLE_SECONDS = 0.5
 # waiting (gevent's default is 100, Tornado's 128) could take a whole burst of
 # keep-alive connections and leave its siblings idle for as long as those
 # connections live (measured: all 100 of wrk's connections on one of two
-# Tornado workers, half the throughput). A small batch lets the siblings race.
-ACCEPT_BATCH = 4
+# Tornado workers, half the throughput). One per wake-up, as gevent.pywsgi does
+# for multi-process servers, lets the siblings race for each (measured, wrk's 10
+# connections plus 2 probes on 2 Tornado workers, 6 starts each: the most
+# lopsided split 4/8 with 1, 3/9 with 4).
+ACCEPT_BATCH = 1
 
 
 def has_unread_bytes(sock: Any) -> bool:
