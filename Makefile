@@ -36,7 +36,8 @@ stop-private-mariadb:
 # The server benchmark (bench/run.py, bench/README.md): greenpool-serve side by side with
 # gunicorn (sync, gevent, django-db-connection-pool), Tornado and nginx stacks against the
 # same MariaDB; JSON lines in bench/results/servers.jsonl, and (full run) its section of
-# docs/benchmarks.md and docs/img/servers-*.png. About 25 minutes; needs wrk (bootstrap
+# docs/benchmarks.md and docs/img/servers-*.png, then bench/tail_anatomy.py (where the /read
+# tail comes from; its own section). About 35 minutes; needs wrk (bootstrap
 # installs it) and the bench extra (gunicorn, django-db-connection-pool, matplotlib).
 #   make bench                      # the full run
 #   make bench BENCH_ARGS=--quick   # a ~6-minute smoke run, JSON only
@@ -46,3 +47,4 @@ BENCH_ARGS ?=
 bench: bootstrap
 	$(VENV_PYTHON) -m pip install -q -e '.[test,bench]'
 	source .run/env.sh && $(VENV_PYTHON) -m bench.run $(BENCH_ARGS)
+	source .run/env.sh && $(VENV_PYTHON) -m bench.tail_anatomy $(if $(findstring --quick,$(BENCH_ARGS)),--no-docs --seconds 2,)

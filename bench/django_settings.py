@@ -6,8 +6,8 @@ that bench/stacks.py sets for each stack:
 
 GREENPOOL_BENCH_BACKEND
     ``greenpool``: ENGINE greenpool.backends.mysql with the demo's pool
-    (GREENPOOL_DEMO_POOL_*: max_size 5, min_size 1, timeout 10 s), CONN_MAX_AGE 0,
-    CONN_HEALTH_CHECKS on, exactly as greenpool.demo.settings has it.
+    (GREENPOOL_DEMO_POOL_*: max_size 5, timeout 10 s; bench/stacks.py sets min_size
+    to 5 as well), CONN_MAX_AGE 0, CONN_HEALTH_CHECKS on, as greenpool.demo.settings has it.
     ``django``: Django's stock ENGINE django.db.backends.mysql on PyMySQL
     (``pymysql.install_as_MySQLdb()``, the usual recipe), Django's defaults.
     ``dbpool``: django-db-connection-pool's ENGINE dj_db_conn_pool.backends.mysql
@@ -19,6 +19,8 @@ GREENPOOL_BENCH_TUNED
     defaults, as users run it (PyMySQL 1.2 then builds a TLS context per connect).
 GREENPOOL_BENCH_COUNTER_DIR
     Where bench.connect_counter counts this process's MySQL connects.
+GREENPOOL_BENCH_TAIL_DIR
+    Where bench.tail_probe writes this process's timings (bench.tail_anatomy only).
 
 The database is GREENPOOL_MYSQL_* (bench.run points it at its own database and
 account).
@@ -42,6 +44,12 @@ if _counter_dir:
     from bench import connect_counter
 
     connect_counter.install(_counter_dir)
+
+_tail_dir = os.environ.get("GREENPOOL_BENCH_TAIL_DIR")
+if _tail_dir:
+    from bench import tail_probe
+
+    tail_probe.install(_tail_dir)
 
 _demo = _DEMO_DATABASES["default"]
 _options = {k: v for k, v in _demo["OPTIONS"].items() if k != "pool"}  # charset, connect_timeout

@@ -50,8 +50,6 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "pool_micro.jsonl"
 DEFAULT_DOCS = ROOT / "docs" / "benchmarks.md"
-MARK_START = "<!-- pool_micro:start -->"
-MARK_END = "<!-- pool_micro:end -->"
 
 POOL_SIZE = 10
 GREENLETS = 100
@@ -677,21 +675,9 @@ def _markdown(
 
 
 def _write_section(path: Path, body: str) -> None:
-    """Replace only the text between our markers (append the section when the
-    markers are absent; create the file when it is)."""
-    section = f"{MARK_START}\n{body}\n{MARK_END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start == -1 and end == -1:
-        new = text.rstrip("\n") + "\n\n" + section + "\n"
-    elif start != -1 and end > start and text.count(MARK_START) == 1 and text.count(MARK_END) == 1:
-        new = text[:start] + section + text[end + len(MARK_END) :]
-    else:
-        raise SystemExit(f"{path}: the {MARK_START} / {MARK_END} markers are unbalanced; fix them by hand, nothing was written")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
+    from bench.report import write_section
+
+    write_section(path, body, name="pool_micro")
 
 
 def _meta(params: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "servers.jsonl"
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "img"
+# The section of docs/benchmarks.md this module writes (write_section's default name).
 MARK_START = "<!-- servers:start -->"
 MARK_END = "<!-- servers:end -->"
 MB = 1024.0
@@ -681,16 +682,22 @@ def section(run: Run, files: list[str]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_section(path: Path, body: str) -> None:
-    block = f"{MARK_START}\n{body}{MARK_END}"
+def write_section(path: Path, body: str, name: str = "servers") -> None:
+    """Replace only the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``
+    (append the section when the markers are absent, create the page when it is);
+    every bench script that writes to docs/benchmarks.md goes through here."""
+    mark_start, mark_end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{mark_start}\n{body.rstrip(chr(10))}\n{mark_end}"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
+    start, end = text.find(mark_start), text.find(mark_end)
     if start == -1 and end == -1:
         new = text.rstrip("\n") + "\n\n" + block + "\n"
-    elif start != -1 and end > start and text.count(MARK_START) == 1 and text.count(MARK_END) == 1:
-        new = text[:start] + block + text[end + len(MARK_END):]
+    elif start != -1 and end > start and text.count(mark_start) == 1 and text.count(mark_end) == 1:
+        new = text[:start] + block + text[end + len(mark_end):]
     else:
-        raise SystemExit(f"{path}: the {MARK_START} / {MARK_END} markers are unbalanced; nothing was written")
+        raise SystemExit(f"{path}: the {mark_start} / {mark_end} markers are unbalanced; fix them by hand, "
+                         f"nothing was written")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(new, encoding="utf-8")
     os.replace(tmp, path)

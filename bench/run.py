@@ -321,7 +321,8 @@ class Running:
         return [p.stat().st_size if p.exists() else 0 for p in self.logs]
 
 
-def start(stack: Stack, root: Path, db_env: dict[str, str], tag: str) -> Running:
+def start(stack: Stack, root: Path, db_env: dict[str, str], tag: str,
+          extra_env: dict[str, str] | None = None) -> Running:
     workdir = root / f"{stack.key}-{tag}"
     workdir.mkdir(parents=True)
     counters = workdir / "counters"
@@ -329,7 +330,7 @@ def start(stack: Stack, root: Path, db_env: dict[str, str], tag: str) -> Running
     front = free_ports(1) if stack.needs_nginx else app_port
     ports = stacks.Ports(app=app_port, front=front)
     running = Running(stack, workdir, ports)
-    base_env = {**db_env, "GREENPOOL_BENCH_COUNTER_DIR": str(counters)}
+    base_env = {**db_env, "GREENPOOL_BENCH_COUNTER_DIR": str(counters), **(extra_env or {})}
     for command in stack.commands(ports, workdir):
         log_path = workdir / f"{command.name}.log"
         logf = open(log_path, "wb")

@@ -1,0 +1,60 @@
+"""bench/tail_probe.py and bench/tail_anatomy.py: the timings behind the tail study."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.tail_anatomy import line_counts, percentiles, read_samples
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_probe_times_a_request_its_statements_and_its_pool_connection(tmp_path, mysql_params):
+    # In a subprocess: install() wraps PyMySQL, Django and greenpool for the whole process.
+    code = f"""
+import django
+from django.conf import settings
+settings.configure()
+from bench import tail_probe
+tail_probe.FLUSH_EVERY = 1
+tail_probe.install({str(tmp_path)!r})
+from django.core.handlers.wsgi import WSGIHandler
+from greenpool.mysql import connect_factory
+from greenpool.pool import Pool
+params = {json.dumps(mysql_params)}
+pool = Pool(connect_factory(dict(host=params["host"], port=int(params["port"]), user=params["user"],
+                                 password=params["password"], database=params["database"])), max_size=1)
+conn = pool.getconn()
+cur = conn.cursor()
+cur.execute("SELECT 1")
+cur.close()
+pool.putconn(conn)
+pool.close()
+assert WSGIHandler.__call__.__name__ == "timed_call"  # calling it needs a whole project: bench.tail_anatomy does
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    samples = read_samples(tmp_path, {})
+    assert len(samples["wait"]) == 1 and len(samples["hold"]) == 1
+    assert len(samples["query"]) >= 1  # SELECT 1 (and whatever PyMySQL sends at connect)
+    assert all(0 <= ms < 10_000 for kind in ("wait", "hold", "query") for ms in samples[kind])
+    assert samples["hold"][0] >= max(samples["query"])  # the statement ran while the connection was held
+
+
+def test_samples_written_before_the_measured_run_are_skipped(tmp_path):
+    (tmp_path / "1.samples").write_text("query 0.001\nquery 0.002\n")
+    skip = line_counts(tmp_path)
+    with open(tmp_path / "1.samples", "a") as f:
+        f.write("query 0.050\nhold 0.100\n")
+    (tmp_path / "2.samples").write_text("wait 0.003\n")
+    samples = read_samples(tmp_path, skip)
+    assert samples["query"] == [50.0] and samples["hold"] == [100.0] and samples["wait"] == [3.0]
+
+
+def test_percentiles_count_the_slow_ones():
+    p = percentiles([float(x) for x in range(1, 101)])  # 1..100 ms
+    assert p["n"] == 100 and p["p50_ms"] == 51.0 and p["p99_ms"] == 100.0 and p["max_ms"] == 100.0
+    assert p["over_10ms"] == 90
+    assert percentiles([]) == {"n": 0}
