@@ -366,23 +366,29 @@ def wait_ready(running: Running, timeout: float = 60.0) -> str | None:
     return f"not ready after {timeout:.0f}s ({last}): {tail(running.logs[0])}"
 
 
-def wait_booted(running: Running, timeout: float = 20.0) -> float:
-    """Wait until the stack's processes have used no CPU for 0.5 s (every worker
-    has finished loading the app). Bounded; returns the seconds waited."""
+def wait_idle(running: Running, quiet_s: float, timeout: float, monitor: "Monitor | None" = None) -> float:
+    """Wait until the stack's processes have used (almost) no CPU for quiet_s seconds
+    and, with a monitor, our account runs no query. Bounded; returns the seconds waited."""
     started = time.monotonic()
     quiet_since = None
     last = running.cpu()
     while time.monotonic() - started < timeout:
         time.sleep(0.1)
         now = running.cpu()
-        if now - last > 0.01:
+        busy = now - last > 0.015 or (monitor is not None and monitor.active_queries() > 0)
+        last = now
+        if busy:
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= 0.5:
+        elif time.monotonic() - quiet_since >= quiet_s:
             break
-        last = now
     return round(time.monotonic() - started, 2)
+
+
+def wait_booted(running: Running) -> float:
+    """Every worker has finished loading the app: no CPU for 0.5 s."""
+    return wait_idle(running, quiet_s=0.5, timeout=20.0)
 
 
 def stop(running: Running) -> None:
@@ -474,26 +480,11 @@ def wrk_command(clients: int, seconds: int, url: str = "URL") -> str:
     return f"wrk -t1 -c{clients} -d{seconds}s --timeout {WRK_TIMEOUT_S}s --latency -s bench/wrk_report.lua {url}"
 
 
-def wait_quiet(running: Running, monitor: "Monitor", timeout: float = 15.0) -> float:
-    """Wait until the stack has finished the requests a wrk run left behind (a sync
-    worker still answers the connections wrk closed, a queued /slow still sleeps):
-    its processes use no CPU for 0.3 s and our account runs no query. Bounded; returns
-    the seconds waited."""
-    started = time.monotonic()
-    quiet_since = None
-    last = running.cpu()
-    while time.monotonic() - started < timeout:
-        time.sleep(0.1)
-        now = running.cpu()
-        busy = now - last > 0.02 or monitor.active_queries() > 0
-        last = now
-        if busy:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= 0.3:
-            break
-    return round(time.monotonic() - started, 2)
+def wait_quiet(running: Running, monitor: "Monitor") -> float:
+    """The stack has finished the requests a wrk run left behind (a sync worker still
+    answers the connections wrk closed, a queued /slow still sleeps): no CPU for 0.3 s
+    and no query running."""
+    return wait_idle(running, quiet_s=0.3, timeout=15.0, monitor=monitor)
 
 
 def greenpool_stats(running: Running) -> dict[str, Any] | None:

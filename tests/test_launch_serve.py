@@ -27,11 +27,10 @@ from typing import Any
 
 import pytest
 
-from greenpool.launch import stats as stats_module
 from greenpool.launch.errors import ExitCode
-from tests.support.procs import stop_process_group
 from tests.support import mysqlenv
 from tests.support.net import free_port
+from tests.support.serve import ServeProcess, loadgen
 
 pytestmark = pytest.mark.mysql
 
@@ -52,87 +51,14 @@ def load_scale() -> float:
 # -- helpers -------------------------------------------------------------------------
 
 
-class Server:
-    """One greenpool-serve master (and its workers), started as users start it."""
+class Server(ServeProcess):
+    """tests.support.serve.ServeProcess on this test's own database of the shared server,
+    with the demo's pool at max_size 5 (the bounds the tests below assert)."""
 
-    def __init__(self, tmp_path: Path, mysql_params: dict, database: str, *args: str, server: str = "gevent",
-                 workers: int = 2, env: dict[str, str] | None = None, port: int | None = None,
-                 bind: list[str] | None = None) -> None:
-        self.port = port or free_port()
-        self.control_dir = str(tmp_path / f"ctl-{uuid.uuid4().hex[:6]}")
-        self.log_path = tmp_path / f"server-{uuid.uuid4().hex[:6]}.log"
-        self.workers = workers
-        binds = bind or [f"127.0.0.1:{self.port}"]
-        self.cmd = [sys.executable, "-m", "greenpool.launch", "--server", server, "-w", str(workers),
-                    "--control-dir", self.control_dir, *[f"--bind={b}" for b in binds], *args]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_") and k != "DJANGO_SETTINGS_MODULE"}
-        self.env.update({
-            "GREENPOOL_MYSQL_HOST": mysql_params["host"],
-            "GREENPOOL_MYSQL_PORT": str(mysql_params["port"]),
-            "GREENPOOL_MYSQL_USER": mysql_params["user"],
-            "GREENPOOL_MYSQL_PASSWORD": mysql_params["password"],
-            "GREENPOOL_MYSQL_DATABASE": database,
-            "GREENPOOL_DEMO_POOL_MAX_SIZE": "5",
-        })
-        self.env.update(env or {})
-        self.cwd = tmp_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, wait: bool = True) -> "Server":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        if wait:
-            self.wait_log(f"all {self.workers} workers ready")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, pattern: str, timeout: float = READY_TIMEOUT, count: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(re.findall(pattern, self.log())) >= count:
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"greenpool-serve exited ({self.proc.returncode}) before {pattern!r}:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in the log after {timeout}s:\n{self.log()}")
-
-    def wait_exit(self, timeout: float = 60.0) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"greenpool-serve still running after {timeout}s:\n{self.log()}") from None
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.proc.pid, signum)
-
-    def stop(self) -> None:
-        """TERM, then (if it hangs) KILL the process group this test started."""
-        if self.proc is None:
-            return
-        stop_process_group(self.proc, signal.SIGTERM, grace=30)
-        self._log.close()
-
-    def stats(self) -> dict[str, Any]:
-        return stats_module.collect(self.control_dir)
-
-    def worker_pids(self) -> dict[int, int]:
-        return {w["index"]: w["pid"] for w in self.stats()["workers"] if w.get("state") == "ready"}
-
-    def url(self, path: str, port: int | None = None) -> str:
-        return f"http://127.0.0.1:{port or self.port}{path}"
-
-    def get(self, path: str, headers: dict[str, str] | None = None, port: int | None = None,
-            timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
-        try:
-            conn.request("GET", path, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
+    def __init__(self, tmp_path: Path, mysql_params: dict, database: str, *args: str,
+                 env: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(tmp_path, {**mysql_params, "database": database}, *args,
+                         env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "5", **(env or {})}, **kwargs)
 
 
 def free_port_range(count: int) -> int:
@@ -154,15 +80,6 @@ def free_port_range(count: int) -> int:
             for sock in socks:
                 sock.close()
     raise RuntimeError(f"no {count} consecutive free ports found")
-
-
-def loadgen(urls: list[str], clients: int, requests: int, duration: float, *extra: str) -> dict[str, Any]:
-    """The gevent load client in its own process, bounded in count and time."""
-    proc = subprocess.run([sys.executable, "-m", "greenpool.launch.loadgen", *urls, "--clients", str(clients),
-                           "--requests", str(requests), "--duration", str(duration), "--timeout", "30", *extra],
-                          capture_output=True, text=True, timeout=duration + 90)
-    assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
 
 
 class ProcesslistPoller(threading.Thread):
