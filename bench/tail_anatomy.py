@@ -135,24 +135,45 @@ def section(meta: dict[str, Any], recs: list[dict[str, Any]]) -> str:
 
 
 def findings(recs: list[dict[str, Any]]) -> list[str]:
+    """The figures the table holds, put side by side; no verdict is assumed."""
     by = {r["stack"]: r for r in recs if not r.get("failed")}
     gp, sync = by.get("gp-gevent"), by.get("sync-persist")
-    if not gp or not (gp["parts"].get("hold") or {}).get("n"):
+    if not gp or not (gp["parts"].get("app") or {}).get("n"):
         return []
-    hold, wait, query = gp["parts"]["hold"], gp["parts"]["wait"], gp["parts"]["query"]
+    app, wait, hold, query = (gp["parts"].get(k) or {} for k in ("app", "wait", "hold", "query"))
+    w = gp.get("wrk") or {}
     out = ["What the numbers say:", ""]
-    out.append(f"- greenpool's pool queue is fair: its wait has p99 / p50 = {wait['p99_ms'] / max(wait['p50_ms'], 0.001):.1f} "
-               f"(FIFO hand-over). The spread is in **hold**: p50 {fmt(hold['p50_ms'])} ms, p99 {fmt(hold['p99_ms'])} ms, "
-               f"for three primary-key reads.")
-    line = (f"- A statement's time in the gevent worker: p50 {fmt(query['p50_ms'])} ms, p99 {fmt(query['p99_ms'])} ms; "
-            f"{query['over_10ms'] / query['n']:.1%} took over 10 ms")
-    if sync and (sync["parts"].get("query") or {}).get("n"):
-        sq = sync["parts"]["query"]
-        line += (f", against p99 {fmt(sq['p99_ms'])} ms and {sq['over_10ms'] / sq['n']:.1%} in gunicorn sync "
-                 f"(same server, same statements): the difference is the wait for the hub to resume the greenlet "
-                 f"after the answer arrived, behind the CPU work of the other ready greenlets")
-    out.append(line + ".")
+    out.append(f"- greenpool-serve gevent: wrk saw p50 {fmt(w.get('p50_ms'))} / p99 {fmt(w.get('p99_ms'))} ms; the "
+               f"application's call took p50 {fmt(app.get('p50_ms'))} / p99 {fmt(app.get('p99_ms'))} ms of that. "
+               f"The rest is outside Django's call: the request waiting in its socket until the worker reads it, "
+               f"and the response being written.")
+    if wait.get("n") and hold.get("n"):
+        out.append(f"- Inside the application: the wait for a pool connection p50 {fmt(wait['p50_ms'])} / p99 "
+                   f"{fmt(wait['p99_ms'])} ms; the connection then held p50 {fmt(hold['p50_ms'])} / p99 "
+                   f"{fmt(hold['p99_ms'])} ms for three primary-key reads.")
+    if query.get("n"):
+        line = (f"- A statement's time in the gevent worker: p50 {fmt(query['p50_ms'])} ms, p99 {fmt(query['p99_ms'])} "
+                f"ms; {query['over_10ms'] / query['n']:.1%} took over 10 ms")
+        if sync and (sync["parts"].get("query") or {}).get("n"):
+            sq = sync["parts"]["query"]
+            line += (f", against p99 {fmt(sq['p99_ms'])} ms and {sq['over_10ms'] / sq['n']:.1%} in gunicorn sync "
+                     f"(same server, same statements). The server answers as fast for both; a gevent worker resumes "
+                     f"the greenlet only when its hub next polls, after the CPU work of the greenlets that were "
+                     f"ready before it, so a request that holds a connection waits behind requests that do not")
+        out.append(line + ".")
     return out
+
+
+def report(path: Path, run_id: str | None, docs: Path) -> str:
+    """Rewrite the docs section from results already recorded (the last run by default)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    metas = [r for r in rows if r.get("type") == "meta" and (run_id is None or r["run"] == run_id)]
+    if not metas:
+        raise SystemExit(f"{path}: no run {run_id or ''} recorded")
+    meta = metas[-1]
+    recs = [r for r in rows if r.get("type") == "tail_anatomy" and r.get("run") == meta["run"]]
+    write_section(docs, section(meta, recs), name="tail_anatomy")
+    return meta["run"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--report", nargs="?", const="", default=None, metavar="RUN_ID",
+                        help="measure nothing: rewrite the docs section from --out (the last run, or RUN_ID)")
     args = parser.parse_args(argv)
+    if args.report is not None:
+        run_id = report(Path(args.out), args.report or None, Path(args.docs))
+        run.log(f"wrote {args.docs} (run {run_id})")
+        return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk; .ci/bootstrap.sh installs it)")
     run_id = uuid.uuid4().hex[:12]
