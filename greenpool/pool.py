@@ -448,7 +448,9 @@ class Pool:
             # queue, and pass on anything handed to us meanwhile.
             self._abandon(waiter)
             raise
-        if not got and self._abandon(waiter):
+        # Not woken in time, but a giver may have served us between the timeout
+        # and this check (threads): then the value is ours, not to be passed on.
+        if not got and self._dequeue(waiter):
             with self._lock:
                 self._stats["requests_timeouts"] += 1
                 in_use, waiting, size = len(self._out), len(self._waiting), self._slots
@@ -462,34 +464,50 @@ class Pool:
             raise PoolClosed(f"pool {self.name!r} was closed while waiting for a connection")
         return waiter.value
 
-    def _abandon(self, waiter: Any) -> bool:
-        """Take a waiter out of the queue. True if it was still queued; False
-        if something was handed to it in the meantime, which is passed on."""
+    def _dequeue(self, waiter: Any) -> bool:
+        """Take a waiter out of the queue: True if it was still queued, False if
+        it has been served (givers set the value under the lock, so it is there)."""
         with self._lock:
             try:
                 self._waiting.remove(waiter)
                 return True
             except ValueError:
-                pass  # already served: its value is handled below
+                return False
+
+    def _abandon(self, waiter: Any) -> None:
+        """A waiter that dies (killed, interrupted) leaves the queue; anything
+        handed to it in the meantime is passed on."""
+        if self._dequeue(waiter):
+            return
         value = waiter.value
         if value is _SLOT:
             self._release_slot()
         elif isinstance(value, _Record):
+            self._forget(value)
             self._give_back(value)
-        return False
+
+    def _forget(self, record: _Record) -> None:
+        """Take a record handed to a waiter out of the checked-out map again."""
+        with self._lock:
+            if self._out.get(id(record.conn)) is record:
+                del self._out[id(record.conn)]
 
     def _hand_out(self, record: Any, started: float, timeout: float) -> Any:
         """Turn an idle record needing a look, a record handed over by a
         returning request, or a reserved slot into a checked-out, healthy
         connection. On any failure the slot is released, never lost."""
         if record is not _SLOT:
+            given = record
             try:
                 record = self._vet(record)
             except BaseException:
                 # Killed during the checkout check (gevent.Timeout around
                 # the request): the ping may be half-read, so discard.
-                self._discard(record, "interrupted during its checkout check")
+                self._forget(given)
+                self._discard(given, "interrupted during its checkout check")
                 raise
+            if record is _SLOT:  # closed by the check: this request connects anew
+                self._forget(given)
         if record is _SLOT:
             try:
                 record = self._connect_within(started + timeout)
@@ -571,6 +589,10 @@ class Pool:
                 self._slots -= 1
                 closing = True
             elif self._waiting:
+                # Handed over: in use from now on (stats, leak checks, wait()),
+                # though its new holder runs only when the hub or the OS gets to it.
+                record.checked_out_at = time.monotonic()
+                self._out[id(record.conn)] = record
                 self._waiting.popleft().give(record)
                 return
             else:

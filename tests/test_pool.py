@@ -146,6 +146,55 @@ def test_waiters_are_served_fifo_and_handed_the_returned_connection(db, conc):
     pool.close()
 
 
+def test_connection_handed_to_a_waiter_counts_as_in_use_at_once(db, conc):
+    pool = make_pool(db, conc, max_size=1)
+    held = pool.getconn()
+    waiter = conc.spawn(lambda: pool.putconn(pool.getconn()))
+    deadline = time.monotonic() + 5
+    while pool.get_stats()["requests_waiting"] < 1 and time.monotonic() < deadline:
+        conc.sleep(0.005)
+    pool.putconn(held)
+    # Before the waiter has run (gevent: nothing yielded since the handover),
+    # the connection is its, not idle and not lost from the stats.
+    stats = pool.get_stats()
+    assert (stats["pool_in_use"], stats["pool_available"], stats["pool_size"]) == (1, 0, 1)
+    conc.join([waiter])
+    stats = pool.get_stats()
+    assert (stats["pool_in_use"], stats["pool_available"]) == (0, 1)
+    pool.close()
+
+
+def test_waiter_served_as_its_wait_times_out_keeps_the_connection():
+    # Threads: the giver may hand a connection over between the moment the
+    # waiter's wait gives up and the moment it leaves the queue. The waiter must
+    # then use it, not also pass it on (two holders of one connection).
+    from greenpool._compat import ThreadWaiter
+
+    class LateWaiter(ThreadWaiter):
+        def wait(self, timeout):
+            self._event.wait(5)  # served...
+            return False  # ...but reports the timeout it hit at the same instant
+
+    db = FakeDB(sleep=time.sleep)
+    pool = Pool(db.connect, max_size=1, timeout=5, concurrency="threads")
+    pool._prims.Waiter = LateWaiter
+    held = pool.getconn()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(pool.getconn()), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while pool.get_stats()["requests_waiting"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    pool.putconn(held)
+    waiter.join(5)
+    assert got == [held]
+    stats = pool.get_stats()
+    assert (stats["pool_in_use"], stats["pool_available"], stats["requests_timeouts"]) == (1, 0, 0)
+    pool.putconn(held)
+    assert pool.get_stats()["pool_available"] == 1
+    pool.close()
+
+
 def test_pool_timeout_names_pool_size_usage_and_wait(db, conc):
     pool = make_pool(db, conc, max_size=2, name="orders")
     a, b = pool.getconn(), pool.getconn()
