@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from tests.support import mysqlenv  # noqa: E402
-from tests.support.mariadb import MariaDBUnavailable, ThrowawayMariaDB  # noqa: E402
+from tests.support.mariadb import throwaway_or_skip  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -48,16 +47,7 @@ def mysql_admin(mysql_params):
 
 @pytest.fixture(scope="module")
 def throwaway_mariadb():
-    """A private mariadbd for this module's tests, which may stop, kill or reconfigure it.
-
-    Without MariaDB binaries the tests are skipped on a developer machine but fail in CI,
-    where `make test` installs them.
-    """
-    try:
-        server = ThrowawayMariaDB()
-    except MariaDBUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc), pytrace=False)
-        pytest.skip(str(exc))
-    with server:
+    """A private mariadbd for this module's tests, which may stop, kill or reconfigure it
+    (skipped without MariaDB binaries, failed in CI)."""
+    with throwaway_or_skip() as server:
         yield server

@@ -8,7 +8,6 @@ globals it set through ``db.set_global``) before the next test.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from typing import Any, Iterator
@@ -16,7 +15,7 @@ from typing import Any, Iterator
 import pymysql
 import pytest
 
-from tests.support.mariadb import MariaDBUnavailable, ThrowawayMariaDB
+from tests.support.mariadb import ThrowawayMariaDB, throwaway_or_skip
 from tests.support.serve import ServeProcess, scaled
 
 SERVERS = ["gevent", "tornado"]
@@ -27,13 +26,7 @@ DOC_SERVERS = scaled(SERVERS, ["gevent"])
 
 @pytest.fixture(scope="package")
 def faultdb() -> Iterator[ThrowawayMariaDB]:
-    try:
-        server = ThrowawayMariaDB()
-    except MariaDBUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(exc), pytrace=False)
-        pytest.skip(str(exc))
-    with server:
+    with throwaway_or_skip() as server:
         yield server
 
 
