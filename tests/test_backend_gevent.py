@@ -108,14 +108,19 @@ def test_request_cycle_returns_connections_and_stays_bounded(mysql_params):
             finally:
                 request_finished.send(sender=None)
 
+        stop = [False]
+
         def watch():
-            while True:
+            # Stopped by a flag, not killed: a kill landing mid-query would leave the
+            # admin connection half-read (the epilogue then failed with InterfaceError).
+            while not stop[0]:
                 peak[0] = max(peak[0], server_connections())
                 gevent.sleep(0.01)
 
         watcher = gevent.spawn(watch)
         gevent.joinall([gevent.spawn(request, i) for i in range(500)], timeout=60)
-        watcher.kill()
+        stop[0] = True
+        watcher.join(timeout=10)
         stats = connection.pool.get_stats()
         print(json.dumps({"peak": peak[0], "errors": errors[:3], "stats": stats}))
         """,
