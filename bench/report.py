@@ -569,7 +569,7 @@ def section(run: Run, files: list[str]) -> str:
     add("```")
     add("")
     add(f"Run `{m['run']}` at {m['time']}, {run.end.get('elapsed_s', 0) / 60:.0f} min; {mach['nproc']} CPUs "
-        f"({mach['cpu_model']}), {mach['mem_gb']} GB, shared with other developers' test runs: load average "
+        f"({mach['cpu_model']}), {mach['mem_gb']} GB; load average (the benchmark's own processes included) "
         f"{m['loadavg_start'][0]:.2f} at start, {run.end.get('loadavg_end', [0])[0]:.2f} at end, "
         f"{min(loads):.2f}–{max(loads):.2f} (median {statistics.median(loads):.2f}) across the measurements. "
         f"Python {v['python']}, Django {v['Django']}, gevent {v['gevent']}, greenlet {v['greenlet']}, PyMySQL "
@@ -577,7 +577,7 @@ def section(run: Run, files: list[str]) -> str:
         f"{v['django-db-connection-pool']} (SQLAlchemy {v['SQLAlchemy']}), greenpool {v['greenpool']} (git "
         f"{m['git']['commit']}{', uncommitted changes in greenpool/' if m['git']['dirty'] else ''}), {v['wrk']}, "
         f"{v['nginx']}. Server {srv['version']} on {srv['host']} ({srv['thread_handling']}, max_connections "
-        f"{srv['max_connections']}, TLS {srv['have_ssl']}), shared with everyone on the machine.")
+        f"{srv['max_connections']}, TLS {srv['have_ssl']}), the same server for every stack.")
     add("")
     plan = m["plan"]
     add("How each figure was made (details in bench/README.md):")
