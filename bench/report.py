@@ -29,6 +29,7 @@ MARK_END = "<!-- servers:end -->"
 MB = 1024.0
 
 GP = "gp-gevent"
+GP_CB = "gp-gevent-cb4"  # the same with --callback-batch 4
 
 
 def load(path: Path, run: str | None) -> list[dict[str, Any]]:
@@ -225,7 +226,7 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
     conc = run.concurrency
     others = [s["key"] for s in run.stacks if not s["key"].startswith("gp-") and s["key"] != "bare"]
 
-    for key in (GP,):
+    for key in (GP, GP_CB):
         if not any(run.cell(key, "/read", c) for c in conc):
             continue
         who = run.labels.get(key, key)

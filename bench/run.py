@@ -1025,6 +1025,8 @@ def main(argv: list[str] | None = None) -> int:
             keys = {s.key for s in chosen}
             if "gp-gevent" in keys:
                 rec = slow_mixed(bench, "gp-gevent")
+                if "gp-gevent-cb4" in keys:
+                    slow_mixed(bench, "gp-gevent-cb4")
                 memory_match(bench, rec, matrix)
             latency_study(bench, chosen)
     finally:

@@ -136,6 +136,10 @@ GP_SETTINGS = ('ENGINE "greenpool.backends.mysql", CONN_MAX_AGE 0, CONN_HEALTH_C
 STACKS: tuple[Stack, ...] = (
     Stack("gp-gevent", "greenpool-serve gevent", "greenpool", _greenpool("gevent"), bound=BOUND, control=True,
           settings=f"`greenpool-serve -w 2` (gevent.pywsgi, 1000 connections per worker); {GP_SETTINGS}"),
+    Stack("gp-gevent-cb4", "greenpool-serve gevent --callback-batch 4", "greenpool",
+          _greenpool("gevent", extra=("--callback-batch", "4")), bound=BOUND, control=True,
+          settings="as greenpool-serve gevent, with --callback-batch 4 (gevent's CFFI loop, which may poll "
+                   "after every 4 callbacks instead of 50)"),
     Stack("gp-gevent-reuseport", "greenpool-serve gevent --reuse-port", "greenpool",
           _greenpool("gevent", extra=("--reuse-port",)), paths=(), bound=BOUND, control=True,
           settings="as greenpool-serve gevent, with --reuse-port (each worker its own SO_REUSEPORT socket); "
@@ -195,7 +199,7 @@ REFERENCE = "sync-persist"
 
 # The stacks whose /read cells the targets compare: measured in every round (bench.run
 # FULL["rounds"]); the others once.
-ROUND_STACKS = ("gp-gevent", "gp-tornado", "sync-persist", "gevent-persist", "gevent-persist+tuned", "gevent-dbpool",
+ROUND_STACKS = ("gp-gevent", "gp-gevent-cb4", "gp-tornado", "sync-persist", "gevent-persist", "gevent-persist+tuned", "gevent-dbpool",
                 "tornado-stock")
 
 

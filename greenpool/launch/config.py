@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import ipaddress
 import os
 import re
@@ -308,6 +309,13 @@ SETTINGS: tuple[Setting, ...] = (
             "gevent: most connections one worker serves at once; past it, it stops accepting "
             "until one ends. Requests beyond the pool's max_size wait for a database connection.",
             "Workers", metavar="INT"),
+    Setting("callback_batch", ("--callback-batch",), _int_at_least(0), 0,
+            "gevent: run the worker's hub on gevent's CFFI libev loop, which may look at the clock "
+            "(and poll sockets and timers once the switch interval has passed) after every N "
+            "callbacks; gevent's default loop does so after every 50, and a busy worker whose "
+            "callbacks are whole requests then leaves database answers unread for 100 ms and more "
+            "(docs/tuning.md). Needs the cffi package. 0: gevent's default loop.",
+            "Workers", metavar="N"),
     Setting("threads", ("--threads",), _int_at_least(1), 10,
             "tornado: executor threads running Django per worker. 1 means one request at a time "
             "and one database connection per process. More threads than the pool's max_size "
@@ -645,6 +653,11 @@ def _cross_check(config: Config) -> None:
         for a in addresses:
             if a.kind == "tcp" and a.port + config.workers - 1 > 65535:
                 raise LaunchError(ExitCode.USAGE, f"--worker-ports: {a} + {config.workers - 1} workers passes port 65535")
+    if config.callback_batch and config.server != "gevent":
+        raise LaunchError(ExitCode.USAGE, "--callback-batch applies to the gevent worker only (--server gevent)")
+    if config.callback_batch and importlib.util.find_spec("_cffi_backend") is None:
+        raise LaunchError(ExitCode.USAGE, "--callback-batch runs gevent's CFFI loop, which needs the cffi package: "
+                          "pip install cffi (or greenpool[cffi])")
     if len(set(map(str, addresses))) != len(addresses):
         raise LaunchError(ExitCode.USAGE, f"--bind lists an address twice: {', '.join(map(str, addresses))}")
 
