@@ -302,8 +302,11 @@ class Master:
             listen = [{"address": str(a)} for a in self.addresses]
         else:
             socks = self.port_socks.get(index, []) if self.settings["worker_ports"] else self.shared_socks
+            # How many workers accept from each socket: the worker takes its
+            # share of a socket's queue per wake-up (worker.accept_budget).
+            sharing = 1 if self.settings["worker_ports"] else self.desired
             for sock in socks:
-                listen.append({"fd": sock.fileno(), "address": sockets.describe_socket(sock)})
+                listen.append({"fd": sock.fileno(), "address": sockets.describe_socket(sock), "shared_by": sharing})
                 pass_fds.append(sock.fileno())
         control = None if check_only else os.path.join(self.control_dir, f"w{index}-g{self.generation}.sock")
         names = self.listen_names(index)

@@ -129,11 +129,25 @@ class GreenpoolHandler(WSGIHandler):
         state.access_log(remote, self.requestline or "", status, self.response_length or None, seconds)
 
 
+class GreenpoolServer(WSGIServer):
+    """pywsgi's server taking its share of the accept queue per wake-up
+    (worker.accept_budget) instead of up to 100 connections."""
+
+    shared_by = 1  # workers accepting from this socket
+
+    @property  # type: ignore[override]
+    def max_accept(self) -> int:  # read by gevent's BaseServer once per wake-up
+        return worker.accept_budget(self.socket, self.shared_by)
+
+    def set_max_accept(self) -> None:
+        """pywsgi would pin max_accept to 1 for wsgi.multiprocess; the budget decides."""
+
+
 class GeventWorker:
     def __init__(self, state: worker.WorkerState) -> None:
         self.state = state
         self.settings = state.settings
-        self.servers: list[WSGIServer] = []
+        self.servers: list[GreenpoolServer] = []
         self.handlers: set[GreenpoolHandler] = set()
         # Every connection's greenlet, from its accept on: a handler joins
         # self.handlers only once its greenlet runs, which can be after a stop
@@ -145,7 +159,8 @@ class GeventWorker:
 
     # -- start ---------------------------------------------------------------
 
-    def listeners(self) -> list[socket.socket]:
+    def listeners(self) -> list[tuple[socket.socket, int]]:
+        """The listening sockets, each with how many workers accept from it."""
         socks = []
         for item in self.state.spec["listen"]:
             if "fd" in item:
@@ -153,14 +168,14 @@ class GeventWorker:
             else:  # --reuse-port: this worker binds its own socket
                 sock = sockets.bind(sockets.parse_address(item["address"]), self.settings["backlog"], reuse_port=True)
             sockets.set_nodelay(sock)
-            socks.append(sock)
+            socks.append((sock, item.get("shared_by", 1)))
         return socks
 
     def start(self, app: Any) -> None:
-        for sock in self.listeners():
-            server = WSGIServer(sock, app, spawn=self.spawn, handler_class=GreenpoolHandler, log=None,
-                                error_log=logging.getLogger("greenpool.wsgi"))
-            server.max_accept = worker.ACCEPT_BATCH  # not 100: see ACCEPT_BATCH
+        for sock, shared_by in self.listeners():
+            server = GreenpoolServer(sock, app, spawn=self.spawn, handler_class=GreenpoolHandler, log=None,
+                                     error_log=logging.getLogger("greenpool.wsgi"))
+            server.shared_by = shared_by
             server.greenpool_state = self.state
             server.greenpool_handlers = self.handlers
             server.start()

@@ -149,12 +149,12 @@ class GreenpoolHTTPServer(HTTPServer):
         self.state = state
         self.idle: dict[object, float] = {}  # server connection -> idle since
 
-    def add_sockets(self, socks: Any) -> None:
-        # TCPServer.add_sockets, with an accept handler that takes at most
-        # worker.ACCEPT_BATCH connections per wake-up instead of Tornado's 128.
-        for sock in socks:
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = _add_batched_accept_handler(sock, self._handle_connection)
+    def add_listener(self, sock: socket.socket, shared_by: int) -> None:
+        """TCPServer.add_sockets for one socket, with an accept handler that takes
+        this worker's share of the queue per wake-up (worker.accept_budget)
+        instead of up to 128 connections; shared_by workers accept from it."""
+        self._sockets[sock.fileno()] = sock
+        self._handlers[sock.fileno()] = _add_batched_accept_handler(sock, shared_by, self._handle_connection)
 
     def handle_stream(self, stream: Any, address: Any) -> None:
         self.state.connections_open += 1
@@ -181,11 +181,11 @@ class GreenpoolHTTPServer(HTTPServer):
         super().on_close(server_conn)
 
 
-def accept_batch(sock: socket.socket, on_connection: Any) -> int:
-    """Accept at most worker.ACCEPT_BATCH waiting connections from the non-blocking
+def accept_batch(sock: socket.socket, shared_by: int, on_connection: Any) -> int:
+    """Accept at most worker.accept_budget() waiting connections from the non-blocking
     listening socket, handing each to on_connection(connection, address); returns how many."""
     accepted = 0
-    for _ in range(worker.ACCEPT_BATCH):
+    for _ in range(worker.accept_budget(sock, shared_by)):
         try:
             connection, address = sock.accept()
         except BlockingIOError:  # nothing left: a sibling took it, or all were taken
@@ -197,7 +197,7 @@ def accept_batch(sock: socket.socket, on_connection: Any) -> int:
     return accepted
 
 
-def _add_batched_accept_handler(sock: socket.socket, on_connection: Any) -> Any:
+def _add_batched_accept_handler(sock: socket.socket, shared_by: int, on_connection: Any) -> Any:
     """tornado.netutil.add_accept_handler with accept_batch() per readiness event
     instead of up to 128 accepts; returns the callable that removes the handler."""
     io_loop = IOLoop.current()
@@ -205,7 +205,7 @@ def _add_batched_accept_handler(sock: socket.socket, on_connection: Any) -> Any:
 
     def on_readable(_fd: Any, _events: int) -> None:
         if not removed:
-            accept_batch(sock, on_connection)
+            accept_batch(sock, shared_by, on_connection)
 
     def remove() -> None:
         nonlocal removed
@@ -229,7 +229,8 @@ class TornadoWorker:
         self.done = asyncio.Event()
         self.control: asyncio.AbstractServer | None = None
 
-    def listeners(self) -> list[socket.socket]:
+    def listeners(self) -> list[tuple[socket.socket, int]]:
+        """The listening sockets, each with how many workers accept from it."""
         socks = []
         for item in self.state.spec["listen"]:
             if "fd" in item:
@@ -238,11 +239,12 @@ class TornadoWorker:
                 sock = sockets.bind(sockets.parse_address(item["address"]), self.settings["backlog"], reuse_port=True)
             sockets.set_nodelay(sock)
             sock.setblocking(False)
-            socks.append(sock)
+            socks.append((sock, item.get("shared_by", 1)))
         return socks
 
     async def start(self) -> None:
-        self.server.add_sockets(self.listeners())
+        for sock, shared_by in self.listeners():
+            self.server.add_listener(sock, shared_by)
         path = worker.control_path(self.state.spec)
         if path:
             try:
