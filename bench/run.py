@@ -149,6 +149,7 @@ class Monitor(threading.Thread):
         self.peaks: dict[str, dict[str, int]] = {}
         self.stop_event = threading.Event()
         self.samples = 0
+        self.limit: int | None = None
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -167,8 +168,30 @@ class Monitor(threading.Thread):
             cur.close()
         return int(n)
 
-    def set_phase(self, phase: str) -> None:
+    def set_phase(self, phase: str, limit: int | None = None) -> None:
+        """Count peaks under `phase`; when our connections exceed `limit`, also record
+        whose they are (see excess())."""
+        self.limit = limit
         self.phase = phase
+
+    def excess(self, count: int) -> dict[str, Any]:
+        """Who holds our account's connections right now: PROCESSLIST's rows by command,
+        and the local process that owns each client socket (none: the client has
+        closed it and the server thread has not noticed yet)."""
+        with self.lock:
+            cur = self.conn.cursor()
+            cur.execute("SELECT HOST, COMMAND, TIME FROM information_schema.PROCESSLIST WHERE USER = %s", (BENCH_USER,))
+            rows = cur.fetchall()
+            cur.close()
+        owners = client_socket_owners(int(self.conn.port))
+        by_owner: dict[str, int] = {}
+        by_command: dict[str, int] = {}
+        for host, command, _seconds in rows:
+            port = int(host.rsplit(":", 1)[1]) if ":" in host else -1
+            owner = owners.get(port, "no local owner (closed by the client)")
+            by_owner[owner] = by_owner.get(owner, 0) + 1
+            by_command[command] = by_command.get(command, 0) + 1
+        return {"ours": count, "by_command": by_command, "by_owner": by_owner}
 
     def wait_gone(self, timeout: float = 10.0) -> float:
         """Wait until the previous stack's connections have left the server (a closed
@@ -189,6 +212,12 @@ class Monitor(threading.Thread):
                     time.sleep(POLL_S)
                     continue
                 peak = self.peaks.setdefault(phase, {"ours": 0, "threads_connected": 0, "samples": 0})
+                limit = self.limit
+                if limit is not None and snap["ours"] > max(limit, peak["ours"]):
+                    try:
+                        peak["excess"] = self.excess(snap["ours"])
+                    except Exception as exc:  # the monitor must never end the run
+                        peak["excess"] = {"ours": snap["ours"], "error": repr(exc)}
                 peak["ours"] = max(peak["ours"], snap["ours"])
                 peak["threads_connected"] = max(peak["threads_connected"], snap["threads_connected"])
                 peak["samples"] += 1
@@ -201,6 +230,50 @@ class Monitor(threading.Thread):
         self.stop_event.set()
         self.join(timeout=2)
         self.conn.close()
+
+
+def client_socket_owners(server_port: int) -> dict[int, str]:
+    """Local TCP port -> "pid command" of the process holding each connection to
+    127.0.0.1:server_port (Linux /proc; the benchmark runs as the owner of its stacks)."""
+    inodes: dict[str, int] = {}  # socket inode -> local port
+    remote = f"0100007F:{server_port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[2] == remote:
+                    inodes[fields[9]] = int(fields[1].split(":")[1], 16)
+    except OSError:
+        return {}
+    owners: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:  # gone, or not ours to read
+            continue
+        name = (" ".join(os.path.basename(a) for a in argv[:3]) or "?").splitlines()[0][:40]
+        if argv[1:2] == ["-c"]:  # a greenpool-serve worker (python -c BOOT): name its master
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = f.read().rsplit(")", 1)[1].split()[1]
+                with open(f"/proc/{ppid}/cmdline", "rb") as f:
+                    parent = [os.path.basename(a.decode(errors="replace")) for a in f.read().split(b"\0")[:2] if a]
+                name = f"worker of pid {ppid} {' '.join(parent)}"
+            except (OSError, IndexError):
+                pass  # the parent is gone: keep the worker's own name
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                owners[inodes[target[8:-1]]] = f"pid {entry} ({name})"
+    return owners
 
 
 # -- processes ------------------------------------------------------------------------
@@ -563,7 +636,7 @@ class Bench:
             assert monitor is not None
             counters = running.workdir / "counters"
             base = monitor.snapshot()
-            monitor.set_phase("warmup")
+            monitor.set_phase("warmup", limit=stack.bound)
             warm = wrk(url, clients, plan["warmup"])
             monitor.set_phase("idle")
             peak_warm = monitor.take("warmup")
@@ -573,7 +646,7 @@ class Bench:
             cpu0 = running.cpu()
             srv0 = cpu_seconds(self.server_pid) if self.server_pid else 0.0
             offsets = running.log_offsets()
-            monitor.set_phase("run")
+            monitor.set_phase("run", limit=stack.bound)
             result = wrk(url, clients, plan["duration"])
             monitor.set_phase("idle")
             peak = monitor.take("run")
@@ -602,6 +675,9 @@ class Bench:
                     "new_per_1000": round((cnt1["successes"] - cnt0["successes"]) * 1000 / requests, 2) if requests else None,
                     "server_connections_delta_all_clients": after["connections"] - before["connections"],
                     "bound": stack.bound,
+                    # above the bound: whose connections they were, at the highest sample
+                    "excess_run": peak.get("excess"),
+                    "excess_warmup": peak_warm.get("excess"),
                 },
                 "cpu": {
                     "stack_s": round(cpu1 - cpu0, 3),

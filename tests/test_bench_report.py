@@ -58,3 +58,15 @@ def test_one_round_is_left_as_measured():
 
     cell = _cell(900, 300)
     assert merge_rounds([cell]) is cell
+
+
+def test_rounds_keep_whose_connections_were_counted_in_the_round_with_the_most():
+    from bench.report import merge_rounds
+
+    few = _cell(900, 300, peak=12)
+    few["connections"]["excess_run"] = {"ours": 12, "by_owner": {"pid 1 (x)": 12}}
+    many = _cell(800, 300, peak=66)
+    many["connections"]["excess_run"] = {"ours": 66, "by_owner": {"pid 2 (y)": 10, "no local owner": 56}}
+    merged = merge_rounds([few, many, _cell(700, 300)])
+    assert merged["connections"]["excess_run"]["ours"] == 66
+    assert merged["connections"]["excess_warmup"] is None

@@ -1,0 +1,29 @@
+"""bench/run.py: the connection monitor's pieces, against the real MariaDB
+(the whole benchmark runs from `make bench`, never in the test suite)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from bench import run
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/net/tcp")
+
+
+def test_client_socket_owners_names_the_process_holding_a_server_connection(mysql_params):
+    import pymysql
+
+    if mysql_params["host"] not in ("127.0.0.1", "localhost"):
+        pytest.skip("the owners are read for connections to 127.0.0.1")
+    conn = pymysql.connect(host="127.0.0.1", port=int(mysql_params["port"]), user=mysql_params["user"],
+                           password=mysql_params["password"], ssl_disabled=True)
+    try:
+        local_port = conn._sock.getsockname()[1]
+        owners = run.client_socket_owners(int(mysql_params["port"]))
+        assert owners[local_port].startswith(f"pid {os.getpid()} ")
+    finally:
+        conn.close()
+    assert local_port not in run.client_socket_owners(int(mysql_params["port"]))
