@@ -25,6 +25,7 @@ import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 import gevent.pool  # noqa: E402
 import gevent.server  # noqa: E402
+import gevent.socket  # noqa: E402
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, WSGIServer  # noqa: E402
 
 from greenpool.launch import sockets, worker  # noqa: E402
@@ -52,13 +53,7 @@ class GreenpoolHandler(WSGIHandler):
             server.greenpool_handlers.discard(self)
 
     def read_requestline(self) -> str:
-        # Yield once before each request. pywsgi serves a keep-alive
-        # connection in a loop, and when the next request is already in the
-        # socket buffer the read does not block: without this, one busy
-        # connection is served over and over while the others wait (measured
-        # by bench/run.py's latency study: p99 1.6 s -> 20 ms on /hello at
-        # 100 clients, same throughput, ~2 % more CPU per request).
-        gevent.sleep(0)
+        self.yield_before_request()
         self.idle_since = time.monotonic()
         line = b""
         try:
@@ -67,6 +62,34 @@ class GreenpoolHandler(WSGIHandler):
         finally:
             self.idle_since = None
         return line.decode("latin-1")
+
+    def yield_before_request(self) -> None:
+        """Let the worker's other greenlets run before this connection's next request.
+
+        pywsgi serves a keep-alive connection in a loop, and when the next request
+        is already in the socket buffer the read does not block: without a yield,
+        one busy connection is served over and over while the others wait
+        (measured by bench/run.py's latency study: p99 1.6 s -> 20 ms on /hello at
+        100 clients). The yield goes through the hub's poll when that request has
+        arrived: gevent.sleep(0) only queues the greenlet as a callback, and the hub
+        runs callbacks queued during its callback phase in that same phase,
+        looking at the clock only every 50 callbacks, so busy connections took
+        turns for ~50 requests (tens of ms) before the hub polled again and
+        resumed greenlets whose database answers were waiting (measured with
+        /slow = SELECT SLEEP(0.05) at 200 clients beside /hello at 10: the
+        statement took 60-62 ms median with sleep(0), 52 ms through the poll,
+        and /slow went from 144-149 to 173-180 req/s; tests/test_launch_worker_gevent.py).
+        """
+        if worker.has_unread_bytes(self.socket):
+            try:
+                # Readable already: this returns at the hub's next poll.
+                gevent.socket.wait_read(self.socket.fileno(), timeout=self.server.greenpool_state.settings["keep_alive"])
+            except socket.timeout:
+                logger.debug("a request in the socket buffer was not reported readable; reading it anyway")
+        else:
+            # Nothing arrived yet (the read below waits through the poll), or the
+            # request is in pywsgi's own buffer (a pipelining client).
+            gevent.sleep(0)
 
     def get_environ(self) -> dict[str, Any]:
         env = super().get_environ()
