@@ -127,7 +127,7 @@ class Run:
         self.concurrency = list(self.meta["plan"]["concurrency"])
         self.cannot = [r for r in rows if r["type"] == "cannot_serve"]
         self.slow = [r for r in rows if r["type"] == "slow_mixed"]
-        self.memory = next((r for r in rows if r["type"] == "memory_match"), None)
+        self.memories = [r for r in rows if r["type"] == "memory_match"]
         self.study = [r for r in rows if r["type"] == "latency_study"]
 
     def cell(self, stack: str, path: str, clients: int) -> dict[str, Any] | None:
@@ -349,10 +349,11 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
         rows.append({"target": "/hello on the same workers keeps ≥ 80% of its unloaded rate", "stack": who,
                      "measured": f"{rec['hello_mixed_rps']:.0f} of {rec['hello_alone_rps']:.0f} req/s "
                                  f"({rec['hello_kept']:.0%})", "met": rec["hello_kept"] >= 0.8})
-    if run.memory and run.memory.get("rss_ratio"):
-        m = run.memory
+    for m in run.memories:
+        if not m.get("rss_ratio"):
+            continue
         rows.append({"target": "memory for that /slow throughput: gunicorn sync worker RSS ≥ 5x greenpool's",
-                     "stack": run.labels.get(GP, GP),
+                     "stack": m.get("greenpool_label") or run.labels.get(m["greenpool_stack"], m["greenpool_stack"]),
                      "measured": f"{m['rss_ratio']:.1f}x ({m['sync_workers']} sync workers, "
                                  f"{m['sync_worker_rss_kb_total'] / MB:.0f} MB for {m['sync_slow_rps']:.0f} req/s; "
                                  f"greenpool 2 workers, {m['greenpool_worker_rss_kb_total'] / MB:.0f} MB for "
@@ -403,11 +404,11 @@ def slow_section(run: Run) -> list[str]:
                         f"{r['hello_kept']:.0%} | {fmt(r['slow_rps'])} | {r['slow_vs_target']:.0%} | "
                         f"{fmt(r['slow_p99_ms'])} | {r['errors']} | {r['peak_connections']} ({r['bound']}) | "
                         f"{fmt(r['worker_rss_kb_total'] / MB, 0)} |")
-    m = run.memory
-    if m:
+    for m in run.memories:
+        label = m.get("greenpool_label") or run.labels.get(m["greenpool_stack"], m["greenpool_stack"])
         out += ["", "| stack | workers | /slow req/s at 200 clients | worker RSS total MB | per worker MB |",
                 "|---|---:|---:|---:|---:|"]
-        out.append(f"| greenpool-serve gevent | {m['greenpool_workers']} | {fmt(m['greenpool_slow_rps'])} | "
+        out.append(f"| {label} | {m['greenpool_workers']} | {fmt(m['greenpool_slow_rps'])} | "
                    f"{fmt(m['greenpool_worker_rss_kb_total'] / MB, 0)} | "
                    f"{fmt(m['greenpool_worker_rss_kb_total'] / MB / m['greenpool_workers'], 0)} |")
         for a in m["attempts"]:
@@ -677,14 +678,18 @@ def section(run: Run, files: list[str]) -> str:
     table, _rows = targets(run)
     lines.extend(table)
     add("")
-    if run.slow or run.memory:
+    if run.slow or run.memories:
         add("### Slow queries: /slow at 200 clients next to /hello on the same workers")
         add("")
         s0 = run.slow[0] if run.slow else {}
         if s0.get("commands"):
+            tuned_pool = ("The rows with a larger max_size are the same server with its pool sized for the slow "
+                          "queries: a tuning, labelled so. " if any("max_size" in r.get("label", "") for r in run.slow) else "")
+            goals = "; ".join(f"{r.get('label')}: {r.get('target_rps', 0):.0f} req/s" for r in run.slow)
             add(f"{s0.get('seconds')} s wrk runs, three rounds (each round: /hello alone, /slow alone, then both at "
                 f"once on the same workers); medians. `{s0['commands'][0]}` and `{s0['commands'][1]}`. Target: workers × max_size / 0.05 s = "
-                f"{s0.get('target_rps', 0):.0f} req/s. Memory: gunicorn sync, CONN_MAX_AGE=None with as many workers "
+                f"{goals}. "
+                f"{tuned_pool}Memory: gunicorn sync, CONN_MAX_AGE=None with as many workers "
                 f"as it needs for greenpool's /slow rate alone (estimated from its /slow rate at 10 clients, then "
                 f"corrected once), the same wrk at 200 clients, worker RSS summed (masters left out on both sides).")
             add("")

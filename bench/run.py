@@ -836,8 +836,9 @@ def slow_mixed(bench: Bench, key: str) -> dict[str, Any]:
     plan = bench.plan
     seconds = plan["slow_seconds"]
     clients = plan["slow_clients"]
-    target = stacks.WORKERS * stacks.GREENPOOL_MAX_SIZE / 0.05
     stack = stacks.ALL[key]
+    assert stack.bound is not None
+    target = stack.bound / 0.05  # workers x max_size connections, each busy 0.05 s per request
     monitor = bench.monitor
     assert monitor is not None
     running = start(stack, bench.tmp, bench.db_env, "slowmix")
@@ -946,7 +947,8 @@ def memory_match(bench: Bench, rec: dict[str, Any], matrix: list[dict[str, Any]]
             break
         needed = math.ceil(needed * goal / got) + 1
     best = attempts[-1]
-    memory = {"type": "memory_match", "greenpool_stack": stack.key, "greenpool_slow_rps": goal,
+    memory = {"type": "memory_match", "greenpool_stack": stack.key, "greenpool_label": stack.label,
+              "greenpool_slow_rps": goal,
               "greenpool_worker_rss_kb_total": rec["worker_rss_kb_total"], "greenpool_workers": stacks.WORKERS,
               "per_sync_worker_rps_estimate": round(per_worker, 2), "attempts": attempts,
               "sync_workers": best.get("workers"), "sync_slow_rps": best.get("wrk", {}).get("rps"),
@@ -1104,6 +1106,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "gp-gevent-cb4" in keys:
                     slow_mixed(bench, "gp-gevent-cb4")
                 memory_match(bench, rec, matrix)
+                # The same with a pool sized for the slow queries (labelled as such).
+                memory_match(bench, slow_mixed(bench, "gp-gevent-pool20"), matrix)
             latency_study(bench, chosen)
     finally:
         bench.monitor.close()

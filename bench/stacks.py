@@ -70,7 +70,8 @@ class Stack:
         return WORKERS
 
 
-def django_env(backend: str, conn_max_age: str = "0", tuned: bool = False) -> dict[str, str]:
+def django_env(backend: str, conn_max_age: str = "0", tuned: bool = False,
+               pool_size: int = GREENPOOL_MAX_SIZE) -> dict[str, str]:
     env = {
         "DJANGO_SETTINGS_MODULE": "bench.django_settings",
         "GREENPOOL_BENCH_BACKEND": backend,
@@ -80,7 +81,8 @@ def django_env(backend: str, conn_max_age: str = "0", tuned: bool = False) -> di
     if backend == "greenpool":
         # A fixed-size pool, as docs/tuning.md advises for a steady load: every
         # connection is opened before the worker accepts, none during a run.
-        env["GREENPOOL_DEMO_POOL_MIN_SIZE"] = str(GREENPOOL_MAX_SIZE)
+        env["GREENPOOL_DEMO_POOL_MIN_SIZE"] = str(pool_size)
+        env["GREENPOOL_DEMO_POOL_MAX_SIZE"] = str(pool_size)
     return env
 
 
@@ -89,13 +91,13 @@ def control_dir(workdir: Path) -> str:
 
 
 def _greenpool(server: str, *, tuned: bool = False, worker_ports: bool = False,
-               extra: tuple[str, ...] = ()) -> Callable[[Ports, Path], list[Command]]:
+               extra: tuple[str, ...] = (), pool_size: int = GREENPOOL_MAX_SIZE) -> Callable[[Ports, Path], list[Command]]:
     def commands(ports: Ports, workdir: Path) -> list[Command]:
         argv = [str(VENV_BIN / "greenpool-serve"), "--server", server, "-w", str(WORKERS),
                 "-b", f"127.0.0.1:{ports.app}", "--control-dir", control_dir(workdir), "--log-level", "warning", *extra]
         if worker_ports:
             argv.append("--worker-ports")
-        return [Command("app", argv, django_env("greenpool", tuned=tuned), stop_signal="INT")]
+        return [Command("app", argv, django_env("greenpool", tuned=tuned, pool_size=pool_size), stop_signal="INT")]
     return commands
 
 
@@ -130,6 +132,10 @@ def _greenpool_nginx(ports: Ports, workdir: Path) -> list[Command]:
 
 
 BOUND = WORKERS * GREENPOOL_MAX_SIZE
+# The pool of the slow-query series sized for its load (a "tuned" row, labelled so):
+# 200 clients waiting on SELECT SLEEP(0.05) want up to 200 connections; 20 per worker
+# keeps 2 workers at 40 (the benchmark account's limit is 100).
+SLOW_POOL_SIZE = 20
 GP_SETTINGS = ('ENGINE "greenpool.backends.mysql", CONN_MAX_AGE 0, CONN_HEALTH_CHECKS True, '
                'OPTIONS pool {max_size 5, min_size 5, timeout 10}')
 
@@ -144,6 +150,10 @@ STACKS: tuple[Stack, ...] = (
           _greenpool("gevent", extra=("--reuse-port",)), paths=(), bound=BOUND, control=True,
           settings="as greenpool-serve gevent, with --reuse-port (each worker its own SO_REUSEPORT socket); "
                    "latency study only"),
+    Stack("gp-gevent-pool20", f"greenpool-serve gevent, max_size {SLOW_POOL_SIZE}", "greenpool",
+          _greenpool("gevent", pool_size=SLOW_POOL_SIZE), paths=(), bound=WORKERS * SLOW_POOL_SIZE, control=True,
+          settings=f"as greenpool-serve gevent, with a pool sized for slow queries: max_size = min_size = "
+                   f"{SLOW_POOL_SIZE}; slow-query experiment and its memory comparison only"),
     Stack("gp-tornado", "greenpool-serve tornado (executor)", "greenpool", _greenpool("tornado"), bound=BOUND,
           control=True, settings=f"`greenpool-serve -w 2 --server tornado` (10 executor threads); {GP_SETTINGS}"),
     Stack("gp-nginx", "nginx + greenpool-serve gevent", "greenpool", _greenpool_nginx, bound=BOUND, control=True,
