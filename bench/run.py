@@ -145,11 +145,13 @@ class Monitor(threading.Thread):
         super().__init__(daemon=True)
         self.conn = connect_admin()
         self.lock = threading.Lock()
-        self.phase = "idle"
+        # (phase, limit), replaced in one assignment so that the polling thread never
+        # pairs one phase with another phase's limit
+        self.state: tuple[str, int | None] = ("idle", None)
+        self.record_lock = threading.Lock()  # set_phase / recording a sample / take
         self.peaks: dict[str, dict[str, int]] = {}
         self.stop_event = threading.Event()
         self.samples = 0
-        self.limit: int | None = None
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -171,8 +173,8 @@ class Monitor(threading.Thread):
     def set_phase(self, phase: str, limit: int | None = None) -> None:
         """Count peaks under `phase`; when our connections exceed `limit`, also record
         whose they are (see excess())."""
-        self.limit = limit
-        self.phase = phase
+        with self.record_lock:
+            self.state = (phase, limit)
 
     def excess(self, count: int) -> dict[str, Any]:
         """Who holds our account's connections right now: PROCESSLIST's rows by command,
@@ -204,27 +206,33 @@ class Monitor(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            phase = self.phase
+            state = self.state
+            phase, limit = state
             if phase != "idle":
                 try:
                     snap = self.snapshot()
+                    excess = self.excess(snap["ours"]) if limit is not None and snap["ours"] > limit else None
                 except Exception:  # the monitor must never end the run
                     time.sleep(POLL_S)
                     continue
-                peak = self.peaks.setdefault(phase, {"ours": 0, "threads_connected": 0, "samples": 0})
-                limit = self.limit
-                if limit is not None and snap["ours"] > max(limit, peak["ours"]):
-                    try:
-                        peak["excess"] = self.excess(snap["ours"])
-                    except Exception as exc:  # the monitor must never end the run
-                        peak["excess"] = {"ours": snap["ours"], "error": repr(exc)}
-                peak["ours"] = max(peak["ours"], snap["ours"])
-                peak["threads_connected"] = max(peak["threads_connected"], snap["threads_connected"])
-                peak["samples"] += 1
+                with self.record_lock:
+                    # A sample whose phase ended while it was taken belongs to no phase.
+                    # Recorded anyway, it was popped by the next take() of that phase
+                    # name: the next stack's (run c3ba8985ad58: PROCESSLIST 84 and 38 in
+                    # greenpool's cells right after stacks that held 74-100 and 40
+                    # connections, while the server's Connections counter did not move).
+                    if self.state is state:
+                        peak = self.peaks.setdefault(phase, {"ours": 0, "threads_connected": 0, "samples": 0})
+                        if excess is not None and snap["ours"] > peak["ours"]:
+                            peak["excess"] = excess
+                        peak["ours"] = max(peak["ours"], snap["ours"])
+                        peak["threads_connected"] = max(peak["threads_connected"], snap["threads_connected"])
+                        peak["samples"] += 1
             time.sleep(POLL_S)
 
-    def take(self, phase: str) -> dict[str, int]:
-        return self.peaks.pop(phase, {"ours": 0, "threads_connected": 0, "samples": 0})
+    def take(self, phase: str) -> dict[str, Any]:
+        with self.record_lock:
+            return self.peaks.pop(phase, {"ours": 0, "threads_connected": 0, "samples": 0})
 
     def close(self) -> None:
         self.stop_event.set()
