@@ -224,6 +224,11 @@ def _short(line: str) -> str:
     return line[:90]
 
 
+def memory_label(run: Run, m: dict[str, Any]) -> str:
+    """The greenpool stack a memory_match record measured, as the docs name it."""
+    return m.get("greenpool_label") or run.labels.get(m["greenpool_stack"], m["greenpool_stack"])
+
+
 def excess_owners(run: Run, key: str, conc: list[int]) -> str:
     """Whose were the account's connections at the highest sample above the bound
     (bench.run's Monitor records them), as text to append; empty when not recorded."""
@@ -353,7 +358,7 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
         if not m.get("rss_ratio"):
             continue
         rows.append({"target": "memory for that /slow throughput: gunicorn sync worker RSS ≥ 5x greenpool's",
-                     "stack": m.get("greenpool_label") or run.labels.get(m["greenpool_stack"], m["greenpool_stack"]),
+                     "stack": memory_label(run, m),
                      "measured": f"{m['rss_ratio']:.1f}x ({m['sync_workers']} sync workers, "
                                  f"{m['sync_worker_rss_kb_total'] / MB:.0f} MB for {m['sync_slow_rps']:.0f} req/s; "
                                  f"greenpool 2 workers, {m['greenpool_worker_rss_kb_total'] / MB:.0f} MB for "
@@ -405,10 +410,9 @@ def slow_section(run: Run) -> list[str]:
                         f"{fmt(r['slow_p99_ms'])} | {r['errors']} | {r['peak_connections']} ({r['bound']}) | "
                         f"{fmt(r['worker_rss_kb_total'] / MB, 0)} |")
     for m in run.memories:
-        label = m.get("greenpool_label") or run.labels.get(m["greenpool_stack"], m["greenpool_stack"])
         out += ["", "| stack | workers | /slow req/s at 200 clients | worker RSS total MB | per worker MB |",
                 "|---|---:|---:|---:|---:|"]
-        out.append(f"| {label} | {m['greenpool_workers']} | {fmt(m['greenpool_slow_rps'])} | "
+        out.append(f"| {memory_label(run, m)} | {m['greenpool_workers']} | {fmt(m['greenpool_slow_rps'])} | "
                    f"{fmt(m['greenpool_worker_rss_kb_total'] / MB, 0)} | "
                    f"{fmt(m['greenpool_worker_rss_kb_total'] / MB / m['greenpool_workers'], 0)} |")
         for a in m["attempts"]:
@@ -683,8 +687,9 @@ def section(run: Run, files: list[str]) -> str:
         add("")
         s0 = run.slow[0] if run.slow else {}
         if s0.get("commands"):
+            # Slow rows with different bounds (workers x max_size): some ran a pool sized for the slow queries.
             tuned_pool = ("The rows with a larger max_size are the same server with its pool sized for the slow "
-                          "queries: a tuning, labelled so. " if any("max_size" in r.get("label", "") for r in run.slow) else "")
+                          "queries: a tuning, labelled so. " if len({r.get("bound") for r in run.slow}) > 1 else "")
             goals = "; ".join(f"{r.get('label')}: {r.get('target_rps', 0):.0f} req/s" for r in run.slow)
             add(f"{s0.get('seconds')} s wrk runs, three rounds (each round: /hello alone, /slow alone, then both at "
                 f"once on the same workers); medians. `{s0['commands'][0]}` and `{s0['commands'][1]}`. Target: workers × max_size / 0.05 s = "
