@@ -427,27 +427,31 @@ def slow_section(run: Run) -> list[str]:
 def study_section(run: Run) -> list[str]:
     if not run.study:
         return []
-    out = ["| stack | path | wrk req/s | wrk p50 / p99 ms | wrk mean×rate/clients | paced probe during wrk: p50 / p99 ms (n) "
+    out = ["| stack | path | clients | wrk req/s | wrk p50 / p99 ms | wrk mean×rate/clients | paced probe during wrk: p50 / p99 ms (n) "
            "| second client req/s | its raw p50 / p99 ms | its mean×rate/clients | its p99 after wrk's correction | "
            "requests per connection min–max | longest wait between two answers on one connection, ms (median / max) "
            "| requests per worker (whole row) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in run.study:
         if r.get("failed"):
-            out.append(f"| {r['label']} | {r['path']} | failed: {r['failed'][:100]} ||||||||||")
+            out.append(f"| {r['label']} | {r['path']} | {study_clients(r)} | failed: {r['failed'][:100]} ||||||||||")
             continue
         w, p, c = r.get("wrk") or {}, (r.get("probe_during_wrk") or {}).get("raw") or {}, r.get("client") or {}
         raw, cor = c.get("raw") or {}, c.get("wrk_corrected") or {}
         per, gap = c.get("per_connection_requests") or {}, c.get("max_gap_ms") or {}
         wrk_lat = f"{fmt(w.get('p50_ms'))} / {fmt(w.get('p99_ms'))}" if w.get("requests") else "— (none completed)"
         out.append(
-            f"| {r['label']} | {r['path']} | {fmt(w.get('rps'))} | {wrk_lat} | {_wrk_little(r)} | "
+            f"| {r['label']} | {r['path']} | {study_clients(r)} | {fmt(w.get('rps'))} | {wrk_lat} | {_wrk_little(r)} | "
             f"{fmt(p.get('p50_ms'))} / {fmt(p.get('p99_ms'))} ({p.get('n', 0)}) | {fmt(c.get('rps'))} | "
             f"{fmt(raw.get('p50_ms'))} / {fmt(raw.get('p99_ms'))} | {fmt(c.get('little_ratio'), 2)} | "
             f"{fmt(cor.get('p99_ms'))} | {per.get('min', '—')}–{per.get('max', '—')} | "
             f"{fmt(gap.get('median'), 0)} / {fmt(gap.get('max'), 0)} | "
             f"{' / '.join(str(w.get('requests')) for w in (r.get('per_worker') or [])) or '—'} |")
     return out
+
+
+def study_clients(row: dict[str, Any]) -> str:
+    return f"{row.get('clients', 100)}" + (", busy loop beside it" if row.get("cpu_hog") else "")
 
 
 def _wrk_p99(row: dict[str, Any]) -> str:
@@ -472,7 +476,8 @@ def findings(run: Run) -> list[str]:
             above = sum(1 for r in ratios if r > 1.05)
             out.append(f"- wrk's mean×rate/clients above 1.05 (impossible for real samples): {above} of {len(ratios)} "
                        f"measurements of the {name} stacks (largest {max(ratios):.2f}).")
-    study = {(r["stack"], r["path"]): r for r in run.study if not r.get("failed")}
+    study = {(r["stack"], r["path"]): r for r in run.study
+             if not r.get("failed") and not r.get("cpu_hog") and r.get("workers", 2) != 1}
     for key, path in ((GP, "/read"), ("sync-persist", "/read"), ("gevent-persist", "/read"), (GP, "/hello")):
         row = study.get((key, path))
         if not row:
@@ -490,7 +495,33 @@ def findings(run: Run) -> list[str]:
         split = lambda r: " / ".join(str(w.get("requests")) for w in (r.get("per_worker") or []))  # noqa: E731
         out.append(f"- Requests per worker in the /read study row, shared socket: {split(study[(GP, '/read')])}; "
                    f"--reuse-port: {split(rp)}.")
+    out += one_worker_findings(run)
     return [line for line in out if line]
+
+
+def _spread(row: dict[str, Any] | None) -> str:
+    """p50 / p99 of the second client's raw latencies and their ratio, or why not."""
+    if not row or row.get("failed"):
+        return "not measured"
+    raw = (row.get("client") or {}).get("raw") or {}
+    if not raw.get("p50_ms") or raw.get("p99_ms") is None:
+        return "no latencies"
+    return f"p50 {fmt(raw['p50_ms'])} / p99 {fmt(raw['p99_ms'])} ms ({raw['p99_ms'] / raw['p50_ms']:.1f}x)"
+
+
+def one_worker_findings(run: Run) -> list[str]:
+    """The /read tail with one worker (its own core, then a shared one) against two workers."""
+    rows = {(r["stack"], r.get("workers", 2), bool(r.get("cpu_hog"))): r for r in run.study if r["path"] == "/read"}
+    out = []
+    for gp_key, sync_key, workers, hog, what in (
+            (GP, "sync-persist", 2, False, "2 workers, 100 clients"),
+            ("gp-gevent-w1", "sync-persist-w1", 1, False, "1 worker, 50 clients"),
+            ("gp-gevent-w1", "sync-persist-w1", 1, True, "1 worker, 50 clients, a busy loop beside it")):
+        gp, sync = rows.get((gp_key, workers, hog)), rows.get((sync_key, workers, hog))
+        if gp or sync:
+            out.append(f"- /read, {what}, second client's raw latencies: {run.labels.get(GP, GP)} {_spread(gp)}; "
+                       f"{run.labels.get('sync-persist', 'sync')} {_spread(sync)}.")
+    return out
 
 
 # -- plots -----------------------------------------------------------------------------------
@@ -703,11 +734,15 @@ def section(run: Run, files: list[str]) -> str:
     if run.study:
         add("### Latency study: how much of the gevent tail is the servers, how much is wrk")
         add("")
-        add("Each row: a fresh stack, 100 clients, a warm-up; then wrk for the measured seconds with a *paced probe* "
+        add("Each row: a fresh stack, its clients (100; 50 for one worker), a warm-up; then wrk for the measured "
+            "seconds with a *paced probe* "
             "running next to it (2 extra keep-alive connections, one request every ~20 ms each, so a probe request "
             "never queues behind its own: the wait of a request that arrives at the loaded server); then the "
-            "*second client* (`bench/client.py closed`, gevent, 100 keep-alive connections back to back like wrk) "
-            "which keeps every raw latency, and also reports them after the same correction wrk applies.")
+            "*second client* (`bench/client.py closed`, gevent, as many keep-alive connections back to back like wrk) "
+            "which keeps every raw latency, and also reports them after the same correction wrk applies. The one-worker "
+            "rows give a single worker the share of clients each of two workers has, first with the machine's second "
+            "core for wrk and MariaDB, then with a busy loop (`bench.run.cpu_hog`) competing for the CPU as a second "
+            "worker would.")
         add("")
         lines.extend(study_section(run))
         add("")

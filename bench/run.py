@@ -968,24 +968,47 @@ def memory_match(bench: Bench, rec: dict[str, Any], matrix: list[dict[str, Any]]
     log(f"memory: sync needs {memory['sync_workers']} workers for {memory['sync_slow_rps']} req/s; ratio {memory.get('rss_ratio')}")
 
 
-STUDY = (("gp-gevent", "/read"), ("gp-gevent-reuseport", "/read"),
-         ("gevent-persist", "/read"), ("sync-persist", "/read"),
-         ("gp-gevent", "/hello"), ("bare", "/hello"))
+@dataclass(frozen=True)
+class StudyRow:
+    stack: str
+    path: str
+    clients: int = 100
+    # A CPU-bound process runs next to the stack for the whole row: contention for the
+    # CPU without a second worker (the one-worker rows).
+    cpu_hog: bool = False
+
+
+STUDY = (StudyRow("gp-gevent", "/read"), StudyRow("gp-gevent-reuseport", "/read"),
+         StudyRow("gevent-persist", "/read"), StudyRow("sync-persist", "/read"),
+         # One worker with its share of the 100 clients: how evenly a worker serves its
+         # own connections when it has a core to itself, and when it must share one.
+         StudyRow("gp-gevent-w1", "/read", 50), StudyRow("sync-persist-w1", "/read", 50),
+         StudyRow("gp-gevent-w1", "/read", 50, cpu_hog=True), StudyRow("sync-persist-w1", "/read", 50, cpu_hog=True),
+         StudyRow("gp-gevent", "/hello"), StudyRow("bare", "/hello"))
+STUDY_ONLY = ("gp-gevent-reuseport", "gp-gevent-w1", "sync-persist-w1")
+
+
+def cpu_hog(seconds: float) -> subprocess.Popen:
+    """A busy loop that ends by itself after ``seconds`` (bounded even if we die)."""
+    code = f"import time\nend = time.monotonic() + {seconds:.1f}\nwhile time.monotonic() < end:\n    pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
 
 
 def latency_study(bench: Bench, chosen: list[Stack]) -> None:
-    """wrk and a second client (bench/client.py) on the same stacks, 100 clients."""
+    """wrk and a second client (bench/client.py) on the same stacks, 100 clients (50 for one worker)."""
     plan = bench.plan
     seconds = plan["study_seconds"]
-    clients = 100
-    keys = {s.key for s in chosen} | {"gp-gevent-reuseport"}
-    for key, path in STUDY:
-        if key not in keys:
+    keys = {s.key for s in chosen} | set(STUDY_ONLY)
+    for row in STUDY:
+        if row.stack not in keys:
             continue
+        key, path, clients = row.stack, row.path, row.clients
         stack = stacks.ALL[key]
         running = start(stack, bench.tmp, bench.db_env, f"study{path.strip('/')}")
         rec: dict[str, Any] = {"type": "latency_study", "stack": key, "label": stack.label, "path": path,
-                               "clients": clients, "seconds": seconds, "loadavg": list(os.getloadavg())}
+                               "clients": clients, "workers": stack.workers, "cpu_hog": row.cpu_hog,
+                               "seconds": seconds, "loadavg": list(os.getloadavg())}
+        hog: subprocess.Popen | None = None
         try:
             problem = wait_ready(running)
             if problem:
@@ -996,6 +1019,9 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
             wrk(url, clients, 2)
             assert bench.monitor is not None
             wait_quiet(running, bench.monitor)
+            if row.cpu_hog:
+                # wrk, the probe and the second client, with margin; stopped in finally.
+                hog = cpu_hog(2 * seconds + 30)
             probe = subprocess.Popen([sys.executable, "-m", "bench.client", "probe", url, "--clients", "2",
                                       "--interval", "0.02", "--duration", str(seconds)], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -1012,11 +1038,15 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
             if gp:
                 rec["per_worker"] = gp.get("per_worker")
         finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait(timeout=10)
             stop(running)
             shutil.rmtree(running.workdir, ignore_errors=True)
         bench.emit(rec)
         w, c = rec.get("wrk", {}), rec.get("client", {})
-        log(f"study {key} {path}: wrk p99 {w.get('p99_ms')} little {w.get('little_ratio')}; "
+        log(f"study {key} {path} c={clients}{' +cpu hog' if row.cpu_hog else ''}: "
+            f"wrk p99 {w.get('p99_ms')} little {w.get('little_ratio')}; "
             f"client raw p99 {c.get('raw', {}).get('p99_ms')} corrected p99 {c.get('wrk_corrected', {}).get('p99_ms')}")
 
 

@@ -64,10 +64,7 @@ class Stack:
     probe_only: tuple[str, ...] = ()
     settings: str = ""  # what users would write, for the docs
     note: str = ""
-
-    @property
-    def workers(self) -> int:
-        return WORKERS
+    workers: int = WORKERS  # worker processes (the latency study's one-worker rows have 1)
 
 
 def django_env(backend: str, conn_max_age: str = "0", tuned: bool = False,
@@ -90,10 +87,10 @@ def control_dir(workdir: Path) -> str:
     return str(workdir / "control")
 
 
-def _greenpool(server: str, *, tuned: bool = False, worker_ports: bool = False,
-               extra: tuple[str, ...] = (), pool_size: int = GREENPOOL_MAX_SIZE) -> Callable[[Ports, Path], list[Command]]:
+def _greenpool(server: str, *, tuned: bool = False, worker_ports: bool = False, extra: tuple[str, ...] = (),
+               pool_size: int = GREENPOOL_MAX_SIZE, workers: int = WORKERS) -> Callable[[Ports, Path], list[Command]]:
     def commands(ports: Ports, workdir: Path) -> list[Command]:
-        argv = [str(VENV_BIN / "greenpool-serve"), "--server", server, "-w", str(WORKERS),
+        argv = [str(VENV_BIN / "greenpool-serve"), "--server", server, "-w", str(workers),
                 "-b", f"127.0.0.1:{ports.app}", "--control-dir", control_dir(workdir), "--log-level", "warning", *extra]
         if worker_ports:
             argv.append("--worker-ports")
@@ -154,6 +151,9 @@ STACKS: tuple[Stack, ...] = (
           _greenpool("gevent", pool_size=SLOW_POOL_SIZE), paths=(), bound=WORKERS * SLOW_POOL_SIZE, control=True,
           settings=f"as greenpool-serve gevent, with a pool sized for slow queries: max_size = min_size = "
                    f"{SLOW_POOL_SIZE}; slow-query experiment and its memory comparison only"),
+    Stack("gp-gevent-w1", "greenpool-serve gevent, 1 worker", "greenpool", _greenpool("gevent", workers=1), paths=(),
+          bound=GREENPOOL_MAX_SIZE, control=True, workers=1,
+          settings="as greenpool-serve gevent, with -w 1; latency study only (one worker's share of the clients)"),
     Stack("gp-tornado", "greenpool-serve tornado (executor)", "greenpool", _greenpool("tornado"), bound=BOUND,
           control=True, settings=f"`greenpool-serve -w 2 --server tornado` (10 executor threads); {GP_SETTINGS}"),
     Stack("gp-nginx", "nginx + greenpool-serve gevent", "greenpool", _greenpool_nginx, bound=BOUND, control=True,
@@ -173,6 +173,9 @@ STACKS: tuple[Stack, ...] = (
                    "(Django's default)"),
     Stack("sync-persist", "gunicorn sync, CONN_MAX_AGE=None", "gunicorn", _gunicorn("sync", "django", "none"),
           settings="`gunicorn -w 2` (sync); Django's ENGINE django.db.backends.mysql on PyMySQL, CONN_MAX_AGE None"),
+    Stack("sync-persist-w1", "gunicorn sync, CONN_MAX_AGE=None, 1 worker", "gunicorn",
+          _gunicorn("sync", "django", "none", workers=1), paths=(), workers=1,
+          settings="as gunicorn sync, CONN_MAX_AGE=None, with -w 1; latency study only"),
     Stack("gevent-cma0", "gunicorn gevent, CONN_MAX_AGE=0", "gunicorn", _gunicorn("gevent", "django", "0"),
           paths=DB_PATHS,
           settings="`gunicorn -k gevent -w 2` (1000 connections per worker); Django's ENGINE "
@@ -216,7 +219,7 @@ ROUND_STACKS = ("gp-gevent", "gp-gevent-cb4", "gp-tornado", "sync-persist", "gev
 def gunicorn_sync_with(workers: int) -> Stack:
     """gunicorn sync, CONN_MAX_AGE=None with as many workers as the memory comparison needs."""
     return Stack(f"sync-persist-w{workers}", f"gunicorn sync, CONN_MAX_AGE=None, {workers} workers", "gunicorn",
-                 _gunicorn("sync", "django", "none", workers=workers), paths=("/slow",),
+                 _gunicorn("sync", "django", "none", workers=workers), paths=("/slow",), workers=workers,
                  settings=f"`gunicorn -w {workers}` (sync); CONN_MAX_AGE None")
 
 

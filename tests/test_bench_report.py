@@ -70,3 +70,30 @@ def test_rounds_keep_whose_connections_were_counted_in_the_round_with_the_most()
     merged = merge_rounds([few, many, _cell(700, 300)])
     assert merged["connections"]["excess_run"]["ours"] == 66
     assert merged["connections"]["excess_warmup"] is None
+
+
+def _study(stack, workers, hog, p50, p99):
+    return {"type": "latency_study", "stack": stack, "label": stack, "path": "/read", "clients": 50 * workers,
+            "workers": workers, "cpu_hog": hog, "client": {"raw": {"p50_ms": p50, "p99_ms": p99}}}
+
+
+def test_one_worker_rows_compare_each_setting_with_sync_and_stay_out_of_the_two_worker_lines():
+    from bench.report import Run, findings
+
+    meta = {"type": "meta", "stacks": [{"key": "gp-gevent", "label": "greenpool-serve gevent"},
+                                       {"key": "sync-persist", "label": "gunicorn sync"}],
+            "reference": "sync-persist", "plan": {"paths": ["/read"], "concurrency": [100]}}
+    rows = [meta, _study("gp-gevent", 2, False, 150.0, 450.0), _study("sync-persist", 2, False, 150.0, 210.0),
+            _study("gp-gevent-w1", 1, False, 100.0, 130.0), _study("sync-persist-w1", 1, False, 100.0, 125.0),
+            _study("gp-gevent-w1", 1, True, 200.0, 600.0)]
+    lines = [line for line in findings(Run(rows)) if line.startswith("- /read, ")]
+    assert lines == [
+        "- /read, 2 workers, 100 clients, second client's raw latencies: greenpool-serve gevent p50 150.0 / p99 450.0 ms"
+        " (3.0x); gunicorn sync p50 150.0 / p99 210.0 ms (1.4x).",
+        "- /read, 1 worker, 50 clients, second client's raw latencies: greenpool-serve gevent p50 100.0 / p99 130.0 ms"
+        " (1.3x); gunicorn sync p50 100.0 / p99 125.0 ms (1.2x).",
+        "- /read, 1 worker, 50 clients, a busy loop beside it, second client's raw latencies: greenpool-serve gevent"
+        " p50 200.0 / p99 600.0 ms (3.0x); gunicorn sync not measured.",
+    ]
+    # The 100-client lines speak of the two-worker rows only.
+    assert not any("1 worker" in line for line in findings(Run(rows)) if "100 clients: p99 by wrk" in line)

@@ -19,7 +19,7 @@ def test_every_stack_says_what_it_runs(tmp_path):
         assert set(stack.paths) <= set(stacks.PATHS), stack.key
         if stack.family == "greenpool":
             expected = stacks.SLOW_POOL_SIZE if stack.key == "gp-gevent-pool20" else stacks.GREENPOOL_MAX_SIZE
-            assert stack.bound == stacks.WORKERS * expected, stack.key
+            assert stack.bound == stack.workers * expected, stack.key
         if stack.needs_nginx:
             continue  # its commands render an nginx config
         commands = stack.commands(stacks.Ports(app=18000, front=18000), Path(tmp_path))
@@ -56,4 +56,13 @@ def test_greenpool_stacks_run_a_fixed_size_pool():
             env = stack.commands(stacks.Ports(app=18000, front=18000), Path("/tmp"))[0].env
             assert env["GREENPOOL_DEMO_POOL_MIN_SIZE"] == env["GREENPOOL_DEMO_POOL_MAX_SIZE"], stack.key
             # the bound the report checks is the pool the stack really runs
-            assert stack.bound == stacks.WORKERS * int(env["GREENPOOL_DEMO_POOL_MAX_SIZE"]), stack.key
+            assert stack.bound == stack.workers * int(env["GREENPOOL_DEMO_POOL_MAX_SIZE"]), stack.key
+
+
+def test_a_stacks_worker_count_is_what_its_command_starts(tmp_path):
+    for stack in stacks.STACKS + (stacks.gunicorn_sync_with(7),):
+        if stack.family not in ("greenpool", "gunicorn") or stack.needs_nginx:
+            continue
+        argv = stack.commands(stacks.Ports(app=18000, front=18000), Path(tmp_path))[0].argv
+        assert argv[argv.index("-w") + 1] == str(stack.workers), stack.key
+    assert stacks.ALL["gp-gevent-w1"].workers == stacks.ALL["sync-persist-w1"].workers == 1
