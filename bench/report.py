@@ -432,6 +432,11 @@ def study_section(run: Run) -> list[str]:
            "requests per connection min–max | longest wait between two answers on one connection, ms (median / max) "
            "| requests per worker (whole row) |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    # Runs before the scheduler figures were recorded render without their column.
+    with_sched = any(r.get("sched") for r in run.study)
+    if with_sched:
+        out[0] += " workers during wrk, per request: run-queue wait ms / times scheduled in |"
+        out[1] += "---:|"
     for r in run.study:
         if r.get("failed"):
             out.append(f"| {r['label']} | {r['path']} | {study_clients(r)} | failed: {r['failed'][:100]} ||||||||||")
@@ -446,8 +451,17 @@ def study_section(run: Run) -> list[str]:
             f"{fmt(raw.get('p50_ms'))} / {fmt(raw.get('p99_ms'))} | {fmt(c.get('little_ratio'), 2)} | "
             f"{fmt(cor.get('p99_ms'))} | {per.get('min', '—')}–{per.get('max', '—')} | "
             f"{fmt(gap.get('median'), 0)} / {fmt(gap.get('max'), 0)} | "
-            f"{' / '.join(str(w.get('requests')) for w in (r.get('per_worker') or [])) or '—'} |")
+            f"{' / '.join(str(w.get('requests')) for w in (r.get('per_worker') or [])) or '—'} |"
+            + (f" {_sched(r)} |" if with_sched else ""))
     return out
+
+
+def _sched(row: dict[str, Any]) -> str:
+    """The workers' run-queue wait and scheduling-in count per wrk request, or —."""
+    sched, requests = row.get("sched"), (row.get("wrk") or {}).get("requests")
+    if not sched or not requests:
+        return "—"
+    return f"{fmt(sched['runqueue_wait_s'] * 1000 / requests, 2)} / {fmt(sched['scheduled_in'] / requests, 1)}"
 
 
 def study_clients(row: dict[str, Any]) -> str:
@@ -506,7 +520,11 @@ def _spread(row: dict[str, Any] | None) -> str:
     raw = (row.get("client") or {}).get("raw") or {}
     if not raw.get("p50_ms") or raw.get("p99_ms") is None:
         return "no latencies"
-    return f"p50 {fmt(raw['p50_ms'])} / p99 {fmt(raw['p99_ms'])} ms ({raw['p99_ms'] / raw['p50_ms']:.1f}x)"
+    spread = f"p50 {fmt(raw['p50_ms'])} / p99 {fmt(raw['p99_ms'])} ms ({raw['p99_ms'] / raw['p50_ms']:.1f}x)"
+    sched = _sched(row)
+    if sched != "—":
+        spread += f", workers' run-queue wait / times scheduled in per request {sched}"
+    return spread
 
 
 def one_worker_findings(run: Run) -> list[str]:

@@ -322,6 +322,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sched_stats(pids: list[int]) -> tuple[int, int, int]:
+    """(ns on a CPU, ns runnable but waiting for one, times scheduled in), summed over
+    the threads of ``pids`` (/proc/PID/task/TID/schedstat); threads that are gone count 0."""
+    total = [0, 0, 0]
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    values = [int(v) for v in f.read().split()[:3]]
+            except (OSError, ValueError):
+                continue
+            for i, v in enumerate(values):
+                total[i] += v
+    return total[0], total[1], total[2]
+
+
 def rss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -1026,7 +1046,14 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
                                       "--interval", "0.02", "--duration", str(seconds)], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=stacks.env_for(stacks.Command("client", []), {}))
+            workers = running.pids()["workers"]
+            before = sched_stats(workers)
             rec["wrk"] = wrk(url, clients, seconds)
+            after = sched_stats(workers)
+            # How the kernel ran the workers during wrk: a worker that sleeps on every
+            # query is scheduled in on every answer; a busy event loop runs in slices.
+            rec["sched"] = {"cpu_s": (after[0] - before[0]) / 1e9, "runqueue_wait_s": (after[1] - before[1]) / 1e9,
+                            "scheduled_in": after[2] - before[2]}
             out, err = probe.communicate(timeout=seconds + 60)
             rec["probe_during_wrk"] = json.loads(out) if out.strip() else {"failed": err[-300:]}
             proc = subprocess.run([sys.executable, "-m", "bench.client", "closed", url, "--clients", str(clients),

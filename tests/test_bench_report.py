@@ -86,6 +86,8 @@ def test_one_worker_rows_compare_each_setting_with_sync_and_stay_out_of_the_two_
     rows = [meta, _study("gp-gevent", 2, False, 150.0, 450.0), _study("sync-persist", 2, False, 150.0, 210.0),
             _study("gp-gevent-w1", 1, False, 100.0, 130.0), _study("sync-persist-w1", 1, False, 100.0, 125.0),
             _study("gp-gevent-w1", 1, True, 200.0, 600.0)]
+    rows[-1]["wrk"] = {"requests": 1000}
+    rows[-1]["sched"] = {"cpu_s": 3.0, "runqueue_wait_s": 2.5, "scheduled_in": 1500}
     lines = [line for line in findings(Run(rows)) if line.startswith("- /read, ")]
     assert lines == [
         "- /read, 2 workers, 100 clients, second client's raw latencies: greenpool-serve gevent p50 150.0 / p99 450.0 ms"
@@ -93,7 +95,22 @@ def test_one_worker_rows_compare_each_setting_with_sync_and_stay_out_of_the_two_
         "- /read, 1 worker, 50 clients, second client's raw latencies: greenpool-serve gevent p50 100.0 / p99 130.0 ms"
         " (1.3x); gunicorn sync p50 100.0 / p99 125.0 ms (1.2x).",
         "- /read, 1 worker, 50 clients, a busy loop beside it, second client's raw latencies: greenpool-serve gevent"
-        " p50 200.0 / p99 600.0 ms (3.0x); gunicorn sync not measured.",
+        " p50 200.0 / p99 600.0 ms (3.0x), workers' run-queue wait / times scheduled in per request 2.50 / 1.5;"
+        " gunicorn sync not measured.",
     ]
     # The 100-client lines speak of the two-worker rows only.
     assert not any("1 worker" in line for line in findings(Run(rows)) if "100 clients: p99 by wrk" in line)
+
+
+def test_the_study_table_has_the_scheduler_column_only_when_a_row_recorded_it():
+    from bench.report import Run, study_section
+
+    meta = {"type": "meta", "stacks": [], "reference": "sync-persist", "plan": {"paths": ["/read"], "concurrency": [100]}}
+    row = _study("gp-gevent-w1", 1, True, 200.0, 600.0)
+    row["wrk"] = {"requests": 1000, "rps": 250.0, "p50_ms": 190.0, "p99_ms": 610.0}
+    without = study_section(Run([meta, row]))
+    assert "run-queue" not in without[0] and without[0].count("|") == without[2].count("|")
+    row["sched"] = {"cpu_s": 3.0, "runqueue_wait_s": 2.5, "scheduled_in": 1500}
+    with_sched = study_section(Run([meta, row]))
+    assert with_sched[0].endswith("run-queue wait ms / times scheduled in |")
+    assert with_sched[2].endswith("| 2.50 / 1.5 |") and with_sched[0].count("|") == with_sched[2].count("|")

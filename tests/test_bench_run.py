@@ -27,3 +27,19 @@ def test_client_socket_owners_names_the_process_holding_a_server_connection(mysq
     finally:
         conn.close()
     assert local_port not in run.client_socket_owners(int(mysql_params["port"]))
+
+
+def test_sched_stats_counts_a_process_cpu_time_and_ignores_a_gone_one():
+    import subprocess
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 0.3\n"
+                              "while time.monotonic() < end:\n    pass\ntime.sleep(30)"])
+    try:
+        time.sleep(0.6)  # the busy part is over; the child sleeps
+        cpu_ns, _wait_ns, scheduled_in = run.sched_stats([child.pid])
+        assert 0.2e9 < cpu_ns < 2e9 and scheduled_in >= 1
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert run.sched_stats([child.pid]) == (0, 0, 0)
