@@ -993,8 +993,9 @@ class StudyRow:
     stack: str
     path: str
     clients: int = 100
-    # A CPU-bound process runs next to the stack for the whole row: contention for the
-    # CPU without a second worker (the one-worker rows).
+    # A CPU-bound process runs next to the stack while wrk, the probe and the second
+    # client measure: contention for the CPU without a second worker (one-worker rows).
+    # (gunicorn_sync_with() never makes a 1-worker stack, so its keys do not clash.)
     cpu_hog: bool = False
 
 
