@@ -490,8 +490,7 @@ def findings(run: Run) -> list[str]:
             above = sum(1 for r in ratios if r > 1.05)
             out.append(f"- wrk's mean×rate/clients above 1.05 (impossible for real samples): {above} of {len(ratios)} "
                        f"measurements of the {name} stacks (largest {max(ratios):.2f}).")
-    study = {(r["stack"], r["path"]): r for r in run.study
-             if not r.get("failed") and not r.get("cpu_hog") and r.get("workers", 2) != 1}
+    study = {(r["stack"], r["path"]): r for r in run.study if not r.get("failed") and not r.get("cpu_hog")}
     for key, path in ((GP, "/read"), ("sync-persist", "/read"), ("gevent-persist", "/read"), (GP, "/hello")):
         row = study.get((key, path))
         if not row:
@@ -529,13 +528,13 @@ def _spread(row: dict[str, Any] | None) -> str:
 
 def one_worker_findings(run: Run) -> list[str]:
     """The /read tail with one worker (its own core, then a shared one) against two workers."""
-    rows = {(r["stack"], r.get("workers", 2), bool(r.get("cpu_hog"))): r for r in run.study if r["path"] == "/read"}
+    rows = {(r["stack"], bool(r.get("cpu_hog"))): r for r in run.study if r["path"] == "/read"}
     out = []
-    for gp_key, sync_key, workers, hog, what in (
-            (GP, "sync-persist", 2, False, "2 workers, 100 clients"),
-            ("gp-gevent-w1", "sync-persist-w1", 1, False, "1 worker, 50 clients"),
-            ("gp-gevent-w1", "sync-persist-w1", 1, True, "1 worker, 50 clients, a busy loop beside it")):
-        gp, sync = rows.get((gp_key, workers, hog)), rows.get((sync_key, workers, hog))
+    for gp_key, sync_key, hog, what in (
+            (GP, "sync-persist", False, "2 workers, 100 clients"),
+            ("gp-gevent-w1", "sync-persist-w1", False, "1 worker, 50 clients"),
+            ("gp-gevent-w1", "sync-persist-w1", True, "1 worker, 50 clients, a busy loop beside it")):
+        gp, sync = rows.get((gp_key, hog)), rows.get((sync_key, hog))
         if gp or sync:
             out.append(f"- /read, {what}, second client's raw latencies: {run.labels.get(GP, GP)} {_spread(gp)}; "
                        f"{run.labels.get('sync-persist', 'sync')} {_spread(sync)}.")

@@ -995,7 +995,6 @@ class StudyRow:
     clients: int = 100
     # A CPU-bound process runs next to the stack while wrk, the probe and the second
     # client measure: contention for the CPU without a second worker (one-worker rows).
-    # (gunicorn_sync_with() never makes a 1-worker stack, so its keys do not clash.)
     cpu_hog: bool = False
 
 
@@ -1006,7 +1005,8 @@ STUDY = (StudyRow("gp-gevent", "/read"), StudyRow("gp-gevent-reuseport", "/read"
          StudyRow("gp-gevent-w1", "/read", 50), StudyRow("sync-persist-w1", "/read", 50),
          StudyRow("gp-gevent-w1", "/read", 50, cpu_hog=True), StudyRow("sync-persist-w1", "/read", 50, cpu_hog=True),
          StudyRow("gp-gevent", "/hello"), StudyRow("bare", "/hello"))
-STUDY_ONLY = ("gp-gevent-reuseport", "gp-gevent-w1", "sync-persist-w1")
+# Stacks with no cells of their own (no paths) that the study runs whatever --stacks chose.
+STUDY_ONLY = {row.stack for row in STUDY if not stacks.ALL[row.stack].paths}
 
 
 def cpu_hog(seconds: float) -> subprocess.Popen:
@@ -1019,7 +1019,7 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
     """wrk and a second client (bench/client.py) on the same stacks, 100 clients (50 for one worker)."""
     plan = bench.plan
     seconds = plan["study_seconds"]
-    keys = {s.key for s in chosen} | set(STUDY_ONLY)
+    keys = {s.key for s in chosen} | STUDY_ONLY
     for row in STUDY:
         if row.stack not in keys:
             continue

@@ -217,7 +217,8 @@ ROUND_STACKS = ("gp-gevent", "gp-gevent-cb4", "gp-tornado", "sync-persist", "gev
 
 
 def gunicorn_sync_with(workers: int) -> Stack:
-    """gunicorn sync, CONN_MAX_AGE=None with as many workers as the memory comparison needs."""
+    """gunicorn sync, CONN_MAX_AGE=None with as many workers as the memory comparison needs
+    (at least 2: its key never clashes with the latency study's sync-persist-w1)."""
     return Stack(f"sync-persist-w{workers}", f"gunicorn sync, CONN_MAX_AGE=None, {workers} workers", "gunicorn",
                  _gunicorn("sync", "django", "none", workers=workers), paths=("/slow",), workers=workers,
                  settings=f"`gunicorn -w {workers}` (sync); CONN_MAX_AGE None")
