@@ -64,6 +64,7 @@ from bench import connect_counter, stacks
 from bench.stacks import ROOT, Stack
 
 RESULTS = ROOT / "bench" / "results" / "servers.jsonl"
+STUDY_RESULTS = ROOT / "bench" / "results" / "study.jsonl"  # --study-only runs
 LUA = ROOT / "bench" / "wrk_report.lua"
 WRK_TIMEOUT_S = 10
 BENCH_DB = "greenpool_bench"
@@ -1093,6 +1094,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=None, help="measured seconds per run (integer)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds per run (integer)")
     parser.add_argument("--no-extras", action="store_true", help="skip the slow-query experiment and latency study")
+    parser.add_argument("--study-only", action="store_true",
+                        help=f"run the latency study alone (no cells, no slow-query experiment), JSON to "
+                             f"{STUDY_RESULTS.relative_to(ROOT)} unless --out; never rewrites the docs")
     parser.add_argument("--max-user-connections", type=int, default=BENCH_MAX_USER_CONNECTIONS,
                         help=f"MAX_USER_CONNECTIONS of the benchmark's account (default {BENCH_MAX_USER_CONNECTIONS})")
     args = parser.parse_args(argv)
@@ -1107,6 +1111,14 @@ def main(argv: list[str] | None = None) -> int:
         plan["warmup"] = args.warmup
     if args.no_extras:
         plan["extras"] = False
+    if args.study_only:
+        if args.no_extras or args.docs:
+            raise SystemExit("--study-only runs the latency study only: drop --no-extras and --docs")
+        # Its own file: the report takes the last full run of servers.jsonl, which needs cells.
+        plan.update(paths=(), study_only=True)
+        if args.out == str(RESULTS):
+            args.out = str(STUDY_RESULTS)
+        args.no_docs = True
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk; .ci/bootstrap.sh installs it)")
 
@@ -1142,9 +1154,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.monitor.start()
     matrix: list[dict[str, Any]] = []
     try:
-        if any(s.key == "gp-tornado" for s in chosen):
+        probing = [] if plan.get("study_only") else chosen
+        if any(s.key == "gp-tornado" for s in probing):
             bench.emit(probe_greenpool_ioloop(bench))
-        for stack in chosen:
+        for stack in probing:
             for path in stack.probe_only:
                 rec = bench.probe_cannot_serve(stack, path)
                 bench.emit(rec)
@@ -1167,7 +1180,7 @@ def main(argv: list[str] | None = None) -> int:
                     + (f"  FAILED {rec['failed'][:200]}" if rec.get("failed") else ""))
         if plan["extras"]:
             keys = {s.key for s in chosen}
-            if "gp-gevent" in keys:
+            if "gp-gevent" in keys and not plan.get("study_only"):
                 rec = slow_mixed(bench, "gp-gevent")
                 if "gp-gevent-cb4" in keys:
                     slow_mixed(bench, "gp-gevent-cb4")

@@ -43,3 +43,16 @@ def test_sched_stats_counts_a_process_cpu_time_and_ignores_a_gone_one():
         child.kill()
         child.wait(timeout=10)
     assert run.sched_stats([child.pid]) == (0, 0, 0)
+
+
+def test_study_only_refuses_options_that_would_make_it_something_else():
+    for extra in (["--no-extras"], ["--docs", "docs/benchmarks.md"]):
+        with pytest.raises(SystemExit, match="--study-only runs the latency study only"):
+            run.main(["--study-only", *extra])
+
+
+def test_a_plan_without_paths_has_no_cells():
+    from bench import stacks
+
+    plan = {**run.FULL, "paths": ()}
+    assert run.cells(list(stacks.STACKS), plan) == []
