@@ -106,10 +106,23 @@ class ThreadWaiter:
 
 
 class GeventWaiter:
-    """One queued request, in gevent mode: a bare hub Waiter woken by a hub
-    callback, cheaper than an Event (no link list, no notifier greenlet)."""
+    """One queued request, in gevent mode: a bare hub Waiter woken by a
+    zero-delay timer, cheaper than an Event (no link list, no notifier greenlet).
 
-    __slots__ = ("value", "_waiter", "_woken")
+    The wake-up goes through the hub's next poll rather than its callback
+    queue. A waiter handed a connection runs its request until it next
+    blocks; when the database answers before the greenlet reads (the usual case
+    on a loaded machine, where the server's thread preempts the worker), that is
+    the whole request, ending in the hand-over to the next waiter. As hub
+    callbacks, those hand-overs ran one after another ahead of the poll (gevent
+    looks at the clock only every 50 callbacks), so the holders whose answers
+    were waiting in their sockets were not resumed: on one worker beside a busy
+    loop, 50 clients on /read, statements whose answer arrived 0.1 ms after the
+    send were resumed 200-245 ms later while one connection served ~90 requests
+    (bench/README.md, "Hand-overs"). Through the poll, every ready socket gets
+    its turn between two hand-overs."""
+
+    __slots__ = ("value", "_waiter", "_woken", "_timer")
 
     def __init__(self) -> None:
         from gevent.hub import Waiter
@@ -117,13 +130,21 @@ class GeventWaiter:
         self.value: Any = None
         self._waiter = Waiter()
         self._woken = False
+        self._timer: Any = None
 
     def give(self, value: Any) -> None:
         self.value = value
         if not self._woken:
             self._woken = True
-            # Waiter.switch may only run in the hub: schedule it there.
-            self._waiter.hub.loop.run_callback(self._waiter.switch, None)
+            # Waiter.switch may only run in the hub; a timer's callback does.
+            self._timer = self._waiter.hub.loop.timer(0.0)
+            self._timer.start(self._wake)
+
+    def _wake(self) -> None:
+        self._timer.close()
+        # If the wait already ended (timed out or killed), the Waiter keeps
+        # the value and nobody reads it; Pool._abandon has passed it on.
+        self._waiter.switch(None)
 
     def wait(self, timeout: float) -> bool:
         from gevent import Timeout

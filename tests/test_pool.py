@@ -12,6 +12,7 @@ import time
 
 import gevent
 import gevent.event
+import gevent.socket
 import pytest
 
 from greenpool import Pool, PoolClosed, PoolTimeout, TooManyRequests
@@ -161,6 +162,39 @@ def test_connection_handed_to_a_waiter_counts_as_in_use_at_once(db, conc):
     conc.join([waiter])
     stats = pool.get_stats()
     assert (stats["pool_in_use"], stats["pool_available"]) == (0, 1)
+    pool.close()
+
+
+def test_hand_overs_let_ready_sockets_run_between_them():
+    # A holder handed the connection may run its whole request without
+    # blocking (the database answered before it read) and hand over to the
+    # next waiter. Such a chain must not keep greenlets whose sockets are ready
+    # waiting: each hand-over waits for the hub's next poll.
+    db = FakeDB(sleep=gevent.sleep)
+    pool = Pool(db.connect, max_size=1, timeout=5, concurrency="gevent")
+    held = pool.getconn()
+    served = []
+
+    def holder(i):
+        conn = pool.getconn()
+        served.append(i)
+        pool.putconn(conn)
+
+    holders = [gevent.spawn(holder, i) for i in range(20)]
+    gevent.sleep(0.02)
+    assert pool.get_stats()["requests_waiting"] == 20
+    a, b = gevent.socket.socketpair()
+    served_before_read = []
+    reader = gevent.spawn(lambda: (a.recv(1), served_before_read.append(len(served))))
+    gevent.sleep(0.01)  # the reader waits on its socket
+    b.sendall(b"x")  # ready from now on...
+    pool.putconn(held)  # ...and the chain of hand-overs starts
+    gevent.joinall(holders + [reader], timeout=5)
+    a.close()
+    b.close()
+    assert served == list(range(20))
+    assert served_before_read and served_before_read[0] <= 2, (
+        f"the ready socket was read only after {served_before_read} hand-overs")
     pool.close()
 
 
