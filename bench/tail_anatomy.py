@@ -11,8 +11,8 @@ bench.tail_probe in its workers, which times the application's call, every PyMyS
 statement and, for greenpool, the wait for a pool connection and how long the
 request then holds it. For a statement on loopback MariaDB the server answers in
 well under a millisecond; what a gevent worker adds is the time until its hub
-resumes the greenlet once the answer is in the socket, which is the CPU work of
-every other greenlet that is ready before it.
+resumes the greenlet once the answer is in the socket, which the probe also
+times ("resume", from the kernel's receive timestamp of the answer).
 
 Raw samples' percentiles go to bench/results/tail_anatomy.jsonl (one line per stack,
 with the run id, versions and load average) and to the tail_anatomy section of
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "tail_anatomy.jsonl"
 DOCS = ROOT / "docs" / "benchmarks.md"
 STACKS = ("gp-gevent", "gp-gevent-cb4", "gevent-persist", "sync-persist")
-KINDS = ("app", "wait", "hold", "query")
+KINDS = ("app", "wait", "hold", "query", "resume")
 SLOW_QUERY_MS = 10.0
 
 
@@ -109,14 +109,15 @@ def section(meta: dict[str, Any], recs: list[dict[str, Any]]) -> str:
         f"`{meta['wrk_command']}` after a {meta['warmup']} s warm-up, with bench/tail_probe.py timing inside the "
         f"workers: **app** is Django's WSGI call for one request, **query** one PyMySQL statement sent and "
         f"answered, **wait** greenpool's wait for a pool connection, **hold** the time the request then keeps it "
-        f"(from checkout to checkin). Milliseconds.")
+        f"(from checkout to checkin), **resume** (gevent) the time from a statement's answer arriving in its socket "
+        f"to the greenlet that waited for it running again. Milliseconds.")
     lines.append("")
     lines.append("| stack | wrk req/s | wrk p50 / p99 | app p50 / p99 | wait p50 / p99 | hold p50 / p90 / p99 "
-                 "| query p50 / p90 / p99 / p99.9 | queries over 10 ms |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+                 "| query p50 / p90 / p99 / p99.9 | queries over 10 ms | resume p50 / p99 / max |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in recs:
         if r.get("failed"):
-            lines.append(f"| {r['label']} | failed: {r['failed'][:150]} |||||||")
+            lines.append(f"| {r['label']} | failed: {r['failed'][:150]} ||||||||")
             continue
         w, p = r.get("wrk") or {}, r["parts"]
 
@@ -128,7 +129,8 @@ def section(meta: dict[str, Any], recs: list[dict[str, Any]]) -> str:
         share = f"{q['over_10ms'] / q['n']:.1%} of {q['n']:,}" if q.get("n") else "—"
         lines.append(f"| {r['label']} | {fmt(w.get('rps'))} | {fmt(w.get('p50_ms'))} / {fmt(w.get('p99_ms'))} | "
                      f"{pair('app')} | {pair('wait')} | {pair('hold', ('p50_ms', 'p90_ms', 'p99_ms'))} | "
-                     f"{pair('query', ('p50_ms', 'p90_ms', 'p99_ms', 'p999_ms'))} | {share} |")
+                     f"{pair('query', ('p50_ms', 'p90_ms', 'p99_ms', 'p999_ms'))} | {share} | "
+                     f"{pair('resume', ('p50_ms', 'p99_ms', 'max_ms'))} |")
     lines.append("")
     lines.extend(findings(recs))
     return "\n".join(lines) + "\n"
@@ -157,10 +159,15 @@ def findings(recs: list[dict[str, Any]]) -> list[str]:
         if sync and (sync["parts"].get("query") or {}).get("n"):
             sq = sync["parts"]["query"]
             line += (f", against p99 {fmt(sq['p99_ms'])} ms and {sq['over_10ms'] / sq['n']:.1%} in gunicorn sync "
-                     f"(same server, same statements). The server answers as fast for both; a gevent worker resumes "
-                     f"the greenlet only when its hub next polls, after the CPU work of the greenlets that were "
-                     f"ready before it, so a request that holds a connection waits behind requests that do not")
+                     f"(same server, same statements)")
         out.append(line + ".")
+    resume = gp["parts"].get("resume") or {}
+    if resume.get("n") and query.get("n"):
+        out.append(f"- Of those statements, {resume['n'] / query['n']:.0%} found no answer yet when their greenlet "
+                   f"read and waited for it; once it had arrived, the greenlet ran again p50 {fmt(resume['p50_ms'])} / "
+                   f"p99 {fmt(resume['p99_ms'])} / max {fmt(resume['max_ms'])} ms later (the rest of the statement's "
+                   f"time is the server's). In a gevent worker a greenlet runs again only when the hub gets to it, "
+                   f"after the greenlets that were ready before it.")
     return out
 
 

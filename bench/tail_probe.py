@@ -8,7 +8,12 @@ set (only bench.tail_anatomy sets it). It wraps, in this process only:
   gevent this includes the wait for the hub to resume the greenlet once the answer
   is in its socket;
 - greenpool's Pool.getconn / putconn, when greenpool is used: the wait for a
-  connection ("wait") and how long the request then holds it ("hold").
+  connection ("wait") and how long the request then holds it ("hold");
+- under gevent, every wait of a greenlet for a PyMySQL socket to become readable:
+  the time from the answer's arrival in the socket (the kernel's receive timestamp,
+  SO_TIMESTAMPNS, read with MSG_PEEK) to the greenlet's resumption ("resume"). A
+  statement whose answer is in the socket before the greenlet reads does not wait
+  and gives no sample.
 
 Samples go to DIR/<pid>.samples as "kind seconds" lines, appended every FLUSH_EVERY
 samples (a few of the last ones may be lost when the worker stops; the report
@@ -18,10 +23,16 @@ gives the counts). Timing costs about a microsecond per call; nothing else chang
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import time
+import weakref
 from typing import Any
 
 FLUSH_EVERY = 200
+# Linux: SO_TIMESTAMPNS turns on, and SCM_TIMESTAMPNS labels, a socket's receive
+# timestamps (struct timespec, CLOCK_REALTIME). Not in Python's socket module.
+SO_TIMESTAMPNS = 35
 
 _state: dict[str, Any] = {}
 
@@ -46,8 +57,12 @@ def install(directory: str) -> None:
     from django.core.handlers.wsgi import WSGIHandler
 
     query = pymysql.connections.Connection.query
+    database_sockets = _time_resumes()
 
     def timed_query(self: Any, sql: Any, unbuffered: bool = False) -> Any:
+        if database_sockets is not None and self._sock is not None and self._sock not in database_sockets:
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            database_sockets.add(self._sock)
         started = time.monotonic()
         try:
             return query(self, sql, unbuffered)
@@ -90,3 +105,33 @@ def install(directory: str) -> None:
 
     gp_pool.Pool.getconn = timed_getconn  # type: ignore[method-assign]
     gp_pool.Pool.putconn = timed_putconn  # type: ignore[method-assign]
+
+
+def _time_resumes() -> "weakref.WeakSet[Any] | None":
+    """Under gevent's patched sockets, record "resume" for the sockets put in the
+    returned set (PyMySQL's, as their first statement runs). None elsewhere."""
+    import gevent.monkey
+
+    if not gevent.monkey.is_module_patched("socket"):
+        return None
+    from gevent import _socket3
+
+    watched: "weakref.WeakSet[Any]" = weakref.WeakSet()
+    wait = _socket3.socket._wait
+
+    def timed_wait(self: Any, watcher: Any, timeout_exc: Any = None) -> None:
+        wait(self, watcher, timeout_exc)
+        if watcher is not self._read_event or self not in watched:
+            return
+        resumed = time.time()
+        try:
+            _data, ancillary, _flags, _addr = self._sock.recvmsg(1, 64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return  # woken with nothing to read (a closed peer reads b"" and is stamped)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = struct.unpack("qq", data[:16])
+                _record("resume", resumed - (seconds + nanoseconds / 1e9))
+
+    _socket3.socket._wait = timed_wait  # type: ignore[method-assign]
+    return watched

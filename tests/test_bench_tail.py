@@ -43,6 +43,40 @@ assert WSGIHandler.__call__.__name__ == "timed_call"  # calling it needs a whole
     assert samples["hold"][0] >= max(samples["query"])  # the statement ran while the connection was held
 
 
+def test_probe_times_how_long_an_arrived_answer_waits_for_its_greenlet(tmp_path, mysql_params):
+    # Under gevent: a greenlet waits for SELECT SLEEP(0.05); the answer arrives
+    # while another greenlet keeps the CPU for 0.3 s without yielding, so the
+    # waiting greenlet is resumed about 0.25 s after its answer arrived.
+    code = f"""
+from gevent import monkey
+monkey.patch_all()
+import time
+import gevent
+import pymysql
+from bench import tail_probe
+tail_probe.FLUSH_EVERY = 1
+tail_probe.install({str(tmp_path)!r})
+params = {json.dumps(mysql_params)}
+conn = pymysql.connect(host=params["host"], port=int(params["port"]), user=params["user"],
+                       password=params["password"], database=params["database"])
+conn.query("SELECT 1")  # the first statement marks the socket
+waiter = gevent.spawn(conn.query, "SELECT SLEEP(0.05)")
+gevent.sleep(0.01)  # the waiter has sent its statement and waits for the answer
+end = time.monotonic() + 0.3
+while time.monotonic() < end:
+    pass
+waiter.join(timeout=10)
+conn.close()
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    resumes = read_samples(tmp_path, {})["resume"]
+    # One sample for the SLEEP; SELECT 1 adds one only if its greenlet waited
+    # for the answer, and then it was resumed at once (nothing else ran).
+    *others, slept = sorted(resumes)
+    assert len(others) <= 1 and all(ms < 50 for ms in others), resumes
+    assert 150 <= slept <= 2_000, resumes
+
+
 def test_samples_written_before_the_measured_run_are_skipped(tmp_path):
     (tmp_path / "1.samples").write_text("query 0.001\nquery 0.002\n")
     skip = line_counts(tmp_path)
