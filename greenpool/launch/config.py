@@ -312,9 +312,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("callback_batch", ("--callback-batch",), _int_at_least(0), 0,
             "gevent: run the worker's hub on gevent's CFFI libev loop, which may look at the clock "
             "(and poll sockets and timers once the switch interval has passed) after every N "
-            "callbacks; gevent's default loop does so after every 50, and a busy worker whose "
-            "callbacks are whole requests then leaves database answers unread for 100 ms and more "
-            "(docs/tuning.md). Needs the cffi package. 0: gevent's default loop.",
+            "callbacks; gevent's default loop does so after every 50. Since pool hand-overs go "
+            "through the poll it no longer shortens the /read tail in the benchmark, and the CFFI "
+            "loop is slower (docs/tuning.md). Needs the cffi package. 0: gevent's default loop.",
             "Workers", metavar="N"),
     Setting("threads", ("--threads",), _int_at_least(1), 10,
             "tornado: executor threads running Django per worker. 1 means one request at a time "
