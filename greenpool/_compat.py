@@ -119,8 +119,8 @@ class GeventWaiter:
     were waiting in their sockets were not resumed: on one worker beside a busy
     loop, 50 clients on /read, statements whose answer arrived 0.1 ms after the
     send were resumed 200-245 ms later while one connection served ~90 requests
-    (bench/README.md, "Hand-overs"). Through the poll, every ready socket gets
-    its turn between two hand-overs."""
+    (CHANGELOG, "Fixed"; bench/tail_probe.py's "resume" times that wait). Through
+    the poll, every ready socket gets its turn between two hand-overs."""
 
     __slots__ = ("value", "_waiter", "_woken", "_timer")
 
@@ -142,8 +142,10 @@ class GeventWaiter:
 
     def _wake(self) -> None:
         self._timer.close()
-        # If the wait already ended (timed out or killed), the Waiter keeps
-        # the value and nobody reads it; Pool._abandon has passed it on.
+        # The wait may have ended before this runs: its timeout fired after the
+        # hand-over (wait() then returns True and the holder uses the value), or
+        # its greenlet was killed (Pool._abandon passed the connection on). With
+        # no greenlet waiting, Waiter.switch only stores None, which nobody reads.
         self._waiter.switch(None)
 
     def wait(self, timeout: float) -> bool:

@@ -198,6 +198,35 @@ def test_hand_overs_let_ready_sockets_run_between_them():
     pool.close()
 
 
+def test_gevent_waiter_whose_timeout_fires_before_its_wake_up_keeps_the_connection():
+    # The hand-over wakes the waiter after the hub's next poll, when the waiter's
+    # timeout may be due too. Whichever of the two runs first, the waiter must end
+    # up with the connection it was given, and no timeout counted.
+    db = FakeDB(sleep=gevent.sleep)
+    pool = Pool(db.connect, max_size=1, timeout=5, concurrency="gevent")
+    held = pool.getconn()
+    got, errors = [], []
+
+    def wait():
+        try:
+            got.append(pool.getconn(timeout=0.05))
+        except PoolTimeout as exc:
+            errors.append(exc)
+
+    waiter = gevent.spawn(wait)
+    gevent.sleep(0.01)  # queued
+    end = time.monotonic() + 0.1
+    while time.monotonic() < end:  # past the waiter's timeout, without yielding
+        pass
+    pool.putconn(held)  # handed over; both its timeout and its wake-up are due
+    waiter.join(timeout=5)
+    assert (got, errors) == ([held], [])
+    stats = pool.get_stats()
+    assert (stats["pool_in_use"], stats["pool_available"], stats["requests_timeouts"]) == (1, 0, 0)
+    pool.putconn(held)
+    pool.close()
+
+
 def test_waiter_served_as_its_wait_times_out_keeps_the_connection():
     # Threads: the giver may hand a connection over between the moment the
     # waiter's wait gives up and the moment it leaves the queue. The waiter must
