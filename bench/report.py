@@ -509,6 +509,7 @@ def findings(run: Run) -> list[str]:
         split = lambda r: " / ".join(str(w.get("requests")) for w in (r.get("per_worker") or []))  # noqa: E731
         out.append(f"- Requests per worker in the /read study row, shared socket: {split(study[(GP, '/read')])}; "
                    f"--reuse-port: {split(rp)}.")
+    out.append(connection_split_finding(study.get((GP, "/read")), rp))
     out += one_worker_findings(run)
     return [line for line in out if line]
 
@@ -525,6 +526,20 @@ def _spread(row: dict[str, Any] | None) -> str:
     if sched != "—":
         spread += f", workers' run-queue wait / times scheduled in per request {sched}"
     return spread
+
+
+def connection_split_finding(shared: dict[str, Any] | None, reuse_port: dict[str, Any] | None) -> str:
+    """How the second client's keep-alive connections were spread over the
+    workers (counted midway through its run), where a row recorded it."""
+    parts = []
+    for name, row in (("shared socket", shared), ("--reuse-port", reuse_port)):
+        counts = (row or {}).get("client_connections_per_worker")
+        if counts:
+            parts.append(f"{name} {' / '.join(str(n) for n in counts)}")
+    if not parts:
+        return ""
+    return (f"- The second client's connections open on each worker midway through its /read run: {'; '.join(parts)} "
+            f"(a worker serving more of them makes each wait longer; docs/tuning.md).")
 
 
 def one_worker_findings(run: Run) -> list[str]:

@@ -603,6 +603,7 @@ def greenpool_stats(running: Running) -> dict[str, Any] | None:
     requests: Counter = Counter()
     per_worker = [{"index": w.get("index"), "requests": (w.get("requests") or {}).get("total"),
                    "connections_total": (w.get("requests") or {}).get("connections_total"),
+                   "connections_open": (w.get("requests") or {}).get("connections_open"),
                    "pool_size": ((w.get("pools") or {}).get("default") or {}).get("pool_size")} for w in workers]
     for w in workers:
         for pool in (w.get("pools") or {}).values():
@@ -1058,11 +1059,18 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
                             "scheduled_in": after[2] - before[2]}
             out, err = probe.communicate(timeout=seconds + 60)
             rec["probe_during_wrk"] = json.loads(out) if out.strip() else {"failed": err[-300:]}
-            proc = subprocess.run([sys.executable, "-m", "bench.client", "closed", url, "--clients", str(clients),
-                                   "--duration", str(seconds), "--warmup", "1"], cwd=ROOT, capture_output=True,
-                                  text=True, timeout=seconds + 90,
-                                  env=stacks.env_for(stacks.Command("client", []), {}))
-            rec["client"] = json.loads(proc.stdout) if proc.stdout.strip() else {"failed": proc.stderr[-300:]}
+            client = subprocess.Popen([sys.executable, "-m", "bench.client", "closed", url, "--clients", str(clients),
+                                       "--duration", str(seconds), "--warmup", "1"], cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True,
+                                      env=stacks.env_for(stacks.Command("client", []), {}))
+            # Keep-alive connections stay on the worker that accepted them, and a
+            # worker's share of them sets how long each waits: count them midway.
+            time.sleep(1 + seconds / 2)
+            midway = greenpool_stats(running)
+            if midway and "error" not in midway:
+                rec["client_connections_per_worker"] = [w.get("connections_open") for w in midway["per_worker"]]
+            out, err = client.communicate(timeout=seconds + 90)
+            rec["client"] = json.loads(out) if out.strip() else {"failed": err[-300:]}
             gp = settled_greenpool_stats(running)
             if gp:
                 rec["per_worker"] = gp.get("per_worker")

@@ -114,3 +114,16 @@ def test_the_study_table_has_the_scheduler_column_only_when_a_row_recorded_it():
     with_sched = study_section(Run([meta, row]))
     assert with_sched[0].endswith("run-queue wait ms / times scheduled in |")
     assert with_sched[2].endswith("| 2.50 / 1.5 |") and with_sched[0].count("|") == with_sched[2].count("|")
+
+
+def test_the_connection_split_is_reported_only_where_recorded():
+    from bench.report import connection_split_finding
+
+    shared = _study("gp-gevent", 2, False, 120.0, 260.0)
+    assert connection_split_finding(shared, None) == ""  # a run from before it was recorded
+    shared["client_connections_per_worker"] = [68, 32]
+    reuse = _study("gp-gevent-reuseport", 2, False, 120.0, 250.0)
+    reuse["client_connections_per_worker"] = [47, 53]
+    assert connection_split_finding(shared, reuse) == (
+        "- The second client's connections open on each worker midway through its /read run: shared socket 68 / 32; "
+        "--reuse-port 47 / 53 (a worker serving more of them makes each wait longer; docs/tuning.md).")
