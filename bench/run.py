@@ -1032,6 +1032,9 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
                                "clients": clients, "workers": stack.workers, "cpu_hog": row.cpu_hog,
                                "seconds": seconds, "loadavg": list(os.getloadavg())}
         hog: subprocess.Popen | None = None
+        # The probe and the second client, killed in finally if an error cuts the row
+        # short (communicate()'s timeout, unlike subprocess.run's, leaves them running).
+        children: list[subprocess.Popen] = []
         try:
             problem = wait_ready(running)
             if problem:
@@ -1049,6 +1052,7 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
                                       "--interval", "0.02", "--duration", str(seconds)], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=stacks.env_for(stacks.Command("client", []), {}))
+            children.append(probe)
             workers = running.pids()["workers"]
             before = sched_stats(workers)
             rec["wrk"] = wrk(url, clients, seconds)
@@ -1063,6 +1067,7 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
                                        "--duration", str(seconds), "--warmup", "1"], cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True,
                                       env=stacks.env_for(stacks.Command("client", []), {}))
+            children.append(client)
             # Keep-alive connections stay on the worker that accepted them, and a
             # worker's share of them sets how long each waits: count them midway.
             time.sleep(1 + seconds / 2)
@@ -1075,6 +1080,10 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
             if gp:
                 rec["per_worker"] = gp.get("per_worker")
         finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.communicate(timeout=10)
             if hog is not None:
                 hog.kill()
                 hog.wait(timeout=10)
