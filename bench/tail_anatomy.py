@@ -163,8 +163,9 @@ def findings(recs: list[dict[str, Any]]) -> list[str]:
         out.append(line + ".")
     resume = gp["parts"].get("resume") or {}
     if resume.get("n") and query.get("n"):
-        out.append(f"- Of those statements, {resume['n'] / query['n']:.0%} found no answer yet when their greenlet "
-                   f"read and waited for it; once it had arrived, the greenlet ran again p50 {fmt(resume['p50_ms'])} / "
+        out.append(f"- Waits of a greenlet for a statement's answer: {resume['n']:,}, against {query['n']:,} statements "
+                   f"(a statement whose answer was already there did not wait). Once it had arrived, the greenlet ran again "
+                   f"p50 {fmt(resume['p50_ms'])} / "
                    f"p99 {fmt(resume['p99_ms'])} / max {fmt(resume['max_ms'])} ms later (the rest of the statement's "
                    f"time is the server's). In a gevent worker a greenlet runs again only when the hub gets to it, "
                    f"after the greenlets that were ready before it.")
