@@ -76,9 +76,13 @@ POLL_S = 0.05
 # rounds: the /read cells of the stacks that the targets compare (stacks.ROUND_STACKS)
 # are measured this many times, each round in another order; the report takes medians.
 FULL = {"concurrency": (10, 100, 500), "warmup": 2, "duration": 4, "paths": stacks.PATHS, "tuned": True,
-        "rounds": 3, "round_paths": ("/read",), "extras": True, "slow_clients": 200, "slow_seconds": 4, "study_seconds": 4}
+        "rounds": 3, "round_paths": ("/read",), "extras": True, "slow_clients": 200, "slow_seconds": 4, "study_seconds": 4,
+        "slow_pool_series": True}
 QUICK = {"concurrency": (10, 100), "warmup": 1, "duration": 2, "paths": ("/hello", "/read"), "tuned": False,
-         "rounds": 1, "round_paths": ("/read",), "extras": True, "slow_clients": 200, "slow_seconds": 2, "study_seconds": 2}
+         "rounds": 1, "round_paths": ("/read",), "extras": True, "slow_clients": 200, "slow_seconds": 2, "study_seconds": 2,
+         # The smoke run keeps the default pool's slow-query experiment and leaves out
+         # the labelled max_size 20 series (about a minute more).
+         "slow_pool_series": False}
 
 
 def log(msg: str) -> None:
@@ -1202,8 +1206,9 @@ def main(argv: list[str] | None = None) -> int:
                 if "gp-gevent-cb4" in keys:
                     slow_mixed(bench, "gp-gevent-cb4")
                 memory_match(bench, rec, matrix)
-                # The same with a pool sized for the slow queries (labelled as such).
-                memory_match(bench, slow_mixed(bench, "gp-gevent-pool20"), matrix)
+                if plan["slow_pool_series"]:
+                    # The same with a pool sized for the slow queries (labelled as such).
+                    memory_match(bench, slow_mixed(bench, "gp-gevent-pool20"), matrix)
             latency_study(bench, chosen)
     finally:
         bench.monitor.close()
