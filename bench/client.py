@@ -110,6 +110,10 @@ def closed(url: str, clients: int, duration: float, warmup: float, timeout: floa
     latencies: list[int] = []
     per_conn: list[int] = [0] * clients
     max_gap: list[float] = [0.0] * clients
+    # greenpool-serve names the worker in X-Greenpool-Worker: latencies by the worker
+    # that answered, and the connections it answered on.
+    by_worker: dict[str, list[int]] = {}
+    worker_conns: Counter = Counter()
     start = time.monotonic()
     measure_from = start + warmup
     deadline = measure_from + duration
@@ -117,6 +121,7 @@ def closed(url: str, clients: int, duration: float, warmup: float, timeout: floa
     def client(i: int) -> None:
         conn: _Conn | None = None
         last = None
+        counted: _Conn | None = None  # the connection already counted for its worker
         while True:
             t0 = time.monotonic()
             if t0 >= deadline:
@@ -135,6 +140,12 @@ def closed(url: str, clients: int, duration: float, warmup: float, timeout: floa
             t1 = time.monotonic()
             if t0 >= measure_from and t1 <= deadline:
                 latencies.append(int((t1 - t0) * 1e6))
+                worker = _headers.get("x-greenpool-worker")
+                if worker:
+                    by_worker.setdefault(worker, []).append(latencies[-1])
+                    if counted is not conn:
+                        counted = conn
+                        worker_conns[worker] += 1
                 statuses[status] += 1
                 per_conn[i] += 1
                 if last is not None:
@@ -169,7 +180,19 @@ def closed(url: str, clients: int, duration: float, warmup: float, timeout: floa
         "max_gap_ms": {"median": round(sorted(max_gap)[len(max_gap) // 2] * 1000, 1),
                        "max": round(max(max_gap) * 1000, 1)},
         "client_cpu_s": round((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), 3),
+        "per_worker": per_worker(by_worker, worker_conns),
     }
+
+
+def per_worker(by_worker: dict[str, list[int]], connections: Counter) -> list[dict[str, Any]]:
+    """Each answering worker's connections, requests and raw p50/p99, by worker id
+    (empty for a server that does not name its workers)."""
+    out = []
+    for worker in sorted(by_worker):
+        stats = percentiles(by_worker[worker])
+        out.append({"worker": worker, "connections": connections[worker], "requests": stats["n"],
+                    "p50_ms": stats["p50_ms"], "p99_ms": stats["p99_ms"]})
+    return out
 
 
 def probe(url: str, clients: int, interval: float, duration: float, timeout: float) -> dict[str, Any]:

@@ -535,7 +535,13 @@ def connection_split_finding(shared: dict[str, Any] | None, reuse_port: dict[str
     for name, row in (("shared socket", shared), ("--reuse-port", reuse_port)):
         counts = (row or {}).get("client_connections_per_worker")
         if counts:
-            parts.append(f"{name} {' / '.join(str(n) for n in counts)}")
+            part = f"{name} {' / '.join(str(n) for n in counts)}"
+            workers = ((row or {}).get("client") or {}).get("per_worker") or []
+            if len(workers) > 1:
+                part += (f" (its latencies by the worker that answered: p50 "
+                         f"{' / '.join(fmt(w['p50_ms']) for w in workers)} ms, p99 "
+                         f"{' / '.join(fmt(w['p99_ms']) for w in workers)} ms)")
+            parts.append(part)
     if not parts:
         return ""
     return (f"- The second client's connections open on each worker midway through its /read run: {'; '.join(parts)} "

@@ -40,3 +40,55 @@ def test_uneven_service_breaks_littles_law_only_after_the_correction():
     assert corrected["synthetic_samples"] > 4000
     assert corrected["p90_ms"] > 100
     assert corrected["mean_ms"] / 1000 * rate / 2 > 1.0
+
+
+def test_a_closed_run_reports_each_workers_connections_and_latencies():
+    # A real HTTP server on loopback (gevent.pywsgi, in this process: the client's
+    # sockets are gevent's) that names a worker per connection, as greenpool-serve's
+    # workers do in X-Greenpool-Worker: connections alternate between a worker that
+    # answers at once and one that takes 20 ms.
+    import itertools
+    import socket
+
+    import gevent
+    import gevent.pywsgi
+
+    from bench.client import closed
+
+    workers: dict[str, str] = {}
+    next_worker = itertools.cycle(["0-fast", "1-slow"])
+
+    def app(environ, start_response):
+        worker = workers.setdefault(environ["REMOTE_PORT"], next(next_worker))
+        if worker == "1-slow":
+            gevent.sleep(0.02)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2"),
+                                  ("X-Greenpool-Worker", worker)])
+        return [b"ok"]
+
+    class Server(gevent.pywsgi.WSGIServer):
+        def handle(self, sock, address):
+            # pywsgi sends the headers and the body in two writes: without this the
+            # body waits for the client's delayed ACK (40 ms), as greenpool-serve's does not.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().handle(sock, address)
+
+    server = Server(("127.0.0.1", 0), app, log=None)
+    server.start()
+    try:
+        result = closed(f"http://127.0.0.1:{server.server_port}/", clients=6, duration=1.0, warmup=0.2, timeout=5.0)
+    finally:
+        server.stop(timeout=2)
+    by_id = {w["worker"]: w for w in result["per_worker"]}
+    assert sorted(by_id) == ["0-fast", "1-slow"]
+    assert by_id["0-fast"]["connections"] == by_id["1-slow"]["connections"] == 3
+    assert sum(w["requests"] for w in result["per_worker"]) == result["requests"]
+    assert by_id["1-slow"]["p50_ms"] >= 20.0 > by_id["0-fast"]["p50_ms"]
+
+
+def test_a_server_that_names_no_worker_gets_no_per_worker_figures():
+    from collections import Counter
+
+    from bench.client import per_worker
+
+    assert per_worker({}, Counter()) == []
