@@ -40,7 +40,7 @@ stop-private-mariadb:
 # tail comes from; its own section). About 35 minutes; needs wrk (bootstrap
 # installs it) and the bench extra (gunicorn, django-db-connection-pool, matplotlib).
 #   make bench                      # the full run
-#   make bench BENCH_ARGS=--quick   # a ~6-minute smoke run, JSON only
+#   make bench BENCH_ARGS=--quick   # a ~7-minute smoke run, JSON only
 BENCH_ARGS ?=
 .PHONY: bench
 
