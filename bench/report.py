@@ -530,7 +530,8 @@ def _spread(row: dict[str, Any] | None) -> str:
 
 def connection_split_finding(shared: dict[str, Any] | None, reuse_port: dict[str, Any] | None) -> str:
     """How the second client's keep-alive connections were spread over the
-    workers (counted midway through its run), where a row recorded it."""
+    workers, where a row recorded it: counted midway through its run from
+    greenpool-serve stats until run abd981b054dc, by the client itself after."""
     parts = []
     for name, row in (("shared socket", shared), ("--reuse-port", reuse_port)):
         counts = (row or {}).get("client_connections_per_worker")
@@ -544,7 +545,7 @@ def connection_split_finding(shared: dict[str, Any] | None, reuse_port: dict[str
             parts.append(part)
     if not parts:
         return ""
-    return (f"- The second client's connections open on each worker midway through its /read run: {'; '.join(parts)} "
+    return (f"- The second client's connections on each worker in its /read run: {'; '.join(parts)} "
             f"(a worker serving more of them makes each wait longer; docs/tuning.md).")
 
 

@@ -607,7 +607,6 @@ def greenpool_stats(running: Running) -> dict[str, Any] | None:
     requests: Counter = Counter()
     per_worker = [{"index": w.get("index"), "requests": (w.get("requests") or {}).get("total"),
                    "connections_total": (w.get("requests") or {}).get("connections_total"),
-                   "connections_open": (w.get("requests") or {}).get("connections_open"),
                    "pool_size": ((w.get("pools") or {}).get("default") or {}).get("pool_size")} for w in workers]
     for w in workers:
         for pool in (w.get("pools") or {}).values():
@@ -1036,9 +1035,9 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
                                "clients": clients, "workers": stack.workers, "cpu_hog": row.cpu_hog,
                                "seconds": seconds, "loadavg": list(os.getloadavg())}
         hog: subprocess.Popen | None = None
-        # The probe and the second client, killed in finally if an error cuts the row
-        # short (communicate()'s timeout, unlike subprocess.run's, leaves them running).
-        children: list[subprocess.Popen] = []
+        # The probe, killed in finally if an error cuts the row short
+        # (communicate()'s timeout, unlike subprocess.run's, leaves it running).
+        probe: subprocess.Popen | None = None
         try:
             problem = wait_ready(running)
             if problem:
@@ -1056,7 +1055,6 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
                                       "--interval", "0.02", "--duration", str(seconds)], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=stacks.env_for(stacks.Command("client", []), {}))
-            children.append(probe)
             workers = running.pids()["workers"]
             before = sched_stats(workers)
             rec["wrk"] = wrk(url, clients, seconds)
@@ -1067,27 +1065,24 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
                             "scheduled_in": after[2] - before[2]}
             out, err = probe.communicate(timeout=seconds + 60)
             rec["probe_during_wrk"] = json.loads(out) if out.strip() else {"failed": err[-300:]}
-            client = subprocess.Popen([sys.executable, "-m", "bench.client", "closed", url, "--clients", str(clients),
-                                       "--duration", str(seconds), "--warmup", "1"], cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True,
-                                      env=stacks.env_for(stacks.Command("client", []), {}))
-            children.append(client)
+            proc = subprocess.run([sys.executable, "-m", "bench.client", "closed", url, "--clients", str(clients),
+                                   "--duration", str(seconds), "--warmup", "1"], cwd=ROOT, capture_output=True,
+                                  text=True, timeout=seconds + 90,
+                                  env=stacks.env_for(stacks.Command("client", []), {}))
+            rec["client"] = json.loads(proc.stdout) if proc.stdout.strip() else {"failed": proc.stderr[-300:]}
             # Keep-alive connections stay on the worker that accepted them, and a
-            # worker's share of them sets how long each waits: count them midway.
-            time.sleep(1 + seconds / 2)
-            midway = greenpool_stats(running)
-            if midway and "error" not in midway:
-                rec["client_connections_per_worker"] = [w.get("connections_open") for w in midway["per_worker"]]
-            out, err = client.communicate(timeout=seconds + 90)
-            rec["client"] = json.loads(out) if out.strip() else {"failed": err[-300:]}
+            # worker's share of them sets how long each waits (the client tells the
+            # workers apart by X-Greenpool-Worker).
+            by_worker = rec["client"].get("per_worker")
+            if by_worker:
+                rec["client_connections_per_worker"] = [w["connections"] for w in by_worker]
             gp = settled_greenpool_stats(running)
             if gp:
                 rec["per_worker"] = gp.get("per_worker")
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.kill()
-                    child.communicate(timeout=10)
+            if probe is not None and probe.poll() is None:
+                probe.kill()
+                probe.communicate(timeout=10)
             if hog is not None:
                 hog.kill()
                 hog.wait(timeout=10)

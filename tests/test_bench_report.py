@@ -125,7 +125,7 @@ def test_the_connection_split_is_reported_only_where_recorded():
     reuse = _study("gp-gevent-reuseport", 2, False, 120.0, 250.0)
     reuse["client_connections_per_worker"] = [47, 53]
     assert connection_split_finding(shared, reuse) == (
-        "- The second client's connections open on each worker midway through its /read run: shared socket 68 / 32; "
+        "- The second client's connections on each worker in its /read run: shared socket 68 / 32; "
         "--reuse-port 47 / 53 (a worker serving more of them makes each wait longer; docs/tuning.md).")
 
 
@@ -138,6 +138,6 @@ def test_the_split_comes_with_each_workers_latencies_where_the_client_recorded_t
         {"worker": "0-101", "connections": 53, "requests": 2000, "p50_ms": 245.5, "p99_ms": 341.0},
         {"worker": "1-102", "connections": 47, "requests": 2600, "p50_ms": 161.2, "p99_ms": 256.5}]
     assert connection_split_finding(shared, None) == (
-        "- The second client's connections open on each worker midway through its /read run: shared socket 53 / 47 "
+        "- The second client's connections on each worker in its /read run: shared socket 53 / 47 "
         "(its latencies by the worker that answered: p50 245.5 / 161.2 ms, p99 341.0 / 256.5 ms) "
         "(a worker serving more of them makes each wait longer; docs/tuning.md).")
