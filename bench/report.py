@@ -531,7 +531,7 @@ def _spread(row: dict[str, Any] | None) -> str:
 def connection_split_finding(shared: dict[str, Any] | None, reuse_port: dict[str, Any] | None) -> str:
     """How the second client's keep-alive connections were spread over the
     workers, where a row recorded it: counted midway through its run from
-    greenpool-serve stats until run abd981b054dc, by the client itself after."""
+    greenpool-serve stats up to run 0553f0da3eef, by the client itself after."""
     parts = []
     for name, row in (("shared socket", shared), ("--reuse-port", reuse_port)):
         counts = (row or {}).get("client_connections_per_worker")
