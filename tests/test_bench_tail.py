@@ -12,19 +12,29 @@ from bench.tail_anatomy import line_counts, percentiles, read_samples
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_probe_times_a_request_its_statements_and_its_pool_connection(tmp_path, mysql_params):
-    # In a subprocess: install() wraps PyMySQL, Django and greenpool for the whole process.
-    code = f"""
-import django
-from django.conf import settings
-settings.configure()
+def run_with_probe(tmp_path: Path, mysql_params: dict, before: str, after: str) -> None:
+    """Run ``before``, then bench.tail_probe installed with its samples in tmp_path,
+    then ``after`` (which finds the test server's settings in ``params``) in a child
+    Python: install() wraps PyMySQL, Django and greenpool for the whole process."""
+    probe = f"""
 from bench import tail_probe
 tail_probe.FLUSH_EVERY = 1
 tail_probe.install({str(tmp_path)!r})
+params = {json.dumps(mysql_params)}
+"""
+    subprocess.run([sys.executable, "-c", before + probe + after], check=True, cwd=ROOT, timeout=60)
+
+
+def test_probe_times_a_request_its_statements_and_its_pool_connection(tmp_path, mysql_params):
+    before = """
+import django
+from django.conf import settings
+settings.configure()
+"""
+    after = """
 from django.core.handlers.wsgi import WSGIHandler
 from greenpool.mysql import connect_factory
 from greenpool.pool import Pool
-params = {json.dumps(mysql_params)}
 pool = Pool(connect_factory(dict(host=params["host"], port=int(params["port"]), user=params["user"],
                                  password=params["password"], database=params["database"])), max_size=1)
 conn = pool.getconn()
@@ -35,7 +45,7 @@ pool.putconn(conn)
 pool.close()
 assert WSGIHandler.__call__.__name__ == "timed_call"  # calling it needs a whole project: bench.tail_anatomy does
 """
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    run_with_probe(tmp_path, mysql_params, before, after)
     samples = read_samples(tmp_path, {})
     assert len(samples["wait"]) == 1 and len(samples["hold"]) == 1
     assert len(samples["query"]) >= 1  # SELECT 1 (and whatever PyMySQL sends at connect)
@@ -47,16 +57,14 @@ def test_probe_times_how_long_an_arrived_answer_waits_for_its_greenlet(tmp_path,
     # Under gevent: a greenlet waits for SELECT SLEEP(0.05); the answer arrives
     # while another greenlet keeps the CPU for 0.3 s without yielding, so the
     # waiting greenlet is resumed about 0.25 s after its answer arrived.
-    code = f"""
+    before = """
 from gevent import monkey
 monkey.patch_all()
+"""
+    after = """
 import time
 import gevent
 import pymysql
-from bench import tail_probe
-tail_probe.FLUSH_EVERY = 1
-tail_probe.install({str(tmp_path)!r})
-params = {json.dumps(mysql_params)}
 conn = pymysql.connect(host=params["host"], port=int(params["port"]), user=params["user"],
                        password=params["password"], database=params["database"])
 conn.query("SELECT 1")  # the first statement marks the socket
@@ -68,7 +76,7 @@ while time.monotonic() < end:
 waiter.join(timeout=10)
 conn.close()
 """
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+    run_with_probe(tmp_path, mysql_params, before, after)
     resumes = read_samples(tmp_path, {})["resume"]
     # One sample for the SLEEP; SELECT 1 adds one only if its greenlet waited
     # for the answer, and then it was resumed at once (nothing else ran).
