@@ -393,6 +393,14 @@ class Pool:
                 logger.log(level, "pool %r: reset failed, discarding the connection: %s", self.name, exc)
                 self._discard(record, "reset failed")
                 return
+            except BaseException:
+                # Interrupted mid-reset (a gevent.Timeout around the request,
+                # GreenletExit at a worker's stop): the record is already out of
+                # _out, so without this its slot would be gone for good, and the
+                # connection's protocol state is unknown.
+                self._count("returns_bad")
+                self._discard(record, "reset interrupted")
+                raise
         now = time.monotonic()
         if now >= record.expires_at and not self._closed:
             self._count("connections_recycled")
@@ -566,7 +574,9 @@ class Pool:
                     raise
                 logger.info("pool %r: connect failed, retrying for up to %.1fs more: %s", self.name, remaining, exc)
                 self._prims.sleep(min(backoff * (0.5 + random.random()), remaining))
-                backoff = min(backoff * 2, 1.0)
+                # At most 1 s between a request's tries (it has only its timeout),
+                # never above reconnect_backoff_max nor below reconnect_backoff.
+                backoff = max(self.reconnect_backoff, min(backoff * 2, 1.0, self.reconnect_backoff_max))
 
     def _new_record(self) -> _Record:
         started = time.monotonic()
@@ -602,8 +612,10 @@ class Pool:
             self._close_quietly(record.conn, "pool closed")
 
     def _discard(self, record: _Record, why: str) -> None:
-        self._close_quietly(record.conn, why)
-        self._release_slot()
+        try:
+            self._close_quietly(record.conn, why)
+        finally:  # an interrupted close (COM_QUIT is a write) still frees the slot
+            self._release_slot()
 
     def _release_slot(self) -> None:
         """A connection is gone: its slot goes to the first waiter (who then
@@ -654,11 +666,13 @@ class Pool:
                 self._run_housekeeping()
                 interval = self._maintenance_interval()
             except Exception as exc:
-                # Refill failed (server down?): retry with exponential back-off
-                # and jitter, so N workers do not reconnect in the same instant.
+                # Refill failed (server down?), or a keepalive/shrink/leak pass
+                # did: retry with exponential back-off and jitter, so N workers
+                # do not reconnect in the same instant.
                 interval = backoff * (0.5 + random.random())
                 backoff = min(backoff * 2, self.reconnect_backoff_max)
-                logger.info("pool %r: background connect failed, retrying in %.2fs: %s", self.name, interval, exc)
+                logger.info("pool %r: maintenance (refill, keepalive, shrink) failed, retrying in %.2fs: %s: %s",
+                            self.name, interval, type(exc).__name__, exc)
             self._wake.wait(interval)
             self._wake.clear()
 

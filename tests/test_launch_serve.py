@@ -180,6 +180,21 @@ def test_keep_alive_responses_do_not_stall_on_nagle(serve, kind):
     assert result["latency_ms"]["p90"] < 20, result
 
 
+def test_tornado_worker_answers_a_host_port_it_cannot_read_with_400_and_counts_it_finished(serve):
+    # Tornado's WSGIContainer.environ() raises ValueError when the Host port is
+    # not a number (pywsgi does not read it). The request was counted in flight
+    # before that: uncounted, a graceful stop would wait for it in vain.
+    server = serve("--access-logfile", "-", server="tornado", workers=1)
+    for host in ("example.com:abc", "example.com:"):
+        status, _, _ = server.get("/hello", headers={"Host": host})
+        assert status == 400, host
+    assert server.get("/hello")[0] == 200, "and the worker serves on"
+    requests = server.stats()["workers"][0]["requests"]
+    assert requests["in_flight"] == 0, requests
+    assert requests["status_4xx"] == 2 and requests["total"] == 3, requests
+    assert "Traceback" not in server.log()
+
+
 def test_gevent_worker_patches_before_django_or_ssl_is_imported(serve):
     server = serve(server="gevent", workers=1)
     server.get("/read")

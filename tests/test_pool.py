@@ -694,6 +694,49 @@ def test_checkout_interrupted_during_its_health_check_loses_no_slot():
     pool.close()
 
 
+def test_checkin_interrupted_during_its_reset_loses_no_slot():
+    # A reset costs a round trip (ROLLBACK, COM_RESET_CONNECTION); a
+    # gevent.Timeout around the request can land in it.
+    db = FakeDB(sleep=gevent.sleep)
+
+    def slow_reset(conn):
+        conn.ping()
+
+    pool = Pool(db.connect, max_size=1, timeout=5, reset=slow_reset, concurrency="gevent")
+    conn = pool.getconn()
+    db.ping_hangs = 10
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.05):
+            pool.putconn(conn)
+    db.ping_hangs = 0
+    assert conn.closed, "a connection whose reset was cut short is not reused"
+    stats = pool.get_stats()
+    assert stats["pool_size"] == 0 and stats["returns_bad"] == 1
+    fresh = pool.getconn(timeout=1)  # the one slot is free again
+    assert fresh is not conn
+    pool.putconn(fresh)
+    pool.close()
+
+
+def test_discard_interrupted_while_closing_frees_the_slot():
+    db = FakeDB(sleep=gevent.sleep)
+    pool = Pool(db.connect, max_size=1, timeout=5, concurrency="gevent")
+    conn = pool.getconn()
+
+    def hanging_close():
+        gevent.sleep(10)  # COM_QUIT's write blocked on a stalled network
+
+    conn.close = hanging_close
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.05):
+            pool.putconn(conn, discard=True)
+    assert pool.get_stats()["pool_size"] == 0
+    fresh = pool.getconn(timeout=1)
+    assert fresh is not conn
+    pool.putconn(fresh)
+    pool.close()
+
+
 def test_keepalive_pings_do_not_stop_idle_connections_from_expiring(db, conc):
     """A ping proves a connection alive but is not use: after a burst the pool
     still shrinks to min_size at max_idle."""
@@ -767,6 +810,29 @@ def test_transient_connect_failure_past_the_timeout_reaches_the_caller(db, conc)
     assert 0.25 <= time.monotonic() - started < 2
     assert pool.get_stats()["pool_size"] == 0
     pool.close()
+
+
+def test_request_connect_retries_back_off_within_the_pools_bounds(db, conc):
+    # Each wait is backoff x random(0.5 ... 1.5); backoff doubles from
+    # reconnect_backoff up to 1 s, and never past reconnect_backoff_max.
+    db.connect_fails = True
+    pool = make_pool(db, conc, max_size=1, reconnect_backoff=0.01, reconnect_backoff_max=0.04,
+                     retry_connect=lambda exc: True)
+    waits = []
+    sleep = pool._prims.sleep  # this pool's own primitives object
+
+    def recording_sleep(seconds):
+        waits.append(seconds)
+        sleep(seconds)
+
+    pool._prims.sleep = recording_sleep
+    with pytest.raises(FakeError):
+        pool.getconn(timeout=0.5)
+    pool.close()
+    assert len(waits) >= 5
+    assert all(0.005 <= w <= 0.04 * 1.5 for w in waits[:-1]), waits  # the last one is cut to the deadline
+    assert max(waits[:-1]) > 0.02 * 1.5, "back-off grew past its start"
+
 
 
 def test_permanent_connect_failure_is_not_retried(db, conc):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 
 from greenpool import mysql as gpmysql
 from greenpool.pool import Pool
+from tests.support.proxy import TCPProxy
 
 pytestmark = pytest.mark.mysql
 
@@ -110,3 +114,48 @@ def test_looks_dead_sees_a_kill_without_a_round_trip(pool, mysql_admin):
 def test_repr_shows_the_user_as_text(pool):
     with pool.connection() as conn:
         assert "b'" not in repr(conn)
+
+
+class _Interrupted(BaseException):
+    """Stands in for a gevent.Timeout or GreenletExit landing mid-read."""
+
+
+def _interrupt_after(seconds):
+    def handler(signum, frame):
+        raise _Interrupted()
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def test_connection_interrupted_while_setting_autocommit_is_not_reused(mysql_params):
+    # Django's atomic() sends SET AUTOCOMMIT outside query(), where greenpool
+    # marks nothing busy. Its reply, left unread by an interruption, must not
+    # become the answer to the next request's first statement: PyMySQL closes
+    # a connection whose read was interrupted, and the checkin discards it.
+    with TCPProxy(mysql_params["host"], int(mysql_params["port"])) as proxy:
+        params = proxy.route(dict(host=mysql_params["host"], port=int(mysql_params["port"]), user=mysql_params["user"],
+                                  password=mysql_params["password"], database=mysql_params["database"],
+                                  autocommit=True))
+        pool = Pool(gpmysql.connect_factory(params), max_size=1, timeout=5, reset=gpmysql.make_reset(False),
+                    concurrency="threads", name="interrupted")
+        previous = signal.getsignal(signal.SIGALRM)
+        try:
+            conn = pool.getconn()
+            proxy.stall()
+            _interrupt_after(0.2)
+            with pytest.raises(_Interrupted):
+                conn.autocommit(False)  # sent; its OK packet is held by the proxy
+            proxy.resume()
+            time.sleep(0.2)  # the reply now waits, unread, in the socket
+            pool.putconn(conn)
+            assert pool.get_stats()["returns_bad"] == 1
+            with pool.connection() as fresh:
+                assert fresh is not conn
+                with fresh.cursor() as cur:
+                    cur.execute("SELECT 42")
+                    assert cur.fetchall() == ((42,),)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            pool.close()

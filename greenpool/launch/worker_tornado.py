@@ -36,6 +36,7 @@ logger = logging.getLogger("greenpool.launch")
 
 
 _ERROR_BODY = b"Internal Server Error\n"
+_BAD_REQUEST_BODY = b"Bad Request\n"
 
 
 class GreenpoolWSGIContainer(WSGIContainer):
@@ -73,16 +74,36 @@ class GreenpoolWSGIContainer(WSGIContainer):
         state = self.state
         state.request_started()
         started = time.monotonic()
-        environ = self.environ(request)
-        environ["greenpool.worker"] = state.worker_id
-        environ["wsgi.multithread"] = True
+        code, length = 500, 0
         try:
-            status, headers, body = await asyncio.get_running_loop().run_in_executor(self.executor, self._run, environ)
-        except Exception:
-            logging.getLogger("greenpool.wsgi").error("error in the WSGI application:\n%s", traceback.format_exc())
-            status, headers, body = "500 Internal Server Error", [("Content-Type", "text/plain")], _ERROR_BODY
-        code_str, _, reason = status.partition(" ")
-        code = int(code_str)
+            code, length = await self._respond(request)
+        finally:
+            # Counted once whatever happened (a bad request, the task cancelled
+            # at a stop): a graceful stop waits while in_flight is above zero.
+            seconds = time.monotonic() - started
+            state.request_finished(code, seconds)
+            state.access_log(request.remote_ip, f"{request.method} {request.uri} {request.version}", code, length,
+                             seconds)
+
+    async def _respond(self, request: httputil.HTTPServerRequest) -> tuple[int, int]:
+        """Run the application for one request and send its answer: (status code, body length)."""
+        state = self.state
+        try:
+            environ = self.environ(request)
+        except ValueError as exc:  # Tornado's WSGIContainer: a Host port that is not a number
+            logger.info("bad request from %s: %s (Host: %r)", request.remote_ip, exc, request.host)
+            code, status, headers, body = 400, "400 Bad Request", [("Content-Type", "text/plain")], _BAD_REQUEST_BODY
+        else:
+            environ["greenpool.worker"] = state.worker_id
+            environ["wsgi.multithread"] = True
+            try:
+                status, headers, body = await asyncio.get_running_loop().run_in_executor(self.executor, self._run,
+                                                                                         environ)
+                code = int(status.partition(" ")[0])  # a status that starts with no number is the app's error too
+            except Exception:
+                logging.getLogger("greenpool.wsgi").error("error in the WSGI application:\n%s", traceback.format_exc())
+                code, status, headers, body = 500, "500 Internal Server Error", [("Content-Type", "text/plain")], _ERROR_BODY
+        reason = status.partition(" ")[2]
         header_obj = httputil.HTTPHeaders()
         has_length = False
         for key, value in headers:
@@ -105,9 +126,7 @@ class GreenpoolWSGIContainer(WSGIContainer):
             request.connection.finish()
         except Exception as exc:  # the client went away
             logger.debug("could not send the response: %s", exc)
-        seconds = time.monotonic() - started
-        state.request_finished(code, seconds)
-        state.access_log(request.remote_ip, f"{request.method} {request.uri} {request.version}", code, len(body), seconds)
+        return code, len(body)
 
 
 def _disconnect_on_finish(request: httputil.HTTPServerRequest) -> None:
