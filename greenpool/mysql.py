@@ -227,10 +227,12 @@ def is_transient_connect_error(exc: BaseException) -> bool:
     False for those that will not pass by waiting (bad password, unknown
     database, unknown host)."""
     if isinstance(exc, pymysql.err.OperationalError) and exc.args:
-        # PyMySQL reports an unknown host as 2003 too, wrapping the resolver's
-        # error: that one does not pass by waiting.
-        if isinstance(getattr(exc, "original_exception", None), socket.gaierror):
-            return False
+        # PyMySQL reports a failed name lookup as 2003 too, wrapping the
+        # resolver's error: an unknown name does not pass by waiting; a
+        # resolver that could not answer now (EAI_AGAIN) may.
+        original = getattr(exc, "original_exception", None)
+        if isinstance(original, socket.gaierror):
+            return original.errno == socket.EAI_AGAIN
         return exc.args[0] in TRANSIENT_ERROR_CODES
     return isinstance(exc, (ConnectionError, TimeoutError))
 

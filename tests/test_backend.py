@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -616,3 +617,35 @@ def test_forked_child_closing_an_inherited_connection_leaves_the_parents_session
             os._exit(0)
     os.waitpid(pid, 0)
     assert query_one(conn, "SELECT CONNECTION_ID()") == (before,), "the parent's session survived"
+
+
+def test_connection_is_closed_when_learning_keepalive_fails(handler, django_db, monkeypatch):
+    # keepalive "auto" reads @@wait_timeout on the pool's first connection; if
+    # that fails, the new connection (not the pool's yet) must not stay open.
+    from greenpool.backends.mysql import base
+
+    opened = []
+
+    def failing_learn(pool, conn):
+        with conn.cursor() as cur:
+            cur.execute("SELECT CONNECTION_ID()")
+            opened.append(cur.fetchone()[0])
+            cur.execute("SELECT no_such_column")  # an error reply: the session stays usable
+
+    monkeypatch.setattr(base, "_learn_keepalive", failing_learn)
+    conn = handler(OPTIONS={"pool": {"max_size": 2, "timeout": 2}})["default"]
+    with pytest.raises(Exception, match="no_such_column"):
+        query_one(conn, "SELECT 1")
+    admin = _admin(django_db)
+    try:
+        deadline = time.monotonic() + 5  # the server ends a session a moment after COM_QUIT
+        while True:
+            with admin.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (opened[0],))
+                left = cur.fetchone()[0]
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert left == 0, "the connection that failed to learn keepalive was closed"
+    finally:
+        admin.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
@@ -193,6 +194,20 @@ def test_tornado_worker_answers_a_host_port_it_cannot_read_with_400_and_counts_i
     assert requests["in_flight"] == 0, requests
     assert requests["status_4xx"] == 2 and requests["total"] == 3, requests
     assert "Traceback" not in server.log()
+
+
+def test_gevent_worker_closes_a_connection_whose_headers_stall_after_keep_alive(serve):
+    server = serve("--keep-alive", "1", server="gevent", workers=1)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n")  # and never the blank line
+        started = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(65536):  # until the worker closes the connection
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert 0.9 <= time.monotonic() - started < 10
+    server.wait_log(r"request headers not complete after 1s \(--keep-alive\)")
+    assert server.get("/hello")[0] == 200, "and the worker serves on"
 
 
 def test_gevent_worker_patches_before_django_or_ssl_is_imported(serve):
@@ -693,6 +708,28 @@ def test_a_worker_that_cannot_be_started_is_retried_and_leaks_no_descriptor(tmp_
     assert m.spawn(0) is None
     assert len(os.listdir("/proc/self/fd")) == fds
     assert 0 not in m.current and 0 in m.respawn_at and not m.workers
+
+
+def test_check_config_kills_a_worker_that_hangs_and_fails(tmp_path, monkeypatch, caplog):
+    # An app import (or a database handshake) that never returns: --check-config
+    # gives up after the boot limit, as run() does for a booting worker.
+    from greenpool.launch import config as config_module
+    from greenpool.launch import master as master_module
+
+    (tmp_path / "hangapp.py").write_text("import time\ntime.sleep(120)\napp = None\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    m = master_module.Master(config_module.resolve({"app": "hangapp:app", "control_dir": str(tmp_path / "ctl")},
+                                                   environ={}))
+    m.boot_timeout = 1.0  # 60 s or more from the settings
+    caplog.set_level(logging.ERROR, logger="greenpool.launch")
+    started = time.monotonic()
+    assert m.check() == ExitCode.WORKER_BOOT_ERROR
+    assert time.monotonic() - started < 15
+    message = next(r.getMessage() for r in caplog.records if "configuration check failed" in r.getMessage())
+    pid = int(re.search(r"pid (\d+)", message).group(1))
+    assert "was not done after 1s: killing it" in message
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 class _FakeProc:

@@ -97,6 +97,21 @@ def test_transient_and_permanent_connect_errors_are_told_apart(mysql_params):
     assert not gpmysql.is_transient_connect_error(denied.value), denied.value
 
 
+def test_a_name_that_does_not_resolve_is_permanent_and_a_resolver_that_cannot_answer_is_transient():
+    import socket
+
+    import pymysql
+
+    def lookup_failure(errno: int, text: str) -> pymysql.err.OperationalError:
+        # As PyMySQL's connect() reports a resolver error: 2003, wrapping it.
+        exc = pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on 'db.example' ([Errno {errno}] {text})")
+        exc.original_exception = socket.gaierror(errno, text)
+        return exc
+
+    assert not gpmysql.is_transient_connect_error(lookup_failure(socket.EAI_NONAME, "Name or service not known"))
+    assert gpmysql.is_transient_connect_error(lookup_failure(socket.EAI_AGAIN, "Temporary failure in name resolution"))
+
+
 def test_looks_dead_sees_a_kill_without_a_round_trip(pool, mysql_admin):
     import time
 

@@ -333,7 +333,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keep_alive", ("--keep-alive",), _seconds(0, exclusive=True), 75.0,
             "Seconds an idle keep-alive connection is kept open. Keep it longer than nginx's "
             "upstream keepalive_timeout (60 s by default), or nginx reuses connections the "
-            "worker is closing and answers 502.",
+            "worker is closing and answers 502. Also the most a request's headers may take to "
+            "arrive after its request line (gevent: then a 400 and the connection is closed; "
+            "Tornado's idle_connection_timeout, set from it, bounds them too).",
             "Workers", metavar="SECONDS", commands=("serve", "nginx-config")),
     Setting("max_requests", ("--max-requests",), _int_at_least(0), 0,
             "Replace a worker after it served this many requests (0: never). The replacement "

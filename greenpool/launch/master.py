@@ -692,7 +692,17 @@ class Master:
         if proc_w is None:
             logger.error("configuration check failed: the worker process could not be started")
             return int(ExitCode.WORKER_BOOT_ERROR)
-        rc = proc_w.proc.wait()
+        try:
+            rc = proc_w.proc.wait(timeout=self.boot_timeout)
+        except subprocess.TimeoutExpired:
+            # An app import or a database handshake that hangs: the same limit
+            # as a booting worker under run().
+            logger.error("configuration check failed: the worker (pid %d) was not done after %.0fs: killing it",
+                         proc_w.pid, self.boot_timeout)
+            proc_w.signal(signal.SIGKILL)
+            proc_w.proc.wait(timeout=10)
+            os.close(proc_w.pipe_fd)
+            return int(ExitCode.WORKER_BOOT_ERROR)
         os.close(proc_w.pipe_fd)
         if rc == 0:
             logger.info("configuration OK: %s loads, every database answers", self.app_description)

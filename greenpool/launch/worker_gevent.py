@@ -63,6 +63,24 @@ class GreenpoolHandler(WSGIHandler):
             self.idle_since = None
         return line.decode("latin-1")
 
+    def read_request(self, raw_requestline: str) -> bool:
+        """pywsgi reads the headers with no time limit of its own: a client that
+        sends a request line and stalls would hold a greenlet (and a
+        --worker-connections slot, and a graceful stop) for ever. They get the
+        --keep-alive time, as the request line does; then a 400 and the
+        connection is closed (pywsgi's answer to a request it cannot read)."""
+        seconds = self.server.greenpool_state.settings["keep_alive"]
+        timer = gevent.Timeout(seconds)
+        timer.start()
+        try:
+            return super().read_request(raw_requestline)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise ValueError(f"request headers not complete after {seconds:g}s (--keep-alive)") from None
+        finally:
+            timer.close()
+
     def yield_before_request(self) -> None:
         """Let the worker's other greenlets run before this connection's next request.
 

@@ -83,7 +83,15 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         def connect_and_learn() -> Any:
             conn = connect()
             if options["keepalive"] == "auto" and holder and holder[0].keepalive is None:
-                _learn_keepalive(holder[0], conn)
+                try:
+                    _learn_keepalive(holder[0], conn)
+                except BaseException:
+                    # Not the pool's yet: close it here, or it stays open until
+                    # garbage-collected. PyMySQL has already closed one whose
+                    # read was cut short; after an error reply, say goodbye.
+                    if conn.open:
+                        conn.close()
+                    raise
             return conn
 
         pool = Pool(
