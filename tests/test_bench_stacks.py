@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from bench import stacks
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_keys_are_unique_and_the_reference_exists():
@@ -27,10 +33,24 @@ def test_every_stack_says_what_it_runs(tmp_path):
         assert all("127.0.0.1:" in " ".join(c.argv) for c in commands), stack.key
 
 
-def test_the_tuned_series_only_adds_ssl_disabled():
+def test_the_tuned_series_only_adds_ssl_disabled(tmp_path):
+    ports = stacks.Ports(app=18000, front=18000)
     for stack in stacks.TUNED:
-        env = stack.commands(stacks.Ports(app=18000, front=18000), Path("/tmp"))[0].env
-        assert env["GREENPOOL_BENCH_TUNED"] == "1", stack.key
+        twin = stacks.ALL[stack.key.replace("+tuned", "")]
+        mine, theirs = stack.commands(ports, tmp_path)[0], twin.commands(ports, tmp_path)[0]
+        assert mine.argv == theirs.argv, stack.key
+        assert mine.env == {**theirs.env, "GREENPOOL_BENCH_TUNED": "1"}, stack.key
+        assert theirs.env.get("GREENPOOL_BENCH_TUNED") != "1", twin.key
+    # What the flag does: bench.django_settings adds OPTIONS ssl_disabled and nothing else.
+    show = ("import json; from bench import django_settings as s; "
+            "print(json.dumps(s.DATABASES['default']['OPTIONS'], sort_keys=True, default=str))")
+    options = {}
+    for tuned in ("1", ""):
+        env = {**os.environ, "GREENPOOL_BENCH_BACKEND": "django", "GREENPOOL_BENCH_TUNED": tuned}
+        out = subprocess.run([sys.executable, "-c", show], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-2000:]
+        options[tuned] = json.loads(out.stdout)
+    assert options["1"] == {**options[""], "ssl_disabled": True}
 
 
 def test_round_stacks_exist_and_the_read_cells_repeat_for_them_only():

@@ -89,6 +89,12 @@ def test_app_without_callable_means_application():
         ({"GREENPOOL_BIND": "localhost"}, "expected HOST:PORT"),
         ({"GREENPOOL_BIND": "127.0.0.1:99999"}, "port must be 0-65535"),
         ({"GREENPOOL_KEEP_ALIVE": "0"}, "seconds > 0"),
+        # inf would lift the bound of a wait (the boot limit, a graceful stop).
+        ({"GREENPOOL_DB_BOOT_TIMEOUT": "inf"}, "GREENPOOL_DB_BOOT_TIMEOUT='inf': expected a finite number of seconds > 0"),
+        ({"GREENPOOL_GRACEFUL_TIMEOUT": "inf"}, "expected a finite number of seconds"),
+        ({"GREENPOOL_KEEP_ALIVE": "nan"}, "expected a finite number of seconds"),
+        ({"GREENPOOL_TIMEOUT": "inf"}, "--timeout must be 0 (off) or at least 1 second"),
+        ({"GREENPOOL_BACKLOG": "99999999999"}, "expected an integer from 1 to 65535, got 99999999999"),
         ({"GREENPOOL_FORWARDED_ALLOW_IPS": "nginx"}, "'nginx' is not an IP address"),
         ({"GREENPOOL_REQUIRE_DB": "maybe"}, "expected true or false"),
     ],

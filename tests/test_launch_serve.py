@@ -270,24 +270,6 @@ def test_500_clients_on_2_workers_use_at_most_10_connections(serve, mysql_params
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_worker_killed_with_sigkill_is_replaced(serve, kind):
-    server = serve(server=kind, workers=2)
-    before = server.worker_pids()
-    os.kill(before[1], signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        now = server.worker_pids()
-        if len(now) == 2 and now[1] != before[1]:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"worker 1 not replaced: {server.worker_pids()}\n{server.log()}")
-    assert now[0] == before[0]
-    assert "died unexpectedly (exit signal 9 (SIGKILL))" in server.log()
-    assert all(server.get("/read")[0] == 200 for _ in range(6))
-
-
-@pytest.mark.parametrize("kind", SERVERS)
 def test_term_lets_in_flight_slow_requests_finish_and_closes_pools_cleanly(serve, mysql_admin, kind):
     server = serve(server=kind, workers=2)
     # Aborted_clients is server-wide: if it moves while this test is idle,
@@ -434,18 +416,6 @@ def test_plain_wsgi_app_without_django_is_served(serve, tmp_path):
     assert status == 200 and body == b"plain " + headers["x-greenpool-worker"].encode()
 
 
-def test_taken_port_exits_with_bind_error(serve):
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen(1)
-    try:
-        server = serve(port=holder.getsockname()[1], wait=False)
-        assert server.wait_exit() == ExitCode.BIND_ERROR
-        assert f"cannot bind 127.0.0.1:{holder.getsockname()[1]}: address already in use" in server.log()
-    finally:
-        holder.close()
-
-
 @pytest.mark.parametrize("kind", SERVERS)
 def test_bad_pool_settings_exit_with_config_error_at_boot(serve, tmp_path, kind):
     (tmp_path / "badsettings.py").write_text(
@@ -457,20 +427,6 @@ def test_bad_pool_settings_exit_with_config_error_at_boot(serve, tmp_path, kind)
     log = server.log()
     assert "invalid pool option max_size=0" in log
     assert "exit 3 (CONFIG_ERROR)" in log
-
-
-@pytest.mark.parametrize("kind", SERVERS)
-def test_unreachable_database_still_serves_hello_and_answers_503_on_database_pages(serve, kind):
-    dead_port = free_port()
-    server = serve("--db-boot-timeout", "0.5", server=kind, workers=1,
-                   env={"GREENPOOL_MYSQL_PORT": str(dead_port), "GREENPOOL_DEMO_POOL_TIMEOUT": "1"})
-    log = server.log()
-    assert "does not answer" in log and "starting anyway" in log
-    assert "unavailable at boot" in log
-    assert server.get("/hello")[0] == 200
-    status, headers, body = server.get("/read")
-    assert status == 503 and headers["retry-after"] == "1", body
-    assert b"database is busy or unreachable" in body
 
 
 def test_unreachable_database_with_require_db_exits_with_database_unavailable(serve):
@@ -707,6 +663,23 @@ def test_a_worker_that_cannot_be_started_is_retried_and_leaks_no_descriptor(tmp_
     fds = len(os.listdir("/proc/self/fd"))
     assert m.spawn(0) is None
     assert len(os.listdir("/proc/self/fd")) == fds
+    assert 0 not in m.current and 0 in m.respawn_at and not m.workers
+
+
+def test_a_worker_whose_pipe_cannot_be_made_is_retried(tmp_path):
+    # Out of descriptors before Popen: the worker's pipe is the first thing
+    # spawn() opens. A real limit (RLIMIT_NOFILE), not a stand-in.
+    from greenpool.launch import config as config_module
+    from greenpool.launch import master as master_module
+    from tests.support.fds import no_free_descriptor
+
+    m = master_module.Master(config_module.resolve({"control_dir": str(tmp_path / "ctl")}, environ={}))
+    with no_free_descriptor():
+        started = m.spawn(0)
+    if started is not None:  # the fix is missing: do not leave the worker running
+        started.signal(signal.SIGKILL)
+        started.proc.wait(timeout=10)
+    assert started is None
     assert 0 not in m.current and 0 in m.respawn_at and not m.workers
 
 

@@ -188,3 +188,12 @@ def test_example_keeps_its_comments():
     text = EXAMPLE.read_text()
     assert re.search(r"keepalive_timeout 60s;", text)
     assert "shorter than\n    # greenpool-serve's --keep-alive (75s)" in text
+
+
+def test_output_that_cannot_be_written_fails_naming_it_and_leaves_no_temp_file(tmp_path):
+    out = tmp_path / "conf.d"
+    out.mkdir()  # a directory where the file should go: os.replace refuses
+    proc = cli("-o", str(out))
+    assert proc.returncode == ExitCode.FAILURE, proc.stderr
+    assert f"nginx-config: error: cannot write {out}: " in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.d"], "the temporary file was removed"

@@ -78,9 +78,11 @@ def test_checkin_with_nothing_to_roll_back_costs_no_round_trip(pool):
     assert after - before == 1
 
 
-def test_repr_of_a_pooled_connection_hides_the_password(pool):
-    with pool.connection() as conn:
-        assert "PooledConnection" in repr(conn) and "password" not in repr(conn).lower()
+def test_repr_of_a_pooled_connection_names_where_it_points_but_not_the_password():
+    # defer_connect: the real class, without a server account that has this password.
+    conn = gpmysql.PooledConnection(host="db.example", port=3307, user="app_user", password="S3cret-1f9a",
+                                    defer_connect=True)
+    assert repr(conn) == "<PooledConnection app_user@db.example:3307 id=None closed>"
 
 
 def test_transient_and_permanent_connect_errors_are_told_apart(mysql_params):
@@ -126,9 +128,11 @@ def test_looks_dead_sees_a_kill_without_a_round_trip(pool, mysql_admin):
     assert gpmysql.looks_dead(conn)
 
 
-def test_repr_shows_the_user_as_text(pool):
+def test_repr_of_an_open_connection_shows_the_user_as_text_and_its_thread_id(pool, mysql_params):
     with pool.connection() as conn:
-        assert "b'" not in repr(conn)
+        expected = (f"<PooledConnection {mysql_params['user']}@{mysql_params['host']}:{mysql_params['port']} "
+                    f"id={thread_id(conn)} open>")
+        assert repr(conn) == expected
 
 
 class _Interrupted(BaseException):

@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import importlib.util
 import ipaddress
+import math
 import os
 import re
 import runpy
@@ -35,21 +36,23 @@ PROG = "greenpool-serve"
 # -- (config file), return the typed value, raise ValueError naming the problem.
 
 
-def _int_at_least(minimum: int) -> Callable[[Any], int]:
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+
     def validate(value: Any) -> int:
         if isinstance(value, bool):
-            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+            raise ValueError(f"expected {expected}, got {value!r}")
         try:
             number = int(value, 10) if isinstance(value, str) else int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected an integer >= {minimum}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: float("inf")
+            raise ValueError(f"expected {expected}, got {value!r}") from None
         if isinstance(value, float) and value != number:
-            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
-        if number < minimum:
-            raise ValueError(f"expected an integer >= {minimum}, got {number}")
+            raise ValueError(f"expected {expected}, got {value!r}")
+        if number < minimum or (maximum is not None and number > maximum):
+            raise ValueError(f"expected {expected}, got {number}")
         return number
 
-    validate.__doc__ = f"integer >= {minimum}"
+    validate.__doc__ = f"integer >= {minimum}" if maximum is None else f"integer {minimum}..{maximum}"
     return validate
 
 
@@ -63,8 +66,10 @@ def _seconds(minimum: float, *, exclusive: bool = False) -> Callable[[Any], floa
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"expected a number of seconds {op} {minimum:g}, got {value!r}") from None
-        if number < minimum or (exclusive and number == minimum) or number != number:
-            raise ValueError(f"expected a number of seconds {op} {minimum:g}, got {value!r}")
+        # Not NaN, not infinite: every wait in the launcher has a bound, and
+        # inf would lift it (and nginx-config cannot write it).
+        if not math.isfinite(number) or number < minimum or (exclusive and number == minimum):
+            raise ValueError(f"expected a finite number of seconds {op} {minimum:g}, got {value!r}")
         return number
 
     validate.__doc__ = f"seconds {op} {minimum:g}"
@@ -80,7 +85,7 @@ def _timeout(value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
-    if number != 0 and not number >= 1:  # NaN fails both
+    if number != 0 and not (number >= 1 and math.isfinite(number)):  # NaN fails both
         raise ValueError(f"--timeout must be 0 (off) or at least 1 second (workers signal the master every "
                          f"0.2 to 2 s), got {value!r}")
     return number
@@ -297,7 +302,8 @@ SETTINGS: tuple[Setting, ...] = (
             "unless the kernel migrates them (net.ipv4.tcp_migrate_req=1, Linux 5.14+). Behind "
             "nginx prefer the shared socket or --worker-ports.",
             "Sockets", kind="flag"),
-    Setting("backlog", ("--backlog",), _int_at_least(1), 2048,
+    # listen() takes a C int; the kernel caps it at net.core.somaxconn anyway.
+    Setting("backlog", ("--backlog",), _int_at_least(1, 65535), 2048,
             "Listen queue length: connections that wait to be accepted (also while a worker restarts).",
             "Sockets", metavar="INT"),
     # -- workers

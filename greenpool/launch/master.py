@@ -292,10 +292,22 @@ class Master:
 
     # -- workers ----------------------------------------------------------------
 
+    def _cannot_start(self, index: int, replaces: WorkerProc | None, check_only: bool, exc: OSError) -> None:
+        """A worker process could not be started: retry later, or end a rolling restart."""
+        if replaces is not None:
+            logger.error("cannot start a new worker %d: %s; the rolling restart stops here", index, exc)
+            self.reload_queue.clear()
+        elif not check_only:
+            self.schedule_respawn(index, f"cannot be started ({exc})")
+        return None
+
     def spawn(self, index: int, replaces: WorkerProc | None = None, check_only: bool = False) -> WorkerProc | None:
         """Start a worker; None when the process cannot be started (then retried later)."""
         self.generation += 1
-        read_fd, write_fd = os.pipe()
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError as exc:  # out of file descriptors, before the worker's pipe exists
+            return self._cannot_start(index, replaces, check_only, exc)
         pass_fds = [write_fd]
         listen: list[dict[str, Any]] = []
         if self.settings["reuse_port"]:
@@ -330,12 +342,7 @@ class Master:
                                     pass_fds=pass_fds, stdin=subprocess.DEVNULL)
         except OSError as exc:  # out of processes, memory or file descriptors
             os.close(read_fd)
-            if replaces is not None:
-                logger.error("cannot start a new worker %d: %s; the rolling restart stops here", index, exc)
-                self.reload_queue.clear()
-            elif not check_only:
-                self.schedule_respawn(index, f"cannot be started ({exc})")
-            return None
+            return self._cannot_start(index, replaces, check_only, exc)
         finally:
             os.close(write_fd)
         os.set_blocking(read_fd, False)

@@ -12,6 +12,7 @@ are all relative to nginx's ``-p`` prefix (used by ``make run`` and the tests).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -192,9 +193,14 @@ def syntax_check(nginx: str, prefix: str | os.PathLike[str], conf: str | os.Path
 
 def write_atomically(path: str, text: str) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):  # open() itself failed: nothing to remove
+            os.unlink(tmp)
+        raise
 
 
 def main(argv: list[str]) -> int:

@@ -107,12 +107,18 @@ def set_nodelay(sock: socket.socket) -> None:
 def bind(address: Address, backlog: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
     """Bind (and listen on) ``address``; LaunchError(BIND_ERROR) says why not."""
     if address.kind == "unix":
-        _clear_stale_unix_socket(address)
+        try:
+            _clear_stale_unix_socket(address)
+        except OSError as exc:  # the path's directory is missing, not a directory, not ours
+            raise LaunchError(ExitCode.BIND_ERROR, f"cannot bind {address}: {_why(exc)}") from None
     try:
         family = _family(address)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec refuses (a label over 63)
         raise LaunchError(ExitCode.BIND_ERROR, f"cannot bind {address}: cannot resolve {address.host!r}: {exc}") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:  # out of descriptors
+        raise LaunchError(ExitCode.BIND_ERROR, f"cannot bind {address}: {_why(exc)}") from None
     try:
         if address.kind == "tcp":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

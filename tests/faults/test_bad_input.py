@@ -3,7 +3,7 @@ half-starts: the master exits with a named code, no worker is left running, and
 the port is free again.
 
 Covered elsewhere (not repeated here): an invalid pool value (max_size=0) at boot,
-bad APP, APP without its callable, port in use (tests/test_launch_serve.py); bad
+bad APP, APP without its callable (tests/test_launch_serve.py); bad
 flags, bad environment values, an unknown or bad setting in a config file
 (tests/test_launch_config.py); unknown and invalid pool options and CONN_MAX_AGE
 with a pool as ImproperlyConfigured (tests/test_backend.py, tests/test_pool.py).
