@@ -72,6 +72,36 @@ def test_run_serves_the_demo_behind_nginx_and_stops_both(tmp_path, mysql_params,
             proc.wait(10)
 
 
+def test_ctrl_c_while_the_server_starts_stops_it_at_once(tmp_path, mysql_params, database):  # noqa: F811
+    nginx_binary()
+    port, app_port = free_port(), free_port_range(2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_")}
+    env.update({"GREENPOOL_RUN_PORT": str(port), "GREENPOOL_RUN_APP_PORT": str(app_port),
+                "GREENPOOL_RUN_PREFIX": str(tmp_path / "nginx"), "GREENPOOL_MYSQL_DATABASE": database,
+                **{f"GREENPOOL_MYSQL_{k.upper()}": str(v) for k, v in mysql_params.items() if k != "database"}})
+    out = tmp_path / "run.log"
+    with open(out, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "greenpool.launch.demo_run"], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (match := re.search(r"greenpool-serve master pid (\d+)", out.read_text(errors="replace"))):
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        master_pid = int(match.group(1))
+        os.kill(proc.pid, signal.SIGINT)  # the workers are still booting
+        assert proc.wait(60) == 0, out.read_text()
+        text = out.read_text()
+        assert "SIGINT while waiting for greenpool-serve: stopping" in text, text
+        assert "Ctrl-C stops both" not in text, text
+        assert not _alive(master_pid)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 def test_run_refuses_a_taken_port(tmp_path):
     nginx_binary()
     import socket

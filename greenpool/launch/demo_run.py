@@ -96,18 +96,27 @@ def get(port: int, path: str, timeout: float = 2.0) -> tuple[int, dict[str, str]
         conn.close()
 
 
-def wait_until(what: str, probe: Callable[[], bool], procs: dict[str, subprocess.Popen], timeout: float) -> None:
-    """Call probe() every 0.2 s until it is true, for at most ``timeout`` seconds."""
+class StopRequested(Exception):
+    """Ctrl-C or TERM arrived while waiting for a process to be ready."""
+
+
+def wait_until(what: str, probe: Callable[[], bool], procs: dict[str, subprocess.Popen], timeout: float,
+               stop_requested: list[int]) -> None:
+    """Call probe() every 0.2 s until it is true, for at most ``timeout`` seconds,
+    or until a signal handler appends to ``stop_requested``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if stop_requested:
+            raise StopRequested(f"{signal.Signals(stop_requested[0]).name} while waiting for {what}: stopping")
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"{what}: {name} exited first (exit {proc.returncode})")
         try:
             if probe():
                 return
-        except OSError:
-            pass
+        except OSError:  # not listening yet: the next probe tells
+            time.sleep(0.2)
+            continue
         time.sleep(0.2)
     raise RuntimeError(f"{what}: not ready after {timeout:.0f}s")
 
@@ -128,8 +137,11 @@ def stop(proc: subprocess.Popen | None, signum: int, name: str, timeout: float =
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the session it leads: started by us below
     except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait(10)
+        return  # the group is gone already
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:  # uninterruptible sleep: say so, and go on stopping the rest
+        say(f"{name} (pid {proc.pid}) still running 10 s after SIGKILL")
 
 
 def main() -> int:
@@ -181,11 +193,12 @@ def main() -> int:
         say(f"greenpool-serve master pid {app.pid}: {workers} {server} workers on 127.0.0.1:{app_port}"
             f"..{app_port + workers - 1}")
         wait_until("greenpool-serve", lambda: all(get(p, "/hello")[0] == 200 for p in range(app_port, app_port + workers)),
-                   {"greenpool-serve": app}, READY_TIMEOUT)
+                   {"greenpool-serve": app}, READY_TIMEOUT, stop_requested)
         proxy = subprocess.Popen(nginx_module.nginx_command(nginx, root, conf, "-g", "daemon off;"),
                                  stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent(signal.SIGQUIT))
         say(f"nginx pid {proxy.pid} on 127.0.0.1:{nginx_port} (logs in {root / 'logs'})")
-        wait_until("nginx", lambda: get(nginx_port, "/hello")[0] == 200, {"greenpool-serve": app, "nginx": proxy}, 30.0)
+        wait_until("nginx", lambda: get(nginx_port, "/hello")[0] == 200, {"greenpool-serve": app, "nginx": proxy}, 30.0,
+                   stop_requested)
         seen = {get(nginx_port, "/whoami")[1].get("x-greenpool-worker") for _ in range(4 * workers)}
         base = f"http://127.0.0.1:{nginx_port}"
         show(f"\ngreenpool demo behind nginx: {base}/\n"
@@ -204,6 +217,9 @@ def main() -> int:
                 return 1
             time.sleep(0.2)
         say(f"{signal.Signals(stop_requested[0]).name}: stopping")
+        return 0
+    except StopRequested as exc:
+        say(str(exc))
         return 0
     except RuntimeError as exc:
         say(str(exc))

@@ -38,7 +38,7 @@ import sys
 import time
 from typing import Any
 
-from greenpool.launch import sockets
+from greenpool.launch import processes, sockets
 from greenpool.launch.config import Config, control_root
 from greenpool.launch.errors import BOOT_FAILURES, ExitCode, LaunchError, describe_exit
 from greenpool.launch.worker import SPEC_ENV
@@ -195,18 +195,16 @@ class Master:
             raise LaunchError(ExitCode.USAGE, f"--control-dir {self.control_dir}: {exc.strerror or exc}{where}") from None
         try:
             with open(os.path.join(self.control_dir, "master.json")) as f:
-                other = json.load(f).get("pid")
+                previous = json.load(f)
         except (OSError, ValueError):
-            other = None
-        if isinstance(other, int) and other != os.getpid() and _alive(other):
+            previous = {}
+        other = previous.get("pid") if isinstance(previous, dict) else None
+        if other != os.getpid() and processes.running(other, previous.get("started")):
             raise LaunchError(ExitCode.BIND_ERROR, f"another greenpool-serve (master {other}) uses the control "
                               f"directory {self.control_dir}; give this one its own --control-dir")
         for name in os.listdir(self.control_dir):
             if name.endswith(".sock") or name == "master.json":
-                try:
-                    os.unlink(os.path.join(self.control_dir, name))
-                except OSError:
-                    pass
+                _unlink(os.path.join(self.control_dir, name))
 
     def prepare_demo(self) -> None:
         """Migrate and seed the demo database once, before any worker starts,
@@ -600,7 +598,7 @@ class Master:
             except subprocess.TimeoutExpired:
                 logger.warning("worker %d (pid %d) did not stop in time: killing it", w.index, w.pid)
                 w.signal(signal.SIGKILL)
-                w.proc.wait()
+                _reap(w)
 
     def check_deadlines(self) -> None:
         now = time.monotonic()
@@ -644,6 +642,7 @@ class Master:
     def write_state(self) -> None:
         state = {
             "pid": os.getpid(),
+            "started": processes.start_ticks(os.getpid()),  # with pid: this process, not a later one with its PID
             "server": self.settings["server"],
             "bind": [str(a) for a in self.addresses],
             "worker_ports": self.settings["worker_ports"],
@@ -707,7 +706,7 @@ class Master:
             logger.error("configuration check failed: the worker (pid %d) was not done after %.0fs: killing it",
                          proc_w.pid, self.boot_timeout)
             proc_w.signal(signal.SIGKILL)
-            proc_w.proc.wait(timeout=10)
+            _reap(proc_w)
             os.close(proc_w.pipe_fd)
             return int(ExitCode.WORKER_BOOT_ERROR)
         os.close(proc_w.pipe_fd)
@@ -716,6 +715,17 @@ class Master:
         else:
             logger.error("configuration check failed: exit %s", describe_exit(rc))
         return rc if rc >= 0 else int(ExitCode.WORKER_BOOT_ERROR)
+
+
+def _reap(w: WorkerProc, timeout: float = 10.0) -> None:
+    """Wait for a worker sent SIGKILL. A process in uninterruptible sleep (a
+    hung disk or NFS) dies only when that ends: log it rather than hang the
+    master's own failure path with it."""
+    try:
+        w.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        logger.error("worker %d (pid %d) still alive %.0fs after SIGKILL (uninterruptible sleep?); leaving it",
+                     w.index, w.pid, timeout)
 
 
 #: AF_UNIX socket paths have at most 107 bytes (108 with the final NUL).
@@ -751,21 +761,14 @@ def _require_private_dir(path: str) -> None:
                           "0700); remove it or give --control-dir")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _unlink(path: str) -> None:
+    """Remove a file of ours that may already be gone."""
     try:
         os.unlink(path)
-    except OSError:
-        pass
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # left behind; the next start, or the user, can remove it
+        logger.warning("could not remove %s: %s", path, exc)
 
 
 def _version() -> str:

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from greenpool.launch import config as config_module
+from greenpool.launch import processes
 from greenpool.launch.errors import ExitCode, LaunchError
 
 
@@ -32,7 +33,7 @@ def find_control_dir(config: config_module.Config) -> str:
     for name in names:
         path = os.path.join(root, name)
         state = _read_state(path)
-        if state is not None and _alive(state.get("pid")):
+        if state is not None and processes.running(state.get("pid"), state.get("started")):
             live.append((path, state))
     if len(live) == 1:
         return live[0][0]
@@ -52,18 +53,6 @@ def _read_state(control_dir: str) -> dict[str, Any] | None:
         return None
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def query(path: str, timeout: float = 3.0) -> dict[str, Any]:
     """Ask one worker's control socket for its stats."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -81,7 +70,7 @@ def query(path: str, timeout: float = 3.0) -> dict[str, Any]:
 
 def collect(control_dir: str) -> dict[str, Any]:
     state = _read_state(control_dir)
-    if state is None or not _alive(state.get("pid")):
+    if state is None or not processes.running(state.get("pid"), state.get("started")):
         raise LaunchError(ExitCode.FAILURE, f"no running greenpool-serve master in {control_dir}")
     workers = []
     for w in state.get("workers", []):
