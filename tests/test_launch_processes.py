@@ -52,3 +52,12 @@ def test_master_json_whose_pid_was_reused_does_not_block_a_start(tmp_path):
     m = _master_with_state(tmp_path, {"pid": 1, "started": processes.start_ticks(1) + 1})
     m.prepare_control_dir()
     assert not (tmp_path / "ctl" / "master.json").exists(), "the stale file was cleared"
+
+
+def test_master_json_that_is_not_an_object_is_treated_as_stale(tmp_path):
+    control = tmp_path / "ctl"
+    control.mkdir(mode=0o700)
+    (control / "master.json").write_text("[1, 2]")
+    m = master_module.Master(config_module.resolve({"control_dir": str(control)}, environ={}))
+    m.prepare_control_dir()
+    assert not (control / "master.json").exists()

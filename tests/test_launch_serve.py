@@ -8,6 +8,7 @@ The load test scales with GREENPOOL_LOAD_SCALE ("ci" = small).
 
 from __future__ import annotations
 
+import ast
 import http.client
 import json
 import logging
@@ -211,6 +212,16 @@ def test_gevent_worker_closes_a_connection_whose_headers_stall_after_keep_alive(
 
 
 def test_gevent_worker_patches_before_django_or_ssl_is_imported(serve):
+    # The boot code: nothing but the "what was already imported" check runs
+    # before patch_all() (imported_before_patch reports what the interpreter's
+    # start-up, e.g. a .pth file, imported even earlier).
+    from greenpool.launch.master import BOOT_CODE
+
+    statements = ast.parse(BOOT_CODE["gevent"]).body
+    patch_at = next(i for i, node in enumerate(statements) if "patch_all" in ast.unparse(node))
+    before = [ast.unparse(node) for node in statements[:patch_at]]
+    assert before == ["import sys", "_before = sorted((m for m in ('django', 'ssl', 'pymysql', 'greenpool') if m in "
+                      "sys.modules))", "from gevent import monkey"], before
     server = serve(server="gevent", workers=1)
     server.get("/read")
     info = server.stats()["workers"][0]["worker"]

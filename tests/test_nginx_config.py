@@ -108,6 +108,7 @@ def test_bad_values_name_the_setting():
     assert proc.returncode == ExitCode.USAGE and "nginx size" in proc.stderr
     proc = cli("--upstream-host", "not a host!")
     assert proc.returncode == ExitCode.USAGE
+    assert "argument --upstream-host: 'host!' is not an IP address or a host name" in proc.stderr, proc.stderr
 
 
 def test_reads_the_servers_config_file_and_environment(tmp_path):

@@ -198,7 +198,9 @@ class Master:
                 previous = json.load(f)
         except (OSError, ValueError):
             previous = {}
-        other = previous.get("pid") if isinstance(previous, dict) else None
+        if not isinstance(previous, dict):  # not ours, or damaged
+            previous = {}
+        other = previous.get("pid")
         if other != os.getpid() and processes.running(other, previous.get("started")):
             raise LaunchError(ExitCode.BIND_ERROR, f"another greenpool-serve (master {other}) uses the control "
                               f"directory {self.control_dir}; give this one its own --control-dir")

@@ -34,9 +34,14 @@ def running(pid: Any, started: Any = None) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass  # alive, another user's
-    if isinstance(started, int):
-        now = start_ticks(pid)
-        return now is None or now == started
-    return True
+    except PermissionError:  # alive, but another user's: the start time still tells
+        return _started_at(pid, started)
+    return _started_at(pid, started)
+
+
+def _started_at(pid: int, started: Any) -> bool:
+    """``pid`` started at ``started`` (clock ticks), or nothing says otherwise."""
+    if not isinstance(started, int):
+        return True  # no start time recorded: the PID is all there is to go on
+    now = start_ticks(pid)
+    return now is None or now == started
