@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,19 +30,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_run_serves_the_demo_behind_nginx_and_stops_both(tmp_path, mysql_params, database, signum):  # noqa: F811
-    nginx_binary()
-    port, app_port = free_port(), free_port_range(2)
-    prefix = tmp_path / "nginx"
+def start_demo_run(tmp_path, mysql_params, database, port: int, app_port: int) -> tuple[subprocess.Popen, Path]:
+    """``python -m greenpool.launch.demo_run`` (what `make run` runs) on the test's own
+    ports, database and nginx prefix, in a session of its own; its output goes to
+    the returned file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_")}
     env.update({"GREENPOOL_RUN_PORT": str(port), "GREENPOOL_RUN_APP_PORT": str(app_port),
-                "GREENPOOL_RUN_PREFIX": str(prefix), "GREENPOOL_MYSQL_DATABASE": database,
+                "GREENPOOL_RUN_PREFIX": str(tmp_path / "nginx"), "GREENPOOL_MYSQL_DATABASE": database,
                 **{f"GREENPOOL_MYSQL_{k.upper()}": str(v) for k, v in mysql_params.items() if k != "database"}})
     out = tmp_path / "run.log"
     with open(out, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "greenpool.launch.demo_run"], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, start_new_session=True)
+    return proc, out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_serves_the_demo_behind_nginx_and_stops_both(tmp_path, mysql_params, database, signum):  # noqa: F811
+    nginx_binary()
+    port, app_port = free_port(), free_port_range(2)
+    prefix = tmp_path / "nginx"
+    proc, out = start_demo_run(tmp_path, mysql_params, database, port, app_port)
     try:
         deadline = time.monotonic() + 120
         while "Ctrl-C stops both" not in out.read_text(errors="replace"):
@@ -75,14 +84,7 @@ def test_run_serves_the_demo_behind_nginx_and_stops_both(tmp_path, mysql_params,
 def test_ctrl_c_while_the_server_starts_stops_it_at_once(tmp_path, mysql_params, database):  # noqa: F811
     nginx_binary()
     port, app_port = free_port(), free_port_range(2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_")}
-    env.update({"GREENPOOL_RUN_PORT": str(port), "GREENPOOL_RUN_APP_PORT": str(app_port),
-                "GREENPOOL_RUN_PREFIX": str(tmp_path / "nginx"), "GREENPOOL_MYSQL_DATABASE": database,
-                **{f"GREENPOOL_MYSQL_{k.upper()}": str(v) for k, v in mysql_params.items() if k != "database"}})
-    out = tmp_path / "run.log"
-    with open(out, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "greenpool.launch.demo_run"], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc, out = start_demo_run(tmp_path, mysql_params, database, port, app_port)
     try:
         deadline = time.monotonic() + 60
         while not (match := re.search(r"greenpool-serve master pid (\d+)", out.read_text(errors="replace"))):
