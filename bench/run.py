@@ -1,6 +1,6 @@
 """Server benchmark: greenpool side by side with the stacks users run today, in one run.
 
-    .venv/bin/python -m bench.run            # full run (about 20-25 min); rewrites its docs section + plots
+    .venv/bin/python -m bench.run            # full run (about 32 min); rewrites its docs section + plots
     .venv/bin/python -m bench.run --quick    # smoke run (about 7 min); JSON only unless --docs PATH
     make bench                               # the full run (make bench BENCH_ARGS=--quick)
 

@@ -65,6 +65,13 @@ def make_pool(db, conc, **options):
     return Pool(db.connect, concurrency=conc.mode, **options)
 
 
+def assert_its_one_slot_is_free(pool, gone=None):
+    """A max_size=1 pool hands out its slot at once, as a new connection (not ``gone``)."""
+    fresh = pool.getconn(timeout=1)
+    assert fresh is not gone
+    pool.putconn(fresh)
+
+
 def test_pool_errors_are_pymysql_operational_errors():
     for cls in (PoolError, PoolTimeout, TooManyRequests, PoolClosed):
         assert issubclass(cls, OperationalError)
@@ -365,8 +372,7 @@ def test_hanging_connect_killed_by_timeout_releases_its_slot():
             pool.getconn()
     assert pool.get_stats()["pool_size"] == 0
     db.connect_hangs = 0
-    conn = pool.getconn(timeout=1)
-    pool.putconn(conn)
+    assert_its_one_slot_is_free(pool)
     pool.close()
 
 
@@ -688,9 +694,7 @@ def test_checkout_interrupted_during_its_health_check_loses_no_slot():
     assert conn.closed, "a half-read ping leaves the connection unusable"
     assert pool.get_stats()["pool_size"] == 0
     db.ping_hangs = 0
-    fresh = pool.getconn(timeout=1)
-    assert fresh is not conn
-    pool.putconn(fresh)
+    assert_its_one_slot_is_free(pool, gone=conn)
     pool.close()
 
 
@@ -712,9 +716,7 @@ def test_checkin_interrupted_during_its_reset_loses_no_slot():
     assert conn.closed, "a connection whose reset was cut short is not reused"
     stats = pool.get_stats()
     assert stats["pool_size"] == 0 and stats["returns_bad"] == 1
-    fresh = pool.getconn(timeout=1)  # the one slot is free again
-    assert fresh is not conn
-    pool.putconn(fresh)
+    assert_its_one_slot_is_free(pool, gone=conn)
     pool.close()
 
 
@@ -731,9 +733,7 @@ def test_discard_interrupted_while_closing_frees_the_slot():
         with gevent.Timeout(0.05):
             pool.putconn(conn, discard=True)
     assert pool.get_stats()["pool_size"] == 0
-    fresh = pool.getconn(timeout=1)
-    assert fresh is not conn
-    pool.putconn(fresh)
+    assert_its_one_slot_is_free(pool, gone=conn)
     pool.close()
 
 

@@ -112,11 +112,11 @@ def wait_until(what: str, probe: Callable[[], bool], procs: dict[str, subprocess
             if proc.poll() is not None:
                 raise RuntimeError(f"{what}: {name} exited first (exit {proc.returncode})")
         try:
-            if probe():
-                return
-        except OSError:  # not listening yet: the next probe tells
-            time.sleep(0.2)
-            continue
+            ready = probe()
+        except OSError:  # not listening yet
+            ready = False
+        if ready:
+            return
         time.sleep(0.2)
     raise RuntimeError(f"{what}: not ready after {timeout:.0f}s")
 
