@@ -716,6 +716,47 @@ def test_check_config_kills_a_worker_that_hangs_and_fails(tmp_path, monkeypatch,
         os.kill(pid, 0)
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_check_config_stopped_by_a_signal_kills_its_worker_first(tmp_path, stop):
+    # `timeout 30 greenpool-serve --check-config` sends TERM to the master only;
+    # a worker hanging in the app's import must not outlive it.
+    (tmp_path / "hangapp.py").write_text(
+        "import os, time\n"
+        f"open({str(tmp_path / 'worker.pid')!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(120)\napp = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    master = subprocess.Popen([sys.executable, "-m", "greenpool.launch", "--check-config", "--control-dir",
+                               str(tmp_path / "ctl"), "hangapp:app"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pid_file = tmp_path / "worker.pid"
+    worker_pid = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            assert master.poll() is None, master.stdout.read()
+            time.sleep(0.05)
+        worker_pid = int(pid_file.read_text())
+        master.send_signal(stop)
+        output, _ = master.communicate(timeout=15)
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait(timeout=10)
+        if worker_pid is not None and _is_alive(worker_pid):  # the defect this test is for: do not leave it
+            os.kill(worker_pid, signal.SIGKILL)
+    assert master.returncode == 128 + stop, output
+    assert f"configuration check stopped by {signal.Signals(stop).name}: killed its worker (pid {worker_pid})" in output
+    assert not _is_alive(worker_pid)
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class _FakeProc:
     def __init__(self, pid: int) -> None:
         self.pid = pid

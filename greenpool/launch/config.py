@@ -279,7 +279,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Application", metavar="FILE", commands=("serve", "nginx-config")),
     Setting("check_config", ("--check-config",), _boolean, False,
             "Validate the settings, load the application in a worker-like process, open every "
-            "database pool once, then exit: 0 if all is well, else the named exit code.",
+            "database pool once, then exit: 0 if all is well, else the named exit code (128 + the "
+            "signal's number when TERM, INT, QUIT or HUP stops it; its worker is killed first).",
             "Application", kind="flag", env=False),
     Setting("print_config", ("--print-config",), _boolean, False,
             "Print every setting with its value and where the value came from, then exit.",

@@ -62,6 +62,12 @@ BOOT_CODE = {
 }
 
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD")
+#: Signals that end a --check-config early (its worker is killed first), and
+#: how often the check looks for one while its worker boots.
+_CHECK_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+_CHECK_SIGNAL_POLL = 0.1
+_CHECK_TIMED_OUT = object()
+_CHECK_STOPPED = object()
 
 
 class WorkerProc:
@@ -696,27 +702,54 @@ class Master:
         self.choose_app()
         self.settings = dict(self.settings, require_db=True)
         self.config.values["require_db"] = True
-        proc_w = self.spawn(0, check_only=True)
-        if proc_w is None:
-            logger.error("configuration check failed: the worker process could not be started")
-            return int(ExitCode.WORKER_BOOT_ERROR)
+        # A check stopped from outside (TERM from a script's timeout, Ctrl-C)
+        # must not leave its worker behind: it may hang in the app's import,
+        # and it does not watch for its master until it serves.
+        stopped_by: list[int] = []
+        previous = {sig: signal.signal(sig, lambda signum, _frame: stopped_by.append(signum))
+                    for sig in _CHECK_STOP_SIGNALS}
         try:
-            rc = proc_w.proc.wait(timeout=self.boot_timeout)
-        except subprocess.TimeoutExpired:
+            proc_w = self.spawn(0, check_only=True)
+            if proc_w is None:
+                logger.error("configuration check failed: the worker process could not be started")
+                return int(ExitCode.WORKER_BOOT_ERROR)
+            rc = self._wait_for_check(proc_w, stopped_by)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        os.close(proc_w.pipe_fd)
+        if rc is _CHECK_TIMED_OUT:
             # An app import or a database handshake that hangs: the same limit
             # as a booting worker under run().
             logger.error("configuration check failed: the worker (pid %d) was not done after %.0fs: killing it",
                          proc_w.pid, self.boot_timeout)
-            proc_w.signal(signal.SIGKILL)
-            _reap(proc_w)
-            os.close(proc_w.pipe_fd)
             return int(ExitCode.WORKER_BOOT_ERROR)
-        os.close(proc_w.pipe_fd)
+        if rc is _CHECK_STOPPED:
+            name = signal.Signals(stopped_by[0]).name
+            logger.error("configuration check stopped by %s: killed its worker (pid %d)", name, proc_w.pid)
+            return 128 + stopped_by[0]  # what a shell reports for a command a signal ended
         if rc == 0:
             logger.info("configuration OK: %s loads, every database answers", self.app_description)
         else:
             logger.error("configuration check failed: exit %s", describe_exit(rc))
         return rc if rc >= 0 else int(ExitCode.WORKER_BOOT_ERROR)
+
+    def _wait_for_check(self, proc_w: WorkerProc, stopped_by: list[int]) -> int | object:
+        """The check worker's exit status, or _CHECK_TIMED_OUT / _CHECK_STOPPED
+        after killing it. A stop signal to the master kills it at once: it is
+        only a check, with nothing to drain."""
+        deadline = time.monotonic() + self.boot_timeout
+        while not stopped_by:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                return proc_w.proc.wait(timeout=min(remaining, _CHECK_SIGNAL_POLL))
+            except subprocess.TimeoutExpired:
+                continue
+        proc_w.signal(signal.SIGKILL)
+        _reap(proc_w)
+        return _CHECK_STOPPED if stopped_by else _CHECK_TIMED_OUT
 
 
 def _reap(w: WorkerProc, timeout: float = 10.0) -> None:
