@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import pytest
 
 from greenpool.launch.errors import ExitCode
 from tests.faults.conftest import demo_env
-from tests.support.fakedns import NXDomainServer, private_resolv_conf
+from tests.support.fakedns import NOERROR, NXDOMAIN, SERVFAIL, FakeDNSServer, NXDomainServer, private_resolv_conf
 from tests.support.serve import ServeProcess, cli
 
 pytestmark = pytest.mark.faults
@@ -97,6 +98,51 @@ def test_unknown_host_fails_at_startup_naming_the_host(serve, db, tmp_path, site
         assert f"the demo database root@no-such-host.invalid:{db.server.port}/{db.database} cannot be used: {cannot}" in log, log
     else:
         assert f"@no-such-host.invalid:{db.server.port}/{db.database}) cannot be used: {cannot}" in log, log
+
+
+def test_a_resolver_that_cannot_answer_is_an_outage_not_a_bad_host(serve, db, tmp_path):
+    # The twin of the test above: a resolver that is down (SERVFAIL, the C
+    # library's EAI_AGAIN) may come back, so the worker starts anyway and answers
+    # 503, retries connects on the request path, and serves once it answers,
+    # where a name that does not exist is a CONFIG_ERROR at startup.
+    wrapper = private_resolv_conf(tmp_path)
+    if wrapper is None:
+        pytest.skip("needs root and unshare(1) to give the server a resolver on 127.0.0.1")
+    host = "db.greenpool.test"
+    resolver_up = threading.Event()
+
+    def answer(name: str) -> int | str:
+        # Any name under it: the C library may add a search domain after a failure.
+        if not name.startswith(host):
+            return NXDOMAIN
+        return "127.0.0.1" if resolver_up.is_set() else SERVFAIL
+
+    try:
+        dns = FakeDNSServer(answer)
+    except OSError as exc:
+        pytest.skip(f"cannot answer DNS on 127.0.0.1:53 here: {exc}")
+    # Its own settings module, so that the worker's boot meets the outage (the
+    # demo site would meet it first in the master's migrate step).
+    env = {**_settings(tmp_path, "resolverdown_settings", ""), **demo_env(pool_timeout=1)}
+    with dns:
+        server = serve("--db-boot-timeout", "2", server="gevent", workers=1, env=env, wrapper=wrapper,
+                       db_params=db.params(host=host))
+        pid = server.worker_pids()
+        status, _, body = server.get("/healthz")
+        assert status == 503, (body, server.log()[-3000:])
+        resolver_up.set()
+        deadline = time.monotonic() + 20
+        while status != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, _, body = server.get("/healthz")
+        assert status == 200, (body, server.log()[-3000:])
+    assert server.worker_pids() == pid
+    answered = [rcode for name, rcode in dns.replies if name == host]
+    assert SERVFAIL in answered and answered[-1] == NOERROR, dns.replies
+    log = server.log()
+    assert re.search(r"unavailable at boot: .*Temporary failure in name resolution.*; serving anyway", log), log[-3000:]
+    assert re.search(r"gevent\.0\].*connect failed, retrying .*Temporary failure in name resolution", log), log[-3000:]
+    assert "cannot be used" not in log, log[-3000:]
 
 
 def test_unknown_database_fails_at_startup_naming_it(serve, db):

@@ -1,12 +1,15 @@
-"""An unknown host name without a DNS query leaving the machine.
+"""Host name lookups answered on this machine, never by the real nameserver.
 
 Looking up a name that is not in /etc/hosts asks the nameserver of
 /etc/resolv.conf, which is not on this machine: a test must not send it anything.
-``NXDomainServer`` answers every query on 127.0.0.1:53 with NXDOMAIN ("no such
-name"), and ``private_resolv_conf()`` gives the command prefix that runs a process
-in a mount namespace of its own where /etc/resolv.conf names only 127.0.0.1. The
-process then meets a real "Name or service not known" (EAI_NONAME) from the C
-library, as a user with a mistyped host name does. Needs root and unshare(1).
+``FakeDNSServer`` answers every query on 127.0.0.1:53 as a test tells it to: "no
+such name" (NXDOMAIN, what ``NXDomainServer`` always says), "cannot answer now"
+(SERVFAIL) or an IPv4 address. ``private_resolv_conf()`` gives the command prefix
+that runs a process in a mount namespace of its own where /etc/resolv.conf names
+only 127.0.0.1. The process then meets the C library's real errors: "Name or
+service not known" (EAI_NONAME) as a user with a mistyped host name does, or
+"Temporary failure in name resolution" (EAI_AGAIN) as one whose resolver is down.
+Needs root and unshare(1).
 """
 
 from __future__ import annotations
@@ -18,20 +21,30 @@ import struct
 import subprocess
 import threading
 from pathlib import Path
+from typing import Callable
 
 
-class NXDomainServer:
-    """A UDP DNS responder on 127.0.0.1:53 that says NXDOMAIN to every question."""
+#: DNS response codes a test can ask for.
+NOERROR, SERVFAIL, NXDOMAIN = 0, 2, 3
+_TYPE_A = 1
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 53) -> None:
+
+class FakeDNSServer:
+    """A UDP DNS responder on 127.0.0.1:53. ``answer(name)`` says what to reply
+    for a name: NXDOMAIN, SERVFAIL, or an IPv4 address as a string (then an A
+    question gets that address and any other type an empty NOERROR)."""
+
+    def __init__(self, answer: Callable[[str], int | str], host: str = "127.0.0.1", port: int = 53) -> None:
+        self.answer = answer
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, port))  # OSError if taken or not allowed
         self.sock.settimeout(0.2)
         self.queries: list[bytes] = []
+        self.replies: list[tuple[str, int]] = []  # (name, rcode) in the order sent
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="nxdomain-dns", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="fake-dns", daemon=True)
 
-    def __enter__(self) -> "NXDomainServer":
+    def __enter__(self) -> "FakeDNSServer":
         self._thread.start()
         return self
 
@@ -50,18 +63,46 @@ class NXDomainServer:
                 return
             if len(data) < 12:
                 continue
-            (query_id, flags, qdcount) = struct.unpack("!HHH", data[:6])
+            (query_id, flags) = struct.unpack("!HH", data[:4])
             question = _question(data)
             if question is None:
                 continue
             self.queries.append(question)
-            # QR=1, opcode as asked, RD copied, RA=1, RCODE=3 (NXDOMAIN); one question, no answers.
-            reply_flags = 0x8000 | (flags & 0x7900) | 0x0080 | 3
-            header = struct.pack("!HHHHHH", query_id, reply_flags, 1, 0, 0, 0)
+            name = _name(question)
+            verdict = self.answer(name)
+            rcode, records = (verdict, b"") if isinstance(verdict, int) else (NOERROR, _a_record(question, verdict))
+            self.replies.append((name, rcode))
+            # QR=1, opcode as asked, RD copied, RA=1; one question, then the answers.
+            reply_flags = 0x8000 | (flags & 0x7900) | 0x0080 | rcode
+            header = struct.pack("!HHHHHH", query_id, reply_flags, 1, 1 if records else 0, 0, 0)
             try:
-                self.sock.sendto(header + question, peer)
-            except OSError:
-                pass
+                self.sock.sendto(header + question + records, peer)
+            except OSError as exc:  # the asker gave up and closed its socket: nothing to answer
+                self.replies.append((f"{name} (reply not sent: {exc})", rcode))
+
+
+class NXDomainServer(FakeDNSServer):
+    """Says NXDOMAIN to every question."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 53) -> None:
+        super().__init__(lambda name: NXDOMAIN, host, port)
+
+
+def _a_record(question: bytes, address: str) -> bytes:
+    """The answer to an A question (TTL 0, so nothing caches it); b"" for other types."""
+    (qtype,) = struct.unpack("!H", question[-4:-2])
+    if qtype != _TYPE_A:
+        return b""
+    # A pointer to the question's name (offset 12), type A, class IN, TTL 0, 4 bytes.
+    return struct.pack("!HHHIH", 0xC00C, _TYPE_A, 1, 0, 4) + socket.inet_aton(address)
+
+
+def _name(question: bytes) -> str:
+    labels, i = [], 0
+    while question[i]:
+        labels.append(question[i + 1:i + 1 + question[i]].decode("ascii", "replace"))
+        i += 1 + question[i]
+    return ".".join(labels).lower()
 
 
 def _question(packet: bytes) -> bytes | None:
