@@ -238,31 +238,34 @@ def is_transient_connect_error(exc: BaseException) -> bool:
 
 
 def looks_dead(conn: PooledConnection) -> bool:
-    """A local look, no round trip (~2 µs): an idle connection has nothing to
+    """A local look, no round trip (about 1 µs): an idle connection has nothing to
     read, so a readable socket means the server closed it (EOF) or sent an
     error (KILL, shutdown). Used to decide whether a connection used within
     check_window still needs its ping."""
     sock = conn._sock
     if sock is None:
         return True
-    readable, _, _ = _nonblocking_select()([sock], [], [], 0)
-    return bool(readable)
+    # poll(), not select(): select() refuses descriptors from 1024 up, and a
+    # gevent worker with a thousand clients opens its connections there.
+    watch = _real_poll()()
+    watch.register(sock.fileno(), select.POLLIN)
+    return bool(watch.poll(0))
 
 
-_real_select: list[Callable[..., Any]] = []
+_real_poll_function: list[Callable[..., Any]] = []
 
 
-def _nonblocking_select() -> Callable[..., Any]:
-    # With a zero timeout the real select never blocks; gevent's would go
-    # through the hub for nothing. Cached: before patching, select.select is
+def _real_poll() -> Callable[..., Any]:
+    # With a zero timeout the real poll never blocks; gevent's would go
+    # through the hub for nothing. Cached: before patching, select.poll is
     # the real one; after, gevent keeps the original for us.
-    if not _real_select:
+    if not _real_poll_function:
         monkey = sys.modules.get("gevent.monkey")
         if monkey is not None and monkey.is_module_patched("select"):
-            _real_select.append(monkey.get_original("select", "select"))
+            _real_poll_function.append(monkey.get_original("select", "poll"))
         else:
-            _real_select.append(select.select)
-    return _real_select[0]
+            _real_poll_function.append(select.poll)
+    return _real_poll_function[0]
 
 
 def check(conn: PooledConnection) -> None:

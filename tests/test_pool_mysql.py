@@ -128,6 +128,33 @@ def test_looks_dead_sees_a_kill_without_a_round_trip(pool, mysql_admin):
     assert gpmysql.looks_dead(conn)
 
 
+def test_looks_dead_works_on_a_descriptor_above_1023(mysql_params, mysql_admin):
+    # select() refuses descriptors from 1024 up; a gevent worker with a thousand
+    # clients opens its pool's connections there. The probe must still see a KILL,
+    # and not raise (the pool would take that for "suspect" and ping every checkout).
+    import time
+
+    from tests.support.fds import next_descriptors_from
+
+    params = {k: mysql_params[k] for k in ("host", "user", "password", "database")}
+    try:
+        with next_descriptors_from(1100):
+            conn = gpmysql.connect_factory({**params, "port": int(mysql_params["port"])})()
+    except OSError as exc:
+        pytest.skip(f"cannot open 1100 descriptors here: {exc}")
+    try:
+        assert conn._sock.fileno() >= 1100
+        assert gpmysql.looks_dead(conn) is False
+        with mysql_admin.cursor() as cur:
+            cur.execute(f"KILL CONNECTION {thread_id(conn)}")
+        deadline = time.monotonic() + 5
+        while not gpmysql.looks_dead(conn) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gpmysql.looks_dead(conn) is True
+    finally:
+        conn.close()
+
+
 def test_repr_of_an_open_connection_shows_the_user_as_text_and_its_thread_id(pool, mysql_params):
     with pool.connection() as conn:
         expected = (f"<PooledConnection {mysql_params['user']}@{mysql_params['host']}:{mysql_params['port']} "

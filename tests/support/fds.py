@@ -28,3 +28,25 @@ def no_free_descriptor() -> Iterator[None]:
     finally:
         for fd in fillers:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def next_descriptors_from(number: int) -> Iterator[None]:
+    """Inside the block, a new descriptor gets a number of at least ``number``, as in
+    a process with that many open already: every free number below it is taken (by
+    /dev/null), with the soft limit raised if it is lower. Descriptors opened inside
+    keep their numbers after the block."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < number + 16:
+        raise OSError(f"RLIMIT_NOFILE's hard limit {hard} is below {number + 16}")
+    if soft != resource.RLIM_INFINITY and soft < number + 16:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (number + 16, hard))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < number - 1:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
