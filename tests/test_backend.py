@@ -137,6 +137,9 @@ def test_without_pool_option_it_is_djangos_mysql_backend(handler, django_db):
         ({"timeout": "soon"}, r"timeout='soon'"),
         ({"keepalive": -1}, r"keepalive.*-1"),
         ({"reset_session": "yes"}, r"reset_session.*'yes'"),
+        ({"reply_wait": 0.05}, r"\['reply_wait'\]=0.05 is invalid: expected seconds from 0 to 0.01"),
+        ({"reply_wait": -0.001}, r"\['reply_wait'\]=-0.001 is invalid"),
+        ({"reply_wait": True}, r"\['reply_wait'\]=True is invalid"),
         ("big", r"must be True or a dict"),
     ],
 )
@@ -145,6 +148,13 @@ def test_invalid_pool_options_fail_when_the_connection_is_built(handler, pool, m
 
     with pytest.raises(ImproperlyConfigured, match=message):
         handler(OPTIONS={"pool": pool})["default"]
+
+
+def test_reply_wait_is_left_off_where_gevent_has_not_patched_the_socket(handler, django_db):
+    # With threads a read blocks its own thread: waiting first would only add a poll.
+    conn = handler(OPTIONS={"pool": {"reply_wait": 0.001}})["default"]
+    assert query_one(conn, "SELECT 1") == (1,)
+    assert conn.connection.greenpool_reply_wait == 0
 
 
 def test_conn_max_age_with_a_pool_is_improperly_configured(handler):

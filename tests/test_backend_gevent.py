@@ -228,3 +228,71 @@ def test_atomic_requests_roll_back_on_error(mysql_params):
         """,
     )
     assert out["count"] == 0
+
+
+# -- reply_wait -------------------------------------------------------------------------
+
+REPLY_WAIT_SCRIPT = """
+ticks = [0]
+stop = [False]
+
+def ticker():
+    # Runs whenever the greenlet that sends the statements yields to the hub.
+    while not stop[0]:
+        ticks[0] += 1
+        gevent.sleep(0)
+
+def ticks_during(sql, times):
+    before = ticks[0]
+    with connection.cursor() as c:
+        for _ in range(times):
+            c.execute(sql)
+            c.fetchall()
+    return ticks[0] - before
+
+with connection.cursor() as c:
+    c.execute("SELECT 1")  # connected, session set up
+t = gevent.spawn(ticker)
+gevent.sleep(0)
+raw = connection.connection
+verdict = {"reply_wait": raw.greenpool_reply_wait, "fast": ticks_during("SELECT 1", 200)}
+"""
+
+
+def test_reply_wait_reads_a_quick_reply_without_yielding_to_the_hub(mysql_params):
+    # The request holding a pool connection is not parked behind the other ready
+    # greenlets while its reply is on its way. 10 ms: a loaded machine's server
+    # still answers SELECT 1 within that.
+    on = run_script(mysql_params, REPLY_WAIT_SCRIPT + """
+stop[0] = True
+print(json.dumps(verdict))
+""", pool={"max_size": 1, "reply_wait": 0.01})
+    off = run_script(mysql_params, REPLY_WAIT_SCRIPT + """
+stop[0] = True
+print(json.dumps(verdict))
+""", pool={"max_size": 1, "reply_wait": 0})
+    assert on["reply_wait"] == 0.01 and off["reply_wait"] == 0
+    assert on["fast"] <= 5, on  # 200 statements: the others never ran, but for a rare late reply
+    assert off["fast"] >= 50, off  # without it, a reply not there yet parks the greenlet
+
+
+def test_reply_wait_pauses_on_a_connection_whose_replies_come_late_and_resumes(mysql_params):
+    # SLEEP(0.02) replies after the 1 ms wait: the others run meanwhile, and after
+    # 3 late replies in a row the connection waits for one statement in 16 only.
+    out = run_script(mysql_params, REPLY_WAIT_SCRIPT + """
+verdict["slow"] = ticks_during("SELECT SLEEP(0.02)", 3)
+verdict["misses"] = raw.greenpool_reply_misses
+with connection.cursor() as c:
+    for _ in range(15):
+        c.execute("SELECT 1")
+verdict["skipped"] = raw.greenpool_reply_skipped
+verdict["misses_while_paused"] = raw.greenpool_reply_misses
+with connection.cursor() as c:
+    c.execute("SELECT 1")  # the 16th: waits again, and its quick reply ends the pause
+verdict["misses_after"] = raw.greenpool_reply_misses
+stop[0] = True
+print(json.dumps(verdict))
+""", pool={"max_size": 1, "reply_wait": 0.001})
+    assert out["slow"] >= 3, out  # each SLEEP yielded after its 1 ms
+    assert out["misses"] == 3 and out["skipped"] == 15 and out["misses_while_paused"] == 3, out
+    assert out["misses_after"] == 0, out

@@ -76,7 +76,8 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         # Django sets autocommit itself after every checkout; start there so
         # that costs no round trip.
         params["autocommit"] = True
-        connect = mysql.connect_factory(params, track_state=options["reset_session"] == "auto")
+        connect = mysql.connect_factory(params, track_state=options["reset_session"] == "auto",
+                                        reply_wait=float(options["reply_wait"] or 0))
         enable_checks = bool(self.settings_dict.get("CONN_HEALTH_CHECKS"))
         holder: list[Pool] = []
 

@@ -24,8 +24,16 @@ POOL_OPTIONS: dict[str, tuple[Any, str]] = {
         "auto",
         "session reset at checkin: 'auto' (only when the session changed), True (always), False (roll back only)",
     ),
+    "reply_wait": (
+        0.0003,
+        "under gevent: seconds to wait for a statement's reply before yielding to the hub, at most 0.01 (0 or False: off)",
+    ),
     "name": (None, "pool name in logs and errors (default: the alias)"),
 }
+
+#: reply_wait blocks the whole worker while it waits: more than this would be
+#: a stall, not a wait for a reply on its way.
+REPLY_WAIT_MAX = 0.01
 
 
 # Django builds a DatabaseWrapper per thread, and so per greenlet: per request
@@ -73,6 +81,13 @@ def _parse(alias: str, raw: Any) -> dict[str, Any]:
         raise ImproperlyConfigured(
             f"DATABASES[{alias!r}]['OPTIONS']['pool']['reset_session']={options['reset_session']!r} is invalid: "
             "expected 'auto', True or False"
+        )
+    reply_wait = options["reply_wait"]
+    if not (reply_wait is False or reply_wait == 0 or
+            (_is_positive_seconds(reply_wait) and reply_wait <= REPLY_WAIT_MAX)):
+        raise ImproperlyConfigured(
+            f"DATABASES[{alias!r}]['OPTIONS']['pool']['reply_wait']={reply_wait!r} is invalid: "
+            f"expected seconds from 0 to {REPLY_WAIT_MAX} (0.0003 is 300 µs), or False"
         )
     # Let the pool itself validate the rest, so the rules live in one place.
     try:
