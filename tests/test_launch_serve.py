@@ -32,6 +32,7 @@ import pytest
 from greenpool.launch.errors import ExitCode
 from tests.support import mysqlenv
 from tests.support.net import free_port
+from tests.support.procs import pid_alive
 from tests.support.serve import ServeProcess, loadgen
 
 pytestmark = pytest.mark.mysql
@@ -742,19 +743,11 @@ def test_check_config_stopped_by_a_signal_kills_its_worker_first(tmp_path, stop)
         if master.poll() is None:
             master.kill()
             master.wait(timeout=10)
-        if worker_pid is not None and _is_alive(worker_pid):  # the defect this test is for: do not leave it
+        if worker_pid is not None and pid_alive(worker_pid):  # the defect this test is for: do not leave it
             os.kill(worker_pid, signal.SIGKILL)
     assert master.returncode == 128 + stop, output
     assert f"configuration check stopped by {signal.Signals(stop).name}: killed its worker (pid {worker_pid})" in output
-    assert not _is_alive(worker_pid)
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    assert not pid_alive(worker_pid)
 
 
 class _FakeProc:

@@ -17,17 +17,10 @@ import pytest
 
 from tests.support.nginx import nginx_binary
 from tests.support.net import free_port
+from tests.support.procs import pid_alive
 from tests.test_launch_serve import database, free_port_range  # noqa: F401  (database: a fixture)
 
 pytestmark = [pytest.mark.mysql, pytest.mark.nginx]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def start_demo_run(tmp_path, mysql_params, database, port: int, app_port: int) -> tuple[subprocess.Popen, Path]:
@@ -73,7 +66,7 @@ def test_run_serves_the_demo_behind_nginx_and_stops_both(tmp_path, mysql_params,
         assert proc.wait(60) == 0, out.read_text()
         text = out.read_text()
         assert "stopped: greenpool-serve exit 0, nginx exit 0" in text, text
-        assert not _alive(nginx_pid) and not _alive(master_pid)
+        assert not pid_alive(nginx_pid) and not pid_alive(master_pid)
         assert not (prefix / "nginx.pid").exists()
     finally:
         if proc.poll() is None:
@@ -97,7 +90,7 @@ def test_ctrl_c_while_the_server_starts_stops_it_at_once(tmp_path, mysql_params,
         text = out.read_text()
         assert "SIGINT while waiting for greenpool-serve: stopping" in text, text
         assert "Ctrl-C stops both" not in text, text
-        assert not _alive(master_pid)
+        assert not pid_alive(master_pid)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -15,6 +15,8 @@ For trying out (and testing) failure behaviour:
   ping off.
 * GREENPOOL_DEMO_POOL_KEEPALIVE ("auto"): the pool's keepalive, "auto",
   seconds, or "off".
+* GREENPOOL_DEMO_POOL_REPLY_WAIT (the pool's default, 0.0003): the pool's
+  reply_wait in seconds; 0 turns it off.
 * GREENPOOL_DEMO_TEST_VIEWS (0): 1 adds the /test/... views of
   greenpool.demo.test_views (session state, interrupted queries, reprs), which
   the fault tests use. Never turn it on for a server others can reach.
@@ -92,6 +94,9 @@ DATABASES = {
         },
     }
 }
+_reply_wait = _env_number("GREENPOOL_DEMO_POOL_REPLY_WAIT", None, kind=float)
+if _reply_wait is not None:  # otherwise the pool's own default
+    DATABASES["default"]["OPTIONS"]["pool"]["reply_wait"] = _reply_wait
 _read_timeout = _env_number("GREENPOOL_DEMO_READ_TIMEOUT", None, kind=float, minimum=0.001)
 if _read_timeout is not None:
     DATABASES["default"]["OPTIONS"]["read_timeout"] = _read_timeout

@@ -172,6 +172,12 @@ def test_bad_demo_environment_value_fails_at_startup(serve):
     assert "GREENPOOL_DEMO_POOL_TIMEOUT='soon' is not a float" in log, log
 
 
+def test_reply_wait_out_of_range_fails_at_startup_naming_it(serve):
+    log = _fails(serve, ExitCode.CONFIG_ERROR, server="gevent", env=demo_env(pool_reply_wait="0.5"))
+    assert ("DATABASES['default']['OPTIONS']['pool']['reply_wait']=0.5 is invalid: "
+            "expected seconds from 0 to 0.01 (0.0003 is 300 µs), or False") in log, log
+
+
 # -- already covered for their message; here: nothing is left behind ------------------------------
 
 

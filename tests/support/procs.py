@@ -22,3 +22,12 @@ def stop_process_group(proc: subprocess.Popen, first_signal: int = signal.SIGTER
     except (ProcessLookupError, PermissionError):
         pass  # the group is already gone
     proc.wait(10)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process with this PID exists (a zombie counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
