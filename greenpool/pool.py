@@ -359,7 +359,11 @@ class Pool:
             return False
         try:
             return bool(self._probe(record.conn))
-        except Exception:
+        except Exception as exc:
+            # Logged: a probe that always fails turns every checkout into a
+            # ping, and nothing else would show why (it once raised on every
+            # descriptor from 1024 up).
+            logger.debug("pool %r: checkout probe failed, pinging instead: %s: %s", self.name, type(exc).__name__, exc)
             return True
 
     def putconn(self, conn: Any, discard: bool = False) -> None:

@@ -845,6 +845,21 @@ def test_permanent_connect_failure_is_not_retried(db, conc):
     pool.close()
 
 
+def test_a_probe_that_raises_counts_as_suspect_and_says_why(db, conc, caplog):
+    def broken_probe(conn):
+        raise ValueError("filedescriptor out of range in select()")
+
+    pool = make_pool(db, conc, check=lambda c: c.ping(), check_window=30, probe=broken_probe)
+    conn = pool.getconn()
+    pool.putconn(conn)
+    caplog.set_level(logging.DEBUG, logger="greenpool")
+    assert pool.getconn() is conn and db.pings == 1  # used a moment ago, but pinged
+    assert ("checkout probe failed, pinging instead: ValueError: filedescriptor out of range in select()"
+            in caplog.text)
+    pool.putconn(conn)
+    pool.close()
+
+
 def test_probe_makes_a_recently_used_but_suspect_connection_get_its_ping(db, conc):
     """Within check_window the ping is skipped, unless the local probe (for
     MySQL: the idle socket is readable) says the server may have dropped it."""
