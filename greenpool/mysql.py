@@ -160,8 +160,8 @@ class PooledConnection(pymysql.connections.Connection):
         A gevent socket read that finds nothing yet parks the greenlet, and it
         runs again only once the hub has run every greenlet that became ready
         before it: tens of ms in a busy worker (bench/tail_anatomy.py: "resume"
-        p50 8.4 ms), while the reply of a primary-key read takes ~0.2 ms to come
-        back from a server on the same host. All that time the request holds
+        p50 8.4 ms), while the reply of a primary-key read from a server on the
+        same host comes within 0.1 ms (docs/tuning.md). All that time the request holds
         its pool connection, so other requests queue for the pool behind it.
         Waiting for the reply instead costs the worker at most this much per
         statement, and nothing when the reply is already there. A connection
@@ -312,8 +312,8 @@ _real_poll_function: list[Callable[..., Any]] = []
 
 def _real_poll() -> Callable[..., Any]:
     # The real poll blocks the thread (reply_wait) or, with a zero timeout,
-    # never blocks; gevent's would go through the hub. Cached: before patching, select.poll is
-    # the real one; after, gevent keeps the original for us.
+    # never blocks; gevent's would go through the hub. Cached: before
+    # patching, select.poll is the real one; after, gevent keeps the original.
     if not _real_poll_function:
         monkey = sys.modules.get("gevent.monkey")
         if monkey is not None and monkey.is_module_patched("select"):
