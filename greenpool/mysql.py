@@ -6,6 +6,8 @@
   whether a command was interrupted half-way.
 * ``reply_wait``: under gevent, wait a moment for a statement's reply before
   yielding to the hub (see ``PooledConnection._await_reply``).
+* the first command of a checkout that cannot be sent (the session was gone
+  before it) is sent once more on a new session (``greenpool_on_unsent``).
 * ``check``/``ping``: is an idle connection still alive (one round trip)?
 * ``make_reset``: make a returned connection clean for its next user.
 
@@ -37,7 +39,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import pymysql
-from pymysql.constants import CLIENT, COMMAND, SERVER_STATUS
+from pymysql.constants import CLIENT, COMMAND, CR, SERVER_STATUS
 
 logger = logging.getLogger("greenpool")
 
@@ -55,6 +57,14 @@ RESET_MODES = (True, "auto", False)
 # wait, a connection waits only for one statement in this many.
 _REPLY_MISSES_BEFORE_PAUSE = 3
 _REPLY_RETRY_EVERY = 16
+
+# TCP keepalive on every pooled TCP connection (PyMySQL turns SO_KEEPALIVE on
+# with the kernel's two-hour default): probes after a minute idle keep NAT and
+# load-balancer state alive, whose idle cuts are 4-10 minutes, and find a server
+# host that vanished without a FIN in idle + interval x count seconds.
+TCP_KEEPALIVE_IDLE = 60
+TCP_KEEPALIVE_INTERVAL = 10
+TCP_KEEPALIVE_COUNT = 3
 
 _ssl_contexts: dict[tuple, ssl.SSLContext] = {}
 _ssl_lock = threading.Lock()
@@ -94,6 +104,36 @@ class PooledConnection(pymysql.connections.Connection):
     greenpool_reply_wait = 0.0
     greenpool_reply_misses = 0  # replies in a row that took longer
     greenpool_reply_skipped = 0  # statements sent without the wait while they do
+    # Armed by the backend once a checkout is ready, taken by the next command:
+    # called with the error when that command could not be sent at all (the
+    # session was gone before it), to give the connection a new session on
+    # which the command is then sent once more. Nothing else is ever resent.
+    greenpool_on_unsent: Callable[["PooledConnection", Exception], None] | None = None
+    # Why this connection must not be reused (Django judged it unusable), or None.
+    greenpool_condemned: str | None = None
+
+    def connect(self, sock: Any = None) -> None:
+        super().connect(sock)
+        if self._sock is not None and self._sock.family in (socket.AF_INET, socket.AF_INET6):
+            for option, value in ((socket.TCP_KEEPIDLE, TCP_KEEPALIVE_IDLE),
+                                  (socket.TCP_KEEPINTVL, TCP_KEEPALIVE_INTERVAL),
+                                  (socket.TCP_KEEPCNT, TCP_KEEPALIVE_COUNT)):
+                self._sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+    def reopen(self) -> None:
+        """A new server session on this object, as fresh as a new connection
+        (PyMySQL's connect again: login, init_command, autocommit mode)."""
+        self.connect()
+        self.greenpool_busy = False
+        self.greenpool_initialized = False
+        self.greenpool_was_reset = False
+        self.greenpool_reply_misses = self.greenpool_reply_skipped = 0
+        if self.greenpool_track_state:
+            try:
+                self.start_tracking_state()
+            except BaseException:
+                self.close()
+                raise
 
     def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
         if not isinstance(sslp, dict):
@@ -149,7 +189,21 @@ class PooledConnection(pymysql.connections.Connection):
         return result
 
     def _execute_command(self, command: int, sql: Any) -> None:
-        super()._execute_command(command, sql)
+        on_unsent = self.greenpool_on_unsent
+        if on_unsent is None:
+            super()._execute_command(command, sql)
+        else:
+            self.greenpool_on_unsent = None
+            try:
+                super()._execute_command(command, sql)
+            except pymysql.err.OperationalError as exc:
+                # 2006 here comes from the write: the command never reached a
+                # server (a packet is only run once whole). A failed read is
+                # 2013, and that command may have run: never resent.
+                if exc.args[0] != CR.CR_SERVER_GONE_ERROR:
+                    raise
+                on_unsent(self, exc)
+                super()._execute_command(command, sql)
         if self.greenpool_reply_wait:
             self._await_reply()
 

@@ -44,16 +44,20 @@ class _Record:
     __slots__ = ("conn", "created_at", "expires_at", "last_used", "last_alive", "checked_out_at", "stack")
 
     def __init__(self, conn: Any, max_lifetime: float) -> None:
-        now = time.monotonic()
         self.conn = conn
+        self.start_session(max_lifetime)
+        self.last_used = self.created_at  # last returned by a request: max_idle counts from here
+        self.checked_out_at = 0.0
+        self.stack: str | None = None
+
+    def start_session(self, max_lifetime: float) -> None:
+        """The connection has a new server session: its life starts now."""
+        now = time.monotonic()
         self.created_at = now
         # Jitter (up to -5 %) spreads the replacements of connections made
         # together, e.g. at start-up, so they do not all expire in one instant.
         self.expires_at = now + max_lifetime * (1.0 - 0.05 * random.random())
-        self.last_used = now  # last returned by a request: max_idle counts from here
         self.last_alive = now  # last known alive (used or pinged): checks count from here
-        self.checked_out_at = 0.0
-        self.stack: str | None = None
 
 
 _STAT_KEYS = (
@@ -103,6 +107,7 @@ class Pool:
         check_window: float = 1.0,
         probe: Callable[[Any], bool] | None = None,
         reset: Callable[[Any], None] | None = None,
+        reconnect: Callable[[Any], None] | None = None,
         close_conn: Callable[[Any], None] | None = None,
         keepalive: float | None = None,
         ping: Callable[[Any], None] | None = None,
@@ -133,7 +138,7 @@ class Pool:
             "reconnect_backoff_max", reconnect_backoff_max, ">= reconnect_backoff",
         )
         for hook_name, hook in (
-            ("check", check), ("reset", reset), ("close_conn", close_conn), ("ping", ping),
+            ("check", check), ("reset", reset), ("reconnect", reconnect), ("close_conn", close_conn), ("ping", ping),
             ("retry_connect", retry_connect), ("probe", probe),
         ):
             _require(hook is None or callable(hook), hook_name, hook, "None or a callable")
@@ -157,11 +162,14 @@ class Pool:
         self._connect = connect
         self._check = check
         self._reset = reset
+        # Opens a new session on the same connection object (see reopen()).
+        self._reconnect = reconnect
         self._close_conn = close_conn
         self._ping = ping or check
-        # A local, no-round-trip look (e.g. "is the idle socket readable?")
-        # that decides whether a connection used within check_window still
-        # gets its ping: the server may have dropped it in that second.
+        # A local, no-round-trip look (e.g. "is the idle socket readable?") at
+        # every checkout, with or without ``check``: a connection it calls
+        # dead is pinged when there is a check (even within check_window),
+        # and replaced unseen when there is none.
         self._probe = probe
         # Which connect errors mean "the server is away for now": a request
         # that meets one keeps retrying (with back-off) until its timeout,
@@ -340,13 +348,16 @@ class Pool:
 
     def _ready(self, record: _Record, now: float) -> bool:
         """True when an idle record may be handed out as it is: not expired,
-        not idle too long, and, with checks on, known alive a moment ago.
-        Called under the lock; counts the checks it skips."""
+        not idle too long, not found dead by the probe, and, with checks on,
+        known alive a moment ago. Called under the lock; counts the checks it
+        skips."""
         if now >= record.expires_at or (now - record.last_used > self.max_idle and self._slots > self.min_size):
+            return False
+        if self._suspect(record):
             return False
         if self._check is None:
             return True
-        if now - record.last_alive <= self.check_window and not self._suspect(record):
+        if now - record.last_alive <= self.check_window:
             # Used or pinged a moment ago: a ping would cost a round trip to
             # learn what we know (HikariCP skips its alive-check the same way).
             self._stats["checks_skipped"] += 1
@@ -361,9 +372,10 @@ class Pool:
             return bool(self._probe(record.conn))
         except Exception as exc:
             # Logged: a probe that always fails turns every checkout into a
-            # ping, and nothing else would show why (it once raised on every
-            # descriptor from 1024 up).
-            logger.debug("pool %r: checkout probe failed, pinging instead: %s: %s", self.name, type(exc).__name__, exc)
+            # ping (or, without a check, a reconnect), and nothing else would
+            # show why (it once raised on every descriptor from 1024 up).
+            logger.debug("pool %r: checkout probe failed, treating the connection as suspect: %s: %s",
+                         self.name, type(exc).__name__, exc)
             return True
 
     def putconn(self, conn: Any, discard: bool = False) -> None:
@@ -412,6 +424,29 @@ class Pool:
             return
         record.last_used = record.last_alive = now
         self._give_back(record)
+
+    def reopen(self, conn: Any) -> None:
+        """Give a checked-out connection a new session in place, with the
+        ``reconnect`` hook: for a holder that found its session gone before it
+        had sent anything. Same object and slot, so the cap holds and every
+        reference to the connection stays valid; counted as a connection lost
+        and one made."""
+        record = self._out.get(id(conn))
+        if record is None or record.conn is not conn:
+            raise PoolError(f"pool {self.name!r}: reopen of a connection this pool does not have checked out: {conn!r}")
+        if self._reconnect is None:
+            raise PoolError(f"pool {self.name!r} has no reconnect hook: it cannot reopen {conn!r}")
+        self._count("connections_lost")
+        started = time.monotonic()
+        try:
+            self._reconnect(conn)
+        except Exception:
+            self._count("connections_errors")
+            raise
+        record.start_session(self.max_lifetime)
+        with self._lock:
+            self._stats["connections_num"] += 1
+            self._stats["connections_ms"] += int((record.created_at - started) * 1000)
 
     # -- stats ------------------------------------------------------------
 
@@ -548,9 +583,16 @@ class Pool:
             self._count("connections_recycled")
             self._close_quietly(record.conn, "max_idle reached")
             return _SLOT
+        suspect = self._suspect(record)
         if self._check is None:
-            return record
-        if now - record.last_alive <= self.check_window and not self._suspect(record):
+            if not suspect:
+                return record
+            # No round trip to confirm: the probe saw the server end the session.
+            self._count("connections_lost")
+            logger.info("pool %r: connection closed by the server while idle, replacing it", self.name)
+            self._close_quietly(record.conn, "found closed by the probe")
+            return _SLOT
+        if now - record.last_alive <= self.check_window and not suspect:
             self._count("checks_skipped")
             return record
         try:

@@ -421,6 +421,171 @@ def test_keepalive_auto_is_half_the_sessions_wait_timeout(handler):
     assert conn.pool.keepalive == 3.5
 
 
+# -- sessions gone before use, and Django's verdicts ---------------------------------------
+
+
+@pytest.fixture
+def proxied(handler, django_db):
+    """One pooled connection through a TCPProxy (so a test can reset it the way a
+    middlebox does), with Django's default CONN_HEALTH_CHECKS (False)."""
+    from tests.support.proxy import TCPProxy
+
+    with TCPProxy(django_db["host"], int(django_db["port"])) as proxy:
+        conn = handler(HOST=proxy.host, PORT=str(proxy.port), CONN_HEALTH_CHECKS=False,
+                       OPTIONS={"pool": {"max_size": 1, "timeout": 5}})["default"]
+        query_one(conn, "SELECT 1")  # the pool's one connection, with Django's set-up done
+        conn.close()
+        yield conn, proxy
+
+
+def _reset_by_the_network(proxy, raw):
+    """The proxy resets the connection (RST); wait until the client's socket knows."""
+    from greenpool import mysql as gpmysql
+
+    proxy.cut(reset=True)
+    deadline = time.monotonic() + 5
+    while not gpmysql.looks_dead(raw):
+        assert time.monotonic() < deadline, "the reset never reached the client's socket"
+        time.sleep(0.01)
+
+
+def _rows_named(django_db, name):
+    admin = _admin(django_db)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {DB_NAME}.backend_app_item WHERE name = %s", (name,))
+            return cur.fetchone()[0]
+    finally:
+        admin.close()
+
+
+def _unique_name():
+    import uuid
+
+    return f"issue19-{uuid.uuid4().hex[:10]}"
+
+
+def test_first_statement_that_could_not_be_sent_runs_once_on_a_new_session(proxied, django_db):
+    conn, proxy = proxied
+    name = _unique_name()
+    (old_id,) = query_one(conn, "SELECT CONNECTION_ID()")
+    conn.close()
+    conn.ensure_connection()  # checked out alive; the network drops it before the first statement
+    raw = conn.connection
+    _reset_by_the_network(proxy, raw)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO backend_app_item (name, counter) VALUES (%s, 1)", (name,))
+    new_id, isolation, auto_is_null = query_one(conn, "SELECT CONNECTION_ID(), @@tx_isolation, @@sql_auto_is_null")
+    assert new_id != old_id and conn.connection is raw
+    assert (isolation, auto_is_null) == ("READ-COMMITTED", 0), "Django's session set-up ran on the new session"
+    assert _rows_named(django_db, name) == 1
+    stats = conn.pool.get_stats()
+    assert (stats["connections_lost"], stats["pool_size"]) == (1, 1)
+
+
+def test_transaction_start_that_could_not_be_sent_is_sent_on_a_new_session(proxied, django_db):
+    """ATOMIC_REQUESTS and atomic() begin with SET AUTOCOMMIT = 0: that first
+    command is resent too, and the transaction then runs on the new session."""
+    conn, proxy = proxied
+    name = _unique_name()
+    conn.ensure_connection()
+    _reset_by_the_network(proxy, conn.connection)
+    conn.set_autocommit(False)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO backend_app_item (name, counter) VALUES (%s, 1)", (name,))
+        cur.execute("SELECT @@tx_isolation")
+        assert cur.fetchone() == ("READ-COMMITTED",)
+    assert _rows_named(django_db, name) == 0, "not committed yet: the transaction is open"
+    conn.commit()
+    conn.set_autocommit(True)
+    assert _rows_named(django_db, name) == 1
+
+
+def test_statement_whose_answer_was_lost_is_never_sent_again(proxied, django_db):
+    """2013: the statement reached the server (here it ran) and its answer was
+    lost. Resending it could run it twice, so the error reaches the caller."""
+    from django.db import OperationalError
+
+    conn, proxy = proxied
+    name = _unique_name()
+    conn.ensure_connection()
+    proxy.stall_replies()
+    cut = threading.Event()
+
+    def cut_once_it_ran():
+        deadline = time.monotonic() + 5
+        while _rows_named(django_db, name) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proxy.cut(reset=True)
+        cut.set()
+
+    cutter = threading.Thread(target=cut_once_it_ran, daemon=True)
+    cutter.start()
+    with pytest.raises(OperationalError) as error:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO backend_app_item (name, counter) VALUES (%s, 1)", (name,))
+    cutter.join(10)
+    assert cut.is_set()
+    assert error.value.args[0] == 2013, error.value
+    assert _rows_named(django_db, name) == 1, "run once, never twice"
+    conn.close()
+    assert conn.pool.get_stats()["returns_bad"] == 1
+
+
+def test_statement_in_a_transaction_that_did_work_is_never_sent_again(proxied, django_db):
+    from django.db import OperationalError
+
+    conn, proxy = proxied
+    name = _unique_name()
+    conn.set_autocommit(False)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO backend_app_item (name, counter) VALUES (%s, 1)", (name,))
+    _reset_by_the_network(proxy, conn.connection)
+    with pytest.raises(OperationalError) as error:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO backend_app_item (name, counter) VALUES (%s, 2)", (name,))
+    assert error.value.args[0] == 2006, error.value
+    assert _rows_named(django_db, name) == 0, "the server rolled the transaction back; nothing ran on a new session"
+    conn.close()
+    assert conn.pool.get_stats()["returns_bad"] == 1
+
+
+def test_is_usable_on_a_closed_connection_is_false(handler):
+    conn = handler()["default"]
+    query_one(conn, "SELECT 1")
+    conn.close()
+    assert conn.is_usable() is False
+
+
+def test_connection_django_drops_for_autocommit_left_off_is_discarded_not_reused(handler):
+    conn = handler()["default"]
+    (first,) = query_one(conn, "SELECT CONNECTION_ID()")
+    conn.set_autocommit(False)  # and the request ends without restoring it
+    conn.close_if_unusable_or_obsolete()
+    assert conn.connection is None
+    (second,) = query_one(conn, "SELECT CONNECTION_ID()")
+    assert second != first
+    assert conn.pool.get_stats()["returns_bad"] == 1
+
+
+def test_connection_django_found_unusable_after_an_error_is_discarded(handler, django_db):
+    from django.db import OperationalError
+
+    conn = handler(CONN_HEALTH_CHECKS=False)["default"]
+    (first,) = query_one(conn, "SELECT CONNECTION_ID()")
+    admin = _admin(django_db)
+    with admin.cursor() as cur:
+        cur.execute(f"KILL CONNECTION {first}")
+    admin.close()
+    with pytest.raises(OperationalError):
+        query_one(conn, "SELECT 1")  # checked out before the KILL: the request sees it
+    assert conn.errors_occurred
+    conn.close_if_unusable_or_obsolete()  # is_usable() says no: Django closes it
+    assert conn.connection is None
+    assert conn.pool.get_stats()["returns_bad"] == 1
+    assert query_one(conn, "SELECT CONNECTION_ID()") != (first,)
+
+
 # -- aliases and threads ----------------------------------------------------------------
 
 

@@ -854,9 +854,27 @@ def test_a_probe_that_raises_counts_as_suspect_and_says_why(db, conc, caplog):
     pool.putconn(conn)
     caplog.set_level(logging.DEBUG, logger="greenpool")
     assert pool.getconn() is conn and db.pings == 1  # used a moment ago, but pinged
-    assert ("checkout probe failed, pinging instead: ValueError: filedescriptor out of range in select()"
-            in caplog.text)
+    assert ("checkout probe failed, treating the connection as suspect: "
+            "ValueError: filedescriptor out of range in select()" in caplog.text)
     pool.putconn(conn)
+    pool.close()
+
+
+def test_probe_replaces_a_dead_connection_without_a_check_or_a_round_trip(db, conc):
+    """Health checks off (Django's default): the probe still runs on every
+    checkout, and a connection it finds dead is replaced before anyone sees it."""
+    pool = make_pool(db, conc, check=None, probe=lambda c: not c.alive)
+    conn = pool.getconn()
+    pool.putconn(conn)
+    assert pool.getconn() is conn  # alive: reused as it is
+    pool.putconn(conn)
+    conn.alive = False  # the server ended the session while it sat idle
+    fresh = pool.getconn()
+    assert fresh is not conn and conn.closed
+    assert db.pings == 0
+    stats = pool.get_stats()
+    assert stats["connections_lost"] == 1 and stats["pool_size"] == 1
+    pool.putconn(fresh)
     pool.close()
 
 

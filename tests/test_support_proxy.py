@@ -84,3 +84,35 @@ def test_cut_closes_open_connections(proxy, mysql_params):
     again = _connect(proxy.route(mysql_params))
     assert _select_1(again) == 1
     again.close()
+
+
+def test_stall_replies_lets_the_statement_run_and_holds_its_answer(proxy, mysql_params):
+    conn = _connect(proxy.route(mysql_params), read_timeout=10, autocommit=True)
+    admin = _connect(mysql_params, autocommit=True)
+    result = {}
+    try:
+        thread_id = conn.thread_id()
+        proxy.stall_replies()
+
+        def query():
+            with conn.cursor() as cur:
+                cur.execute("SELECT GET_LOCK('greenpool-proxy-test', 0)")
+                result["done"] = True
+
+        thread = threading.Thread(target=query, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 5
+        ran = False
+        while not ran and time.monotonic() < deadline:
+            with admin.cursor() as cur:  # the statement reached the server and ran there
+                cur.execute("SELECT IS_USED_LOCK('greenpool-proxy-test')")
+                ran = cur.fetchone() == (thread_id,)
+            time.sleep(0.05)
+        thread.join(0.3)
+        assert ran and thread.is_alive() and result == {}  # run, but its answer held
+        proxy.resume()
+        thread.join(5)
+        assert result == {"done": True}
+    finally:
+        admin.close()
+        conn.close()

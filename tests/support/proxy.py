@@ -6,6 +6,7 @@ Point a client at the proxy instead of the server, then break the network under 
         conn = pymysql.connect(**proxy.route(mysql_params))
         proxy.stall()    # bytes stop flowing both ways; sockets stay open (a blackhole)
         proxy.resume()   # held bytes flow again
+        proxy.stall_replies()  # only the server's bytes stop: requests still reach it
         proxy.cut()      # every open connection is closed (FIN; cut(reset=True) sends RST)
 
 New connections are accepted while stalled (the kernel completes the handshake), but no
@@ -70,6 +71,8 @@ class TCPProxy:
         self._listener: socket.socket | None = None
         self._flowing = threading.Event()
         self._flowing.set()
+        self._replies_flowing = threading.Event()  # the server-to-client direction only
+        self._replies_flowing.set()
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._pairs: set[_Pair] = set()
@@ -116,9 +119,15 @@ class TCPProxy:
         """Stop forwarding bytes in both directions, keeping every connection open."""
         self._flowing.clear()
 
+    def stall_replies(self) -> None:
+        """Stop forwarding the server's bytes only: what clients send still
+        reaches the server, which runs it; the answers are held."""
+        self._replies_flowing.clear()
+
     def resume(self) -> None:
         """Forward again, starting with the bytes held during the stall."""
         self._flowing.set()
+        self._replies_flowing.set()
 
     def cut(self, reset: bool = False) -> int:
         """Close every open connection (RST with ``reset``); returns how many were cut."""
@@ -132,7 +141,7 @@ class TCPProxy:
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting, cut all connections and wait (bounded) for the relay threads."""
         self._closing.set()
-        self._flowing.set()  # let stalled threads notice the close
+        self.resume()  # let stalled threads notice the close
         if self._listener is not None:
             self._listener.close()
         self.cut()
@@ -193,10 +202,11 @@ class TCPProxy:
                 return
             self._pairs.add(pair)
         n = self.accepted
-        self._spawn(self._pump, pair, client, upstream, name=f"proxy-{self.port}-{n}-up")
-        self._spawn(self._pump, pair, upstream, client, name=f"proxy-{self.port}-{n}-down")
+        self._spawn(self._pump, pair, client, upstream, (self._flowing,), name=f"proxy-{self.port}-{n}-up")
+        self._spawn(self._pump, pair, upstream, client, (self._flowing, self._replies_flowing),
+                    name=f"proxy-{self.port}-{n}-down")
 
-    def _pump(self, pair: _Pair, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, pair: _Pair, src: socket.socket, dst: socket.socket, gates: tuple[threading.Event, ...]) -> None:
         try:
             while not pair.closed:
                 readable, _, _ = select.select([src], [], [], _POLL)
@@ -205,9 +215,10 @@ class TCPProxy:
                 data = src.recv(_CHUNK)
                 # While stalled, hold this chunk (or the EOF: a blackholed network does not
                 # deliver FINs either); the rest waits in the kernel's buffers.
-                while not self._flowing.wait(_POLL):
-                    if pair.closed:
-                        return
+                for gate in gates:
+                    while not gate.wait(_POLL):
+                        if pair.closed:
+                            return
                 if not data:
                     pair.end_reason = pair.end_reason or "EOF"  # the sender closed its side
                     break

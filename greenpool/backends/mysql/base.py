@@ -20,11 +20,12 @@ ensure_pymysql()
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.db.backends.base.base import NO_DB_ALIAS  # noqa: E402
 from django.db.backends.mysql import base as mysql_base  # noqa: E402
+from django.db.backends.signals import connection_created  # noqa: E402
 from django.utils.functional import cached_property  # noqa: E402
 from pymysql.constants import CLIENT  # noqa: E402
 
 from greenpool import _compat, mysql, registry  # noqa: E402
-from greenpool.backends.mysql.options import parse_pool_options, pool_kwargs  # noqa: E402
+from greenpool.backends.mysql.options import KEEPALIVE_AUTO_MAX, parse_pool_options, pool_kwargs  # noqa: E402
 from greenpool.pool import Pool  # noqa: E402
 
 logger = logging.getLogger("greenpool")
@@ -79,11 +80,12 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         connect = mysql.connect_factory(params, track_state=options["reset_session"] == "auto",
                                         reply_wait=float(options["reply_wait"] or 0))
         enable_checks = bool(self.settings_dict.get("CONN_HEALTH_CHECKS"))
+        learn = options["keepalive"] == "auto"
         holder: list[Pool] = []
 
         def connect_and_learn() -> Any:
             conn = connect()
-            if options["keepalive"] == "auto" and holder and holder[0].keepalive is None:
+            if learn and holder:
                 try:
                     _learn_keepalive(holder[0], conn)
                 except BaseException:
@@ -95,12 +97,18 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
                     raise
             return conn
 
+        def reopen_and_learn(conn: Any) -> None:
+            conn.reopen()
+            if learn:
+                _learn_keepalive(holder[0], conn)  # a failure here fails the reopen: discarded at checkin
+
         pool = Pool(
             connect_and_learn,
             check=mysql.check if enable_checks else None,
             probe=mysql.looks_dead,
             ping=mysql.check,
             reset=mysql.make_reset(options["reset_session"]),
+            reconnect=reopen_and_learn,
             retry_connect=mysql.is_transient_connect_error,
             **pool_kwargs(self.alias, options),
         )
@@ -128,6 +136,44 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         conn.greenpool_pool = pool
         self._lease_to_current_thread(conn)
         return conn
+
+    def connect(self) -> None:
+        super().connect()
+        conn: Any = self.connection
+        if isinstance(conn, mysql.PooledConnection):
+            # Django's set-up is done: the request's first command may be
+            # resent on a new session if it cannot be sent (see _reopen_unsent).
+            conn.greenpool_on_unsent = self._reopen_unsent
+
+    def _reopen_unsent(self, conn: Any, exc: Exception) -> None:
+        """The checkout's first command found the session gone before anything
+        was sent (the server, a proxy or a middlebox closed it while idle):
+        open a new session on the same connection, with Django's session set-up
+        and connection_created as on any connect; the command is then sent on it."""
+        logger.info("pool %r: the session was gone before the request's first statement was sent (%s); "
+                    "sending it on a new session", conn.greenpool_pool.name, exc)
+        conn.greenpool_pool.reopen(conn)
+        self.init_connection_state()
+        connection_created.send(sender=type(self), connection=self)
+
+    def is_usable(self) -> bool:
+        # Django may ask after the connection was closed; the answer is no.
+        conn: Any = self.connection
+        if conn is None:
+            return False
+        usable = super().is_usable()
+        if not usable and isinstance(conn, mysql.PooledConnection):
+            # Django closes a connection it found unusable: the pool must not get it back.
+            conn.greenpool_condemned = "is_usable() found it unusable"
+        return usable
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        conn: Any = self.connection
+        if isinstance(conn, mysql.PooledConnection) and self.get_autocommit() != self.settings_dict["AUTOCOMMIT"]:
+            # Django drops a connection whose autocommit was not restored, so
+            # as not to take chances with it; so does the pool.
+            conn.greenpool_condemned = "autocommit was not restored"
+        super().close_if_unusable_or_obsolete()
 
     def init_connection_state(self) -> None:
         # Django runs its session set-up (SQL_AUTO_IS_NULL, isolation level)
@@ -206,13 +252,16 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
 
 def _checkin(conn: Any) -> None:
     """Return a pooled connection to the pool it came from."""
+    conn.greenpool_on_unsent = None  # the checkin's own rollback is never resent
     pool = conn.greenpool_pool
     if conn.greenpool_pid != os.getpid():
         # Inherited across fork: closing it properly would send COM_QUIT on
         # the parent's socket and end the parent's session. Drop our fd only.
         conn._force_close()
         return
-    pool.putconn(conn)  # a closed pool closes it
+    if conn.greenpool_condemned:
+        logger.info("pool %r: discarding a connection Django closed as unusable: %s", pool.name, conn.greenpool_condemned)
+    pool.putconn(conn, discard=bool(conn.greenpool_condemned))  # a closed pool closes it
 
 
 def _spawn_checkin(conn: Any) -> None:
@@ -243,13 +292,17 @@ def _return_lease(lease: list) -> None:
 
 
 def _learn_keepalive(pool: Pool, conn: Any) -> None:
-    """keepalive 'auto': read @@wait_timeout on the pool's first connection
-    and ping idle connections at half of it (at most 300 s), so users need
-    not know the server's setting."""
+    """keepalive 'auto': read each new session's @@wait_timeout and ping idle
+    connections at half of the shortest seen (at most KEEPALIVE_AUTO_MAX), so
+    users need not know the server's setting. Sessions differ: a GLOBAL value
+    lowered while the pool runs reaches only sessions opened after it, an
+    init_command may set its own, a proxy may answer for the server."""
     with conn.cursor() as cursor:
         cursor.execute("SELECT @@wait_timeout")
         (wait_timeout,) = cursor.fetchone()
     # Half the server's idle cut, so two pings fit in it; floor 0.5 s so a
     # very short wait_timeout (tests) is still covered.
-    pool.set_keepalive(max(0.5, min(float(wait_timeout) / 2, 300.0)))
-    logger.info("pool %r: keepalive every %.1fs (server wait_timeout=%ss)", pool.name, pool.keepalive, wait_timeout)
+    interval = max(0.5, min(float(wait_timeout) / 2, KEEPALIVE_AUTO_MAX))
+    if pool.keepalive is None or interval < pool.keepalive:
+        pool.set_keepalive(interval)
+        logger.info("pool %r: keepalive every %.1fs (server wait_timeout=%ss)", pool.name, interval, wait_timeout)

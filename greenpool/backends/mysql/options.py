@@ -18,7 +18,7 @@ POOL_OPTIONS: dict[str, tuple[Any, str]] = {
     "max_lifetime": (3600.0, "seconds after which a connection is replaced (5 % jitter)"),
     "max_idle": (600.0, "seconds idle after which a connection above min_size is closed"),
     "check_window": (1.0, "with CONN_HEALTH_CHECKS: skip the checkout ping if used this recently"),
-    "keepalive": ("auto", "ping idle connections this often: 'auto' (half of @@wait_timeout, at most 300 s), seconds, or False"),
+    "keepalive": ("auto", "ping idle connections this often: 'auto' (half of the shortest session @@wait_timeout, at most 120 s), seconds, or False"),
     "leak_threshold": (None, "log a connection held longer than this many seconds, with the stack that took it"),
     "reset_session": (
         "auto",
@@ -30,6 +30,11 @@ POOL_OPTIONS: dict[str, tuple[Any, str]] = {
     ),
     "name": (None, "pool name in logs and errors (default: the alias)"),
 }
+
+#: keepalive 'auto' pings at least this often (seconds): twice within the idle
+#: cuts of common load balancers and NATs (4-10 minutes; Azure's default is 4),
+#: for those that count only data and not TCP keepalive probes.
+KEEPALIVE_AUTO_MAX = 120.0
 
 #: reply_wait blocks the whole worker while it waits: more than this would be
 #: a stall, not a wait for a reply on its way.
