@@ -24,7 +24,7 @@ from django.db.backends.signals import connection_created  # noqa: E402
 from django.utils.functional import cached_property  # noqa: E402
 from pymysql.constants import CLIENT  # noqa: E402
 
-from greenpool import _compat, mysql, registry  # noqa: E402
+from greenpool import _compat, _patchcheck, mysql, registry  # noqa: E402
 from greenpool.backends.mysql.options import KEEPALIVE_AUTO_MAX, parse_pool_options, pool_kwargs  # noqa: E402
 from greenpool.pool import Pool  # noqa: E402
 
@@ -38,6 +38,7 @@ _server_data: dict[tuple, dict[str, Any]] = {}
 
 class DatabaseWrapper(mysql_base.DatabaseWrapper):
     def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
+        _patchcheck.refuse_late_gevent_patch()
         super().__init__(settings_dict, alias)
         # Validate now, when Django first builds the connection, so a bad
         # setting fails at start-up (greenpool-serve touches every alias at
