@@ -62,10 +62,11 @@ FULL = {"unc_rounds": 9, "unc_cycles": 20_000, "con_rounds": 7, "con_seconds": 3
 QUICK = {"unc_rounds": 3, "unc_cycles": 2_000, "con_rounds": 2, "con_seconds": 0.5, "warmup": 0.1, "verify_cycles": 50}
 
 # Stack keys, in the order they run within a round, and their labels.
-UNCONTENDED = ("greenpool", "qp_rollback", "qp_none", "bare")
+UNCONTENDED = ("greenpool", "greenpool_probe", "qp_rollback", "qp_none", "bare")
 CONTENDED = ("greenpool", "qp_rollback", "qp_none", "bare1", "bare10")
 LABELS = {
     "greenpool": "greenpool.Pool (reset=make_reset(False), check=None)",
+    "greenpool_probe": "the same with the backend's checkout probe (probe=mysql.looks_dead: one poll())",
     "qp_rollback": "SQLAlchemy QueuePool, reset_on_return='rollback' (its default)",
     "qp_none": "SQLAlchemy QueuePool, reset_on_return=None",
     "bare": "bare connection, no pool (the floor: loop cost only)",
@@ -152,14 +153,17 @@ class _Stacks:
         self.plain_connect = plain
         self.gp_connect = gpmysql.connect_factory(params)
         self.greenpool = Pool(self.gp_connect, max_size=POOL_SIZE, reset=gpmysql.make_reset(False), check=None, name="bench")
+        self.greenpool_probe = Pool(self.gp_connect, max_size=POOL_SIZE, reset=gpmysql.make_reset(False), check=None,
+                                    probe=gpmysql.looks_dead, name="bench-probe")
         self.qp_rollback = QueuePool(plain, pool_size=POOL_SIZE, max_overflow=0)
         self.qp_none = QueuePool(plain, pool_size=POOL_SIZE, max_overflow=0, reset_on_return=None)
         self.bare1 = plain()
         self.bare10 = [plain() for _ in range(POOL_SIZE)]
         # Open every pooled connection now, so no round measures a connect.
-        held = [self.greenpool.getconn() for _ in range(POOL_SIZE)]
-        for conn in held:
-            self.greenpool.putconn(conn)
+        for pool in (self.greenpool, self.greenpool_probe):
+            held = [pool.getconn() for _ in range(POOL_SIZE)]
+            for conn in held:
+                pool.putconn(conn)
         for qp in (self.qp_rollback, self.qp_none):
             fairies = [qp.connect() for _ in range(POOL_SIZE)]
             for fairy in fairies:
@@ -167,6 +171,7 @@ class _Stacks:
 
     def close(self) -> None:
         self.greenpool.close()
+        self.greenpool_probe.close()
         self.qp_rollback.dispose()
         self.qp_none.dispose()
         for conn in [self.bare1, *self.bare10]:
@@ -210,6 +215,7 @@ def _uncontended(stacks: _Stacks, settings: dict[str, Any]) -> dict[str, list[fl
 
     runners: dict[str, Callable[[int], float]] = {
         "greenpool": lambda n: _cycles_greenpool(stacks.greenpool, n),
+        "greenpool_probe": lambda n: _cycles_greenpool(stacks.greenpool_probe, n),
         "qp_rollback": lambda n: _cycles_queuepool(stacks.qp_rollback, n),
         "qp_none": lambda n: _cycles_queuepool(stacks.qp_none, n),
         "bare": lambda n: _cycles_bare(stacks.bare1, n),
@@ -526,6 +532,7 @@ def _summarize(unc: dict[str, list[float]], con: dict[str, list[float]], verify:
     # the ratio of medians.
     paired_u = {k: statistics.median(a / b for a, b in zip(unc[k], unc["greenpool"])) for k in ("qp_rollback", "qp_none")}
     paired_c = {k: statistics.median(a / b for a, b in zip(con[k], con["bare1"])) for k in con}
+    probe_cost = statistics.median(a - b for a, b in zip(unc["greenpool_probe"], unc["greenpool"]))
     speedup_rb = med_u["qp_rollback"] / med_u["greenpool"]
     speedup_none = med_u["qp_none"] / med_u["greenpool"]
     ratio_c = med_c["greenpool"] / med_c["bare1"]
@@ -536,6 +543,7 @@ def _summarize(unc: dict[str, list[float]], con: dict[str, list[float]], verify:
         "uncontended_speedup_vs_qp_rollback": speedup_rb,
         "uncontended_speedup_vs_qp_none": speedup_none,
         "uncontended_speedup_paired": paired_u,
+        "probe_cost_us_paired": probe_cost,
         "contended_ratio_to_bare1": {k: v / med_c["bare1"] for k, v in med_c.items()},
         "contended_ratio_to_bare1_paired": paired_c,
         "target_uncontended_vs_qp_rollback_met": speedup_rb >= TARGET_UNCONTENDED_SPEEDUP,
@@ -589,8 +597,10 @@ def _markdown(
     add("| stack | µs per cycle (median) | min – max | greenpool is faster by |")
     add("|---|---:|---:|---:|")
     for key in UNCONTENDED:
-        faster = "" if key in ("greenpool", "bare") else f"{med_u[key] / med_u['greenpool']:.1f}x"
+        faster = "" if key in ("greenpool", "greenpool_probe", "bare") else f"{med_u[key] / med_u['greenpool']:.1f}x"
         add(f"| {LABELS[key]} | {med_u[key]:.2f} | {min(unc[key]):.2f} – {max(unc[key]):.2f} | {faster} |")
+    add("")
+    add(f"The checkout probe costs {summary['probe_cost_us_paired']:.2f} µs per cycle (median of the per-round differences).")
     add("")
     add(
         f"### 2. Contended: {GREENLETS} greenlets sharing {POOL_SIZE} connections, checkout + `SELECT 1` + checkin "

@@ -111,6 +111,7 @@ class PooledConnection(pymysql.connections.Connection):
     greenpool_on_unsent: Callable[["PooledConnection", Exception], None] | None = None
     # Why this connection must not be reused (Django judged it unusable), or None.
     greenpool_condemned: str | None = None
+    greenpool_watch: tuple[Any, Any] | None = None  # (socket, poll object reading it): _readable_within
 
     def connect(self, sock: Any = None) -> None:
         super().connect(sock)
@@ -225,16 +226,29 @@ class PooledConnection(pymysql.connections.Connection):
             self.greenpool_reply_skipped += 1
             if self.greenpool_reply_skipped % _REPLY_RETRY_EVERY:
                 return
-        sock = self._sock
-        if sock is None:
-            return
-        watch = _real_poll()()
-        watch.register(sock.fileno(), select.POLLIN)
-        if watch.poll(self.greenpool_reply_wait * 1000.0):
+        ready = self._readable_within(self.greenpool_reply_wait * 1000.0)
+        if ready:
             self.greenpool_reply_misses = 0
             self.greenpool_reply_skipped = 0
-        else:
+        elif ready is not None:
             self.greenpool_reply_misses += 1
+
+    def _readable_within(self, timeout_ms: float) -> bool | None:
+        """Whether the socket has something to read (or has been closed) within
+        ``timeout_ms``, by the real poll(), which never goes through a hub; None
+        without a socket. poll(), not select(): select() refuses descriptors from
+        1024 up, and a gevent worker with a thousand clients opens its
+        connections there. One poll object per socket, kept: making and
+        registering one per call cost more than the poll itself."""
+        sock = self._sock
+        if sock is None:
+            return None
+        watch = self.greenpool_watch
+        if watch is None or watch[0] is not sock:
+            poller = _real_poll()()
+            poller.register(sock.fileno(), select.POLLIN)
+            watch = self.greenpool_watch = (sock, poller)
+        return bool(watch[1].poll(timeout_ms))
 
     def start_tracking_state(self) -> None:
         """Turn the server's session-state tracker on for this session and take
@@ -342,18 +356,10 @@ def is_transient_connect_error(exc: BaseException) -> bool:
 
 
 def looks_dead(conn: PooledConnection) -> bool:
-    """A local look, no round trip (about 1 µs): an idle connection has nothing to
+    """A local look, no round trip (under 1 µs): an idle connection has nothing to
     read, so a readable socket means the server closed it (EOF) or sent an
-    error (KILL, shutdown). Used to decide whether a connection used within
-    check_window still needs its ping."""
-    sock = conn._sock
-    if sock is None:
-        return True
-    # poll(), not select(): select() refuses descriptors from 1024 up, and a
-    # gevent worker with a thousand clients opens its connections there.
-    watch = _real_poll()()
-    watch.register(sock.fileno(), select.POLLIN)
-    return bool(watch.poll(0))
+    error (KILL, shutdown), or the network reset it. The pool's checkout probe."""
+    return conn._readable_within(0) is not False
 
 
 def _socket_patched() -> bool:
