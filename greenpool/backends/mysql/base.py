@@ -38,7 +38,6 @@ _server_data: dict[tuple, dict[str, Any]] = {}
 
 class DatabaseWrapper(mysql_base.DatabaseWrapper):
     def __init__(self, settings_dict: dict[str, Any], alias: str = "default") -> None:
-        _patchcheck.refuse_late_gevent_patch()
         super().__init__(settings_dict, alias)
         # Validate now, when Django first builds the connection, so a bad
         # setting fails at start-up (greenpool-serve touches every alias at
@@ -128,6 +127,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         return params
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        _patchcheck.refuse_late_gevent_patch()
         pool = self.pool
         if pool is None:
             return super().get_new_connection(conn_params)
