@@ -8,7 +8,7 @@
 #   venv-dj6    .venv-dj6 with pyenv's Python 3.12 and Django 6.0.x, when that Python exists
 #   venv-dj42   .venv-dj42 with the default Python and Django 4.2 LTS
 #   mysql       find or start a MariaDB/MySQL server, write .run/env.sh
-#   tools       nginx, wrk and the MariaDB server binaries (throwaway servers in fault tests)
+#   tools       nginx, wrk, redis-server and the MariaDB server binaries (throwaway servers in fault tests)
 # Extra steps, never run by default:
 #   private-mariadb       start (or reuse) the project-local server in .run/mariadb and use it
 #   stop-private-mariadb  stop that server (SIGTERM to the PID in its pid file)
@@ -404,6 +404,8 @@ ensure_mysql() {
 ensure_tools() {
     ensure_tool nginx nginx
     ensure_tool wrk wrk
+    # tests/test_celery.py starts its own Redis when none answers on 127.0.0.1:6379.
+    ensure_tool redis-server redis-server
     # The fault tests start throwaway mariadbd processes, whatever server the suite uses.
     ensure_mariadb_bins \
         || warn "MariaDB binaries missing (mariadbd, mariadb-install-db): install the Debian package mariadb-server; fault tests need them"

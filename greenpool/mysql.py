@@ -112,6 +112,7 @@ class PooledConnection(pymysql.connections.Connection):
     # Why this connection must not be reused (Django judged it unusable), or None.
     greenpool_condemned: str | None = None
     greenpool_watch: tuple[Any, Any] | None = None  # (socket, poll object reading it): _readable_within
+    greenpool_checked_out_at = 0.0  # time.monotonic() of the backend's checkout: the hold time's start
 
     def connect(self, sock: Any = None) -> None:
         super().connect(sock)
@@ -153,25 +154,36 @@ class PooledConnection(pymysql.connections.Connection):
 
     @contextmanager
     def _command(self) -> Iterator[None]:
-        """Mark the connection busy for one command. An Exception (an error
-        packet from the server, or a socket error after which PyMySQL closed
-        the connection) leaves the protocol in a known state; only a
-        BaseException that interrupts the read leaves the mark set."""
+        """Mark the connection busy for one command. PyMySQL's own errors (an
+        error packet from the server, or a socket error after which PyMySQL
+        closed the connection) leave the protocol in a known state; anything
+        else that interrupts the read (gevent.Timeout, GreenletExit, Celery's
+        SoftTimeLimitExceeded raised by a signal handler) leaves the mark set.
+        A command on a connection left so fails before it is sent."""
+        self._refuse_if_interrupted()
         self.greenpool_busy = True
         try:
             yield
-        except Exception:
+        except pymysql.err.MySQLError:
             self.greenpool_busy = False
             raise
         self.greenpool_busy = False
 
+    def _refuse_if_interrupted(self) -> None:
+        # Its socket may still hold the rest of the interrupted reply: a new
+        # command would read that as its own answer.
+        if self.greenpool_busy:
+            raise pymysql.err.InterfaceError(0, "connection was interrupted mid-command; its protocol state is unknown")
+
     def query(self, sql: Any, unbuffered: bool = False) -> int:
         # The hot path: the busy mark is inlined rather than taken through
         # _command(), whose generator costs a few microseconds per query.
+        if self.greenpool_busy:
+            self._refuse_if_interrupted()
         self.greenpool_busy = True
         try:
             result = super().query(sql, unbuffered)
-        except Exception:
+        except pymysql.err.MySQLError:
             self.greenpool_busy = False
             raise
         self.greenpool_busy = False
@@ -376,8 +388,12 @@ def _real_poll() -> Callable[..., Any]:
     # patching, select.poll is the real one; after, gevent keeps the original.
     if not _real_poll_function:
         monkey = sys.modules.get("gevent.monkey")
+        # eventlet's patched select has no poll at all (a Celery -P eventlet worker).
+        eventlet_patcher = sys.modules.get("eventlet.patcher")
         if monkey is not None and monkey.is_module_patched("select"):
             _real_poll_function.append(monkey.get_original("select", "poll"))
+        elif eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("select"):
+            _real_poll_function.append(eventlet_patcher.original("select").poll)
         else:
             _real_poll_function.append(select.poll)
     return _real_poll_function[0]

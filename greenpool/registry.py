@@ -57,7 +57,29 @@ def peek_pool(alias: str) -> Pool | None:
     return entry[0] if entry is not None and not entry[0].closed else None
 
 
+# The process (by pid, so a fork does not inherit it) whose pools live as
+# long as it does: close_pool() there leaves them open, close_all() still
+# closes them. Set by greenpool.celery in a Celery prefork child, whose
+# Django fixup calls close_pool() around every task.
+_kept_for_pid = 0
+
+
+def keep_pools_for_process() -> None:
+    """From now on, close_pool() in this process leaves its pool open (the
+    connections were returned by the close() before it); close_all() at the
+    process's exit closes every pool."""
+    global _kept_for_pid
+    _kept_for_pid = os.getpid()
+
+
+def pools_kept_for_process() -> bool:
+    return _kept_for_pid == os.getpid()
+
+
 def close_pool(alias: str, timeout: float = 5.0) -> None:
+    if pools_kept_for_process():
+        logger.debug("pool %r kept open: this process keeps its pools until it exits", alias)
+        return
     entry = _pools.pop(_key(alias), None)
     if entry is not None:
         entry[0].close(timeout)
