@@ -52,7 +52,7 @@ class Ports:
 class Stack:
     key: str
     label: str
-    family: str  # greenpool | gunicorn | tornado | bare
+    family: str  # greenpool (greenpool-serve) | gunicorn | uwsgi | tornado | bare
     commands: Callable[[Ports, Path], list[Command]]
     paths: tuple[str, ...] = PATHS
     series: str = "default"  # "default": PyMySQL's defaults; "tuned": ssl_disabled
@@ -105,6 +105,19 @@ def _gunicorn(worker_class: str, backend: str, conn_max_age: str = "0", *, tuned
                 "--log-level", "warning", "bench.wsgi:application"]
         return [Command("app", argv, django_env(backend, conn_max_age, tuned), stop_signal="INT")]
     return commands
+
+
+# Async cores per uWSGI worker: as many connections as a gevent worker of gunicorn or greenpool-serve takes.
+UWSGI_CORES = 1000
+
+
+def _uwsgi_gevent(ports: Ports, workdir: Path) -> list[Command]:
+    # --gevent-early-monkey-patch: patched before Django is imported (with --gevent-monkey-patch
+    # greenpool refuses every request, docs/deployment.md). SIGINT: uWSGI 2.0 takes TERM as "reload".
+    argv = [str(VENV_BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{ports.app}", "--master", "--processes", str(WORKERS),
+            "--gevent", str(UWSGI_CORES), "--gevent-early-monkey-patch", "--home", sys.prefix, "--chdir", str(ROOT),
+            "--module", "bench.wsgi:application", "--need-app", "--listen", "1024", "--disable-logging"]
+    return [Command("app", argv, django_env("greenpool"), stop_signal="INT")]
 
 
 def _tornado_stock(mode: str, conn_max_age: str = "none") -> Callable[[Ports, Path], list[Command]]:
@@ -182,6 +195,13 @@ STACKS: tuple[Stack, ...] = (
                    "django.db.backends.mysql on PyMySQL, CONN_MAX_AGE 0"),
     Stack("gevent-persist", "gunicorn gevent, CONN_MAX_AGE=None", "gunicorn", _gunicorn("gevent", "django", "none"),
           settings="`gunicorn -k gevent -w 2`; Django's ENGINE django.db.backends.mysql on PyMySQL, CONN_MAX_AGE None"),
+    Stack("gevent-greenpool", "gunicorn gevent + greenpool ENGINE", "gunicorn", _gunicorn("gevent", "greenpool"),
+          bound=BOUND,
+          settings="`gunicorn -k gevent -w 2` (1000 connections per worker), the ENGINE swap alone; " + GP_SETTINGS),
+    Stack("uwsgi-gevent-greenpool", "uWSGI gevent + greenpool ENGINE", "uwsgi", _uwsgi_gevent, bound=BOUND,
+          settings=f"`uwsgi --http-socket --master --processes 2 --gevent {UWSGI_CORES} --gevent-early-monkey-patch "
+                   "--listen 1024` (the app loaded in the master, then forked; --http-socket closes the connection "
+                   "after each answer), the ENGINE swap alone; " + GP_SETTINGS),
     Stack("gevent-dbpool", "gunicorn gevent + django-db-connection-pool", "gunicorn",
           _gunicorn("gevent", "dbpool", "0"), paths=DB_PATHS,
           settings="`gunicorn -k gevent -w 2`; ENGINE dj_db_conn_pool.backends.mysql with its default POOL_OPTIONS "
@@ -213,7 +233,7 @@ REFERENCE = "sync-persist"
 # The stacks whose /read cells the targets compare: measured in every round (bench.run
 # FULL["rounds"]); the others once.
 ROUND_STACKS = ("gp-gevent", "gp-gevent-cb4", "gp-tornado", "sync-persist", "gevent-persist", "gevent-persist+tuned", "gevent-dbpool",
-                "tornado-stock")
+                "tornado-stock", "gevent-greenpool", "uwsgi-gevent-greenpool")
 
 
 def gunicorn_sync_with(workers: int) -> Stack:
@@ -235,7 +255,7 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("Django", "gevent", "greenlet", "PyMySQL", "gunicorn", "tornado", "django-db-connection-pool",
+    for dist in ("Django", "gevent", "greenlet", "PyMySQL", "gunicorn", "uWSGI", "tornado", "django-db-connection-pool",
                  "SQLAlchemy", "greenpool"):
         try:
             out[dist] = metadata.version(dist)

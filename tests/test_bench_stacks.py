@@ -86,3 +86,33 @@ def test_a_stacks_worker_count_is_what_its_command_starts(tmp_path):
         argv = stack.commands(stacks.Ports(app=18000, front=18000), Path(tmp_path))[0].argv
         assert argv[argv.index("-w") + 1] == str(stack.workers), stack.key
     assert stacks.ALL["gp-gevent-w1"].workers == stacks.ALL["sync-persist-w1"].workers == 1
+
+
+def test_every_stack_on_greenpools_engine_promises_the_bound_of_the_pool_it_runs(tmp_path):
+    on_greenpool = 0
+    for stack in stacks.STACKS:
+        if stack.needs_nginx:
+            continue
+        env = stack.commands(stacks.Ports(app=18000, front=18000), Path(tmp_path))[0].env
+        if env.get("GREENPOOL_BENCH_BACKEND") != "greenpool":
+            assert stack.bound is None, stack.key  # no pool, no promise
+            continue
+        on_greenpool += 1
+        assert env["GREENPOOL_DEMO_POOL_MIN_SIZE"] == env["GREENPOOL_DEMO_POOL_MAX_SIZE"], stack.key
+        assert stack.bound == stack.workers * int(env["GREENPOOL_DEMO_POOL_MAX_SIZE"]), stack.key
+    # greenpool-serve's, gunicorn -k gevent's and uWSGI's rows with the ENGINE swap
+    assert {"gevent-greenpool", "uwsgi-gevent-greenpool"} <= {s.key for s in stacks.STACKS if s.bound}
+    assert on_greenpool >= 7
+
+
+def test_the_uwsgi_stack_patches_before_django_and_forks_two_gevent_workers(tmp_path):
+    stack = stacks.ALL["uwsgi-gevent-greenpool"]
+    (command,) = stack.commands(stacks.Ports(app=18000, front=18000), Path(tmp_path))
+    argv = command.argv
+    assert argv[0].endswith("/uwsgi") and argv[argv.index("--http-socket") + 1] == "127.0.0.1:18000"
+    assert argv[argv.index("--processes") + 1] == str(stack.workers) and "--master" in argv
+    # The late flag makes greenpool refuse every request (greenpool/_patchcheck.py).
+    assert "--gevent-early-monkey-patch" in argv and "--gevent-monkey-patch" not in argv
+    assert int(argv[argv.index("--gevent") + 1]) >= 500  # the largest client count of a run fits in one worker
+    assert command.stop_signal == "INT"  # uWSGI 2.0 reloads on TERM
+    assert stack.key in stacks.ROUND_STACKS and "gevent-greenpool" in stacks.ROUND_STACKS
