@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pymysql
 import pytest
@@ -19,6 +21,7 @@ from greenpool.pool import Pool
 from tests.support import redis_server
 from tests.support.celery_worker import (
     ITEMS,
+    ROOT,
     CeleryBeat,
     CeleryWorker,
     eventlet_installed,
@@ -53,6 +56,18 @@ def broker():
 def database(mysql_params):
     with project_database(mysql_params) as name:
         yield name
+
+
+def test_importing_greenpool_and_its_backend_does_not_import_celery():
+    script = ("import sys\n"
+              "import greenpool, greenpool.pool, greenpool.registry, greenpool.mysql\n"
+              "from greenpool.backends.mysql import base\n"
+              "print(sorted(m for m in sys.modules if m == 'celery' or m.startswith('celery.')))\n")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.celeryproj.settings"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"importing greenpool imported {done.stdout.strip()}"
 
 
 def reads_args(count: int) -> list[list]:
