@@ -3,6 +3,7 @@ for each Celery pool type, greenpool's backend next to Django's stock one.
 
     python -m bench.celery_tasks                  # every pool type and variant, 300 tasks each
     python -m bench.celery_tasks --tasks 100 --pools prefork gevent --variants greenpool django-none
+    python -m bench.celery_tasks --report RUN     # docs/benchmarks.md's section from a saved run
 
 Each run starts a real worker of tests/celeryproj (tests/support/celery_worker.py,
 the code tests/test_celery.py uses) on Redis (127.0.0.1:6379, else a private
@@ -11,8 +12,9 @@ task slot, then sends ``--tasks`` tasks of three primary-key reads each and wait
 for every result. Measured: tasks/s from the first send to the last result; the
 server sessions the tasks ran on (each returns CONNECTION_ID()), per worker process
 and in all; the most sessions of the run's database open at once (PROCESSLIST,
-sampled every 50 ms). JSON lines go to bench/results/celery.jsonl, and a table
-to stdout (docs/benchmarks.md's "Celery workers" section is that table).
+sampled every 50 ms). JSON lines go to bench/results/celery.jsonl, a table to
+stdout, and (a run of every pool type and variant) the "Celery workers" section
+of docs/benchmarks.md.
 
 Variants:
   greenpool          ENGINE greenpool.backends.mysql, pool max_size 4, greenpool.celery.install(app)
@@ -48,6 +50,8 @@ from tests.support.celery_worker import (
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "celery.jsonl"
+DOCS = ROOT / "docs" / "benchmarks.md"
+SECTION = "celery_tasks"
 MAX_SIZE = 4
 CONCURRENCY = {"prefork": 2, "gevent": 50, "eventlet": 50, "threads": 8, "solo": 1}
 VARIANTS: dict[str, dict[str, str]] = {
@@ -114,6 +118,28 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def section(rows: list[dict[str, Any]]) -> str:
+    first = rows[0]
+    return f"""## Celery workers (bench/celery_tasks.py)
+
+Run {first['run']} on {first['commit']} ({first['time'][:10]}), `python -m bench.celery_tasks --tasks {first['tasks']}`:
+each row is one real worker of tests/celeryproj on Redis, {first['tasks']} tasks of three
+primary-key reads each, after one warm-up task per slot. greenpool rows use max_size
+{MAX_SIZE}. `greenpool` calls `greenpool.celery.install(app)` (docs/celery.md),
+`greenpool-swap` is the ENGINE swap alone, `django-0` / `django-none` are Django's stock
+MySQL backend on PyMySQL with CONN_MAX_AGE 0 / None.
+
+- *connections made*: distinct server sessions (CONNECTION_ID()) the tasks ran on;
+  *per process (max)*: the most of them in one worker process.
+- *open at once (peak)*: the most sessions of the run's database in PROCESSLIST,
+  sampled every 50 ms.
+- tasks/s: from the first send to the last result, one short run per row on a shared
+  2-core machine. The connection counts are exact; compare tasks/s only roughly.
+
+{table(rows)}
+"""
+
+
 def git_commit() -> str:
     done = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return done.stdout.strip() or "unknown"
@@ -125,7 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pools", nargs="+", choices=POOLS, default=list(POOLS))
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--no-save", action="store_true", help=f"print only; do not append to {RESULTS}")
+    parser.add_argument("--no-docs", action="store_true", help=f"do not write {DOCS}'s section")
+    parser.add_argument("--report", metavar="RUN", help=f"write {DOCS}'s section from run RUN of {RESULTS}; run nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        from bench.report import write_section
+
+        rows = [row for row in map(json.loads, RESULTS.read_text().splitlines()) if row["run"] == args.report]
+        if not rows:
+            parser.error(f"no run {args.report!r} in {RESULTS}")
+        write_section(DOCS, section(rows), SECTION)
+        print(table(rows))
+        return 0
     if args.tasks < 1:
         parser.error(f"--tasks must be >= 1, got {args.tasks}")
     pools = [p for p in args.pools if p != "eventlet" or eventlet_installed()]
@@ -145,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
                         out.write(json.dumps(row) + "\n")
     print(f"run {run_id} on {commit}: {args.tasks} tasks per row, three primary-key reads each")
     print(table(rows))
+    complete = set(args.pools) == set(POOLS) and set(args.variants) == set(VARIANTS)
+    if complete and not (args.no_docs or args.no_save):
+        from bench.report import write_section
+
+        write_section(DOCS, section(rows), SECTION)
+        print(f"wrote the {SECTION} section of {DOCS}")
     return 0
 
 
