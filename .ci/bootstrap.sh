@@ -7,6 +7,8 @@
 #   venv        .venv with python3.11 and `pip install -e '.[test]'` (skipped while setup.cfg is unchanged)
 #   venv-dj6    .venv-dj6 with pyenv's Python 3.12 and Django 6.0.x, when that Python exists
 #   venv-dj42   .venv-dj42 with the default Python and Django 4.2 LTS
+#   venv-dj61   .venv-dj61 with pyenv's Python 3.13 and Django 6.1.x, when that Python exists
+#               (the venv-* steps are declared once each, in .ci/venvs.sh)
 #   mysql       find or start a MariaDB/MySQL server, write .run/env.sh
 #   tools       nginx, wrk, redis-server and the MariaDB server binaries (throwaway servers in fault tests)
 # Extra steps, never run by default:
@@ -26,10 +28,8 @@ cd "$ROOT"
 
 RUN_DIR="$ROOT/.run"
 VENV="$ROOT/.venv"
-VENV_DJ6="$ROOT/.venv-dj6"
-VENV_DJ42="$ROOT/.venv-dj42"
-DJ42_SPEC="Django>=4.2,<4.3"
-DJ6_SPEC='Django>=6.0,<6.1'
+# shellcheck source=venvs.sh
+. "$ROOT/.ci/venvs.sh"  # EXTRA_VENVS: the venv-* steps
 PRIVATE_DIR="$RUN_DIR/mariadb"
 PRIVATE_PORT="${GREENPOOL_PRIVATE_MYSQL_PORT:-3307}"
 LOCAL_PORT="${GREENPOOL_LOCAL_MYSQL_PORT:-3306}"
@@ -154,71 +154,74 @@ ensure_venv() {
     echo "$want" >"$stamp"
 }
 
-# Python 3.12 from pyenv, if this machine has one (Django 6 needs Python >= 3.12).
-find_python312() {
-    local prefix=""
+# find_pyenv_python VERSION: pyenv's newest VERSION.x interpreter, if this machine has one.
+find_pyenv_python() {
+    local version="$1" prefix=""
     if command -v pyenv >/dev/null 2>&1; then
-        prefix="$(pyenv prefix 3.12 2>/dev/null || true)"
+        prefix="$(pyenv prefix "$version" 2>/dev/null || true)"
     fi
     if [ -z "$prefix" ]; then
-        prefix="$(ls -d "$HOME"/.pyenv/versions/3.12* 2>/dev/null | sort -V | tail -n1 || true)"
+        prefix="$(ls -d "$HOME"/.pyenv/versions/"$version".* "$HOME"/.pyenv/versions/"$version" 2>/dev/null | sort -V | tail -n1 || true)"
     fi
     if [ -n "$prefix" ] && [ -x "$prefix/bin/python3" ]; then echo "$prefix/bin/python3"; fi
 }
 
-# The Django requirement for .venv-dj6: 6.0.x if the index has it, else the newest there is.
-django6_spec() {
-    local py="$1" versions
+# django_spec PYTHON SPEC: SPEC if the index has a release of its series (the X.Y of
+# ">=X.Y"), else the newest Django there is, with a warning.
+django_spec() {
+    local py="$1" spec="$2" series versions
+    series="$(printf '%s\n' "$spec" | sed -n 's/.*>=\([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p')"
+    [ -n "$series" ] || { echo "$spec"; return 0; }
     versions="$("$py" -m pip index versions django 2>/dev/null | sed -n 's/^Available versions: //p' || true)"
-    if printf '%s\n' "$versions" | tr ',' '\n' | tr -d ' ' | grep -q '^6\.0'; then
-        echo "$DJ6_SPEC"
+    if printf '%s\n' "$versions" | tr ',' '\n' | tr -d ' ' | grep -q "^${series//./\\.}\(\.\|\$\)"; then
+        echo "$spec"
     else
-        warn "no Django 6.0.x on the package index (seen: ${versions:-nothing}); .venv-dj6 gets the newest Django instead"
+        warn "no Django $series.x on the package index for $("$py" --version 2>&1) (seen: ${versions:-nothing}); installing the newest Django instead"
         echo "Django"
     fi
 }
 
-ensure_venv_dj6() {
-    local py; py="$(find_python312)"
-    if [ -z "$py" ]; then
-        say "no Python 3.12 from pyenv: skipping .venv-dj6 (the Django 6 test pass)"
-        return 0
-    fi
-    if [ ! -x "$VENV_DJ6/bin/python" ]; then
-        say "creating $VENV_DJ6 with $py ($("$py" --version 2>&1))"
-        "$py" -m venv "$VENV_DJ6" || die "'$py -m venv $VENV_DJ6' failed"
-    fi
-    local stamp="$VENV_DJ6/.greenpool-install-stamp" want spec
-    want="$(install_stamp ".[test] $DJ6_SPEC")"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        say ".venv-dj6 is up to date ($("$VENV_DJ6/bin/python" --version))"
-        return 0
-    fi
-    upgrade_pip "$VENV_DJ6/bin/python"
-    spec="$(django6_spec "$VENV_DJ6/bin/python")"
-    say "installing greenpool into .venv-dj6: pip install -e '.[test]' '$spec'"
-    "$VENV_DJ6/bin/python" -m pip install -q -e '.[test]' "$spec" \
-        || die "pip install -e '.[test]' '$spec' failed in .venv-dj6"
-    echo "$want" >"$stamp"
+# extra_venv_line STEP: the line of .ci/venvs.sh that declares STEP (fails when none does).
+extra_venv_line() {
+    local line name
+    for line in "${EXTRA_VENVS[@]}"; do
+        read -r name _ <<<"$line"
+        if [ "$name" = "$1" ]; then echo "$line"; return 0; fi
+    done
+    return 1
 }
 
-# .venv-dj42: the default Python with Django 4.2 LTS, for the backend tests' third pass.
-ensure_venv_dj42() {
-    local py; py="$(command -v python3)"
-    if [ ! -x "$VENV_DJ42/bin/python" ]; then
-        say "creating $VENV_DJ42 with $py ($("$py" --version 2>&1))"
-        "$py" -m venv "$VENV_DJ42" || die "'$py -m venv $VENV_DJ42' failed"
+# ensure_extra_venv STEP: the environment .ci/venvs.sh declares for STEP, with greenpool's
+# test extra and its Django (skipped while setup.cfg and the declaration are unchanged).
+ensure_extra_venv() {
+    local step="$1" line dir python_version spec description py
+    line="$(extra_venv_line "$step")" || die "no line for '$step' in .ci/venvs.sh"
+    read -r _ dir python_version spec description <<<"$line"
+    local venv="$ROOT/$dir"
+    if [ "$python_version" = default ]; then
+        py="$(command -v python3)" || die "no python3 on PATH for $dir"
+    else
+        py="$(find_pyenv_python "$python_version")"
+        if [ -z "$py" ]; then
+            say "no Python $python_version from pyenv: skipping $dir (the $description test pass)"
+            return 0
+        fi
     fi
-    local stamp="$VENV_DJ42/.greenpool-install-stamp" want
-    want="$(install_stamp ".[test] $DJ42_SPEC")"
+    if [ ! -x "$venv/bin/python" ]; then
+        say "creating $venv with $py ($("$py" --version 2>&1))"
+        "$py" -m venv "$venv" || die "'$py -m venv $venv' failed"
+    fi
+    local stamp="$venv/.greenpool-install-stamp" want chosen
+    want="$(install_stamp ".[test] $spec")"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        say ".venv-dj42 is up to date ($("$VENV_DJ42/bin/python" --version))"
+        say "$dir is up to date ($("$venv/bin/python" --version))"
         return 0
     fi
-    upgrade_pip "$VENV_DJ42/bin/python"
-    say "installing greenpool into .venv-dj42: pip install -e '.[test]' '$DJ42_SPEC'"
-    "$VENV_DJ42/bin/python" -m pip install -q -e '.[test]' "$DJ42_SPEC" \
-        || die "pip install -e '.[test]' '$DJ42_SPEC' failed in .venv-dj42"
+    upgrade_pip "$venv/bin/python"
+    chosen="$(django_spec "$venv/bin/python" "$spec")"
+    say "installing greenpool into $dir: pip install -e '.[test]' '$chosen'"
+    "$venv/bin/python" -m pip install -q -e '.[test]' "$chosen" \
+        || die "pip install -e '.[test]' '$chosen' failed in $dir"
     echo "$want" >"$stamp"
 }
 
@@ -414,19 +417,20 @@ ensure_tools() {
 # ---------------------------------------------------------------- main
 
 main() {
-    local steps=("$@")
-    [ "${#steps[@]}" -gt 0 ] || steps=(venv venv-dj6 venv-dj42 mysql tools)
+    local steps=("$@") extra=() line name
+    for line in "${EXTRA_VENVS[@]}"; do read -r name _ <<<"$line"; extra+=("$name"); done
+    [ "${#steps[@]}" -gt 0 ] || steps=(venv "${extra[@]}" mysql tools)
     local step
     for step in "${steps[@]}"; do
         case "$step" in
             venv) ensure_venv ;;
-            venv-dj6) ensure_venv_dj6 ;;
-            venv-dj42) ensure_venv_dj42 ;;
+            venv-*) extra_venv_line "$step" >/dev/null || die "unknown step '$step' (.ci/venvs.sh declares ${extra[*]})"
+                    ensure_extra_venv "$step" ;;
             mysql) ensure_venv; ensure_mysql ;;
             tools) ensure_tools ;;
             private-mariadb) ensure_venv; use_private_mariadb ;;
             stop-private-mariadb) stop_private_mariadb ;;
-            *) die "unknown step '$step' (venv, venv-dj6, venv-dj42, mysql, tools, private-mariadb, stop-private-mariadb)" ;;
+            *) die "unknown step '$step' (venv, ${extra[*]}, mysql, tools, private-mariadb, stop-private-mariadb)" ;;
         esac
     done
 }

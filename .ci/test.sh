@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` runs it (after .ci/bootstrap.sh).
 #   pass 1: .venv (Python 3.11, Django from setup.cfg) runs the default suite
-#   pass 2: .venv-dj6 (Python 3.12, Django 6.0) runs the Django-backend tests, if both exist
-#   pass 3: .venv-dj42 (Python 3.11, Django 4.2 LTS) runs the Django-backend tests
-# PYTEST_ARGS is added to both passes, with shell quoting: PYTEST_ARGS='-k "pool and timeout"'.
+#   pass 2, 3, ...: one per environment of .ci/venvs.sh (Django 6.0, 4.2 LTS, 6.1 on Python 3.13),
+#     in its order: the Django-backend tests, when that environment exists
+# PYTEST_ARGS is added to every pass, with shell quoting: PYTEST_ARGS='-k "pool and timeout"'.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,31 +52,34 @@ rc=0
 .venv/bin/python -m pytest "${EXTRA_ARGS[@]}" || rc=$?
 check_rc "pass 1" "$rc" || FAILED+=("pass 1")
 
-# The Django-backend tests, again under Django 6.
+# The Django-backend tests, again in each environment of .ci/venvs.sh.
 shopt -s nullglob
 BACKEND_PATHS=(tests/test_backend*.py)
 [ -d tests/django_tests ] && BACKEND_PATHS+=(tests/django_tests)
 shopt -u nullglob
 
-if [ ! -x .venv-dj6/bin/python ]; then
-    say "pass 2 (Django 6): skipped, no .venv-dj6 (it needs Python 3.12 from pyenv)"
-elif [ "${#BACKEND_PATHS[@]}" -eq 0 ]; then
-    say "pass 2 (Django 6): skipped, no Django-backend tests yet (looked for tests/test_backend*.py and tests/django_tests/)"
-else
-    say "pass 2 (Django-backend tests under Django 6): $(describe .venv-dj6/bin/python); paths: ${BACKEND_PATHS[*]}"
-    rc=0
-    .venv-dj6/bin/python -m pytest "${BACKEND_PATHS[@]}" "${EXTRA_ARGS[@]}" || rc=$?
-    check_rc "pass 2" "$rc" || FAILED+=("pass 2")
-fi
-
-if [ ! -x .venv-dj42/bin/python ]; then
-    say "pass 3 (Django 4.2): skipped, no .venv-dj42"
-elif [ "${#BACKEND_PATHS[@]}" -gt 0 ]; then
-    say "pass 3 (Django-backend tests under Django 4.2 LTS): $(describe .venv-dj42/bin/python); paths: ${BACKEND_PATHS[*]}"
-    rc=0
-    .venv-dj42/bin/python -m pytest "${BACKEND_PATHS[@]}" "${EXTRA_ARGS[@]}" || rc=$?
-    check_rc "pass 3" "$rc" || FAILED+=("pass 3")
-fi
+# shellcheck source=venvs.sh
+. .ci/venvs.sh
+pass=1
+for line in "${EXTRA_VENVS[@]}"; do
+    pass=$((pass + 1))
+    read -r step dir python_version _spec description <<<"$line"
+    name="pass $pass ($description)"
+    if [ ! -x "$dir/bin/python" ]; then
+        if [ "$python_version" = default ]; then
+            say "$name: skipped, no $dir (.ci/bootstrap.sh $step makes it)"
+        else
+            say "$name: skipped, no $dir (it needs Python $python_version from pyenv; .ci/bootstrap.sh $step makes it)"
+        fi
+    elif [ "${#BACKEND_PATHS[@]}" -eq 0 ]; then
+        say "$name: skipped, no Django-backend tests yet (looked for tests/test_backend*.py and tests/django_tests/)"
+    else
+        say "$name: the Django-backend tests, $(describe "$dir/bin/python"); paths: ${BACKEND_PATHS[*]}"
+        rc=0
+        "$dir/bin/python" -m pytest "${BACKEND_PATHS[@]}" "${EXTRA_ARGS[@]}" || rc=$?
+        check_rc "pass $pass" "$rc" || FAILED+=("pass $pass")
+    fi
+done
 
 if [ "${#FAILED[@]}" -gt 0 ]; then
     die "failed: ${FAILED[*]}"
