@@ -10,7 +10,7 @@
 #   venv-dj61   .venv-dj61 with pyenv's Python 3.13 and Django 6.1.x, when that Python exists
 #               (the venv-* steps are declared once each, in .ci/venvs.sh)
 #   mysql       find or start a MariaDB/MySQL server, write .run/env.sh
-#   tools       nginx, wrk, redis-server and the MariaDB server binaries (throwaway servers in fault tests)
+#   tools       nginx, wrk, redis-server, prometheus and the MariaDB server binaries (throwaway servers in fault tests)
 # Extra steps, never run by default:
 #   private-mariadb       start (or reuse) the project-local server in .run/mariadb and use it
 #   stop-private-mariadb  stop that server (SIGTERM to the PID in its pid file)
@@ -409,6 +409,8 @@ ensure_tools() {
     ensure_tool wrk wrk
     # tests/test_celery.py starts its own Redis when none answers on 127.0.0.1:6379.
     ensure_tool redis-server redis-server
+    # tests/test_metrics_prometheus.py scrapes greenpool-serve with a real Prometheus.
+    ensure_tool prometheus prometheus
     # The fault tests start throwaway mariadbd processes, whatever server the suite uses.
     ensure_mariadb_bins \
         || warn "MariaDB binaries missing (mariadbd, mariadb-install-db): install the Debian package mariadb-server; fault tests need them"

@@ -215,6 +215,27 @@ def test_hard_time_limit_kills_the_child_and_the_next_task_is_served(broker, dat
         "the killed task's UPDATE was committed"
 
 
+def test_time_limit_under_gevent_interrupts_the_query_and_the_next_tasks_are_served(
+        broker, database, mysql_params, tmp_path):
+    # Celery's gevent pool enforces time_limit with a gevent.Timeout in the task's
+    # greenlet (soft limits are not enforced there): the process lives on.
+    with CeleryWorker(broker, mysql_params, database, pool="gevent", concurrency=10, workdir=tmp_path,
+                      max_size=str(MAX_SIZE)) as worker:
+        child = worker.run("celeryproj.echo", [[1]], timeout=30)[0]["pid"]
+        interrupted = [worker.send("celeryproj.update_then_sleep", [11 + i, 2], time_limit=0.5) for i in range(3)]
+        for result in interrupted:
+            state, error = worker.outcome(result, timeout=30)
+            assert state == "FAILURE" and type(error).__name__ == "TimeLimitExceeded", (state, error)
+        answers = worker.run("celeryproj.echo", [[2000 + i] for i in range(20)], timeout=30)
+        assert [a["value"] for a in answers] == [2000 + i for i in range(20)]
+        assert {a["pid"] for a in answers} == {child}
+        assert len({a["conn"] for a in answers}) <= MAX_SIZE
+        wait_until("the interrupted transactions end on the server",
+                   lambda: not open_transactions(mysql_params, database), timeout=15)
+    assert query(mysql_params, f"SELECT SUM(hits) FROM `{database}`.greenpool_celery_item WHERE id BETWEEN 11 AND 13") \
+        == [(0,)], "an interrupted task's UPDATE was committed"
+
+
 def test_eager_tasks_run_in_the_calling_process_on_its_pool(broker, database, mysql_params):
     values = list(range(20))
     results = run_eager(mysql_params, database, broker, values)
