@@ -62,11 +62,12 @@ FULL = {"unc_rounds": 9, "unc_cycles": 20_000, "con_rounds": 7, "con_seconds": 3
 QUICK = {"unc_rounds": 3, "unc_cycles": 2_000, "con_rounds": 2, "con_seconds": 0.5, "warmup": 0.1, "verify_cycles": 50}
 
 # Stack keys, in the order they run within a round, and their labels.
-UNCONTENDED = ("greenpool", "greenpool_probe", "qp_rollback", "qp_none", "bare")
+UNCONTENDED = ("greenpool", "greenpool_probe", "greenpool_metrics", "qp_rollback", "qp_none", "bare")
 CONTENDED = ("greenpool", "qp_rollback", "qp_none", "bare1", "bare10")
 LABELS = {
     "greenpool": "greenpool.Pool (reset=make_reset(False), check=None)",
     "greenpool_probe": "the same with the backend's checkout probe (probe=mysql.looks_dead: one poll())",
+    "greenpool_metrics": "greenpool.Pool plus the backend's per-checkout metrics (hold time by view: metrics.record_hold)",
     "qp_rollback": "SQLAlchemy QueuePool, reset_on_return='rollback' (its default)",
     "qp_none": "SQLAlchemy QueuePool, reset_on_return=None",
     "bare": "bare connection, no pool (the floor: loop cost only)",
@@ -191,6 +192,23 @@ def _cycles_greenpool(pool: Any, n: int) -> float:
     return perf_counter() - t0
 
 
+def _cycles_greenpool_metrics(pool: Any, n: int) -> float:
+    """What the Django backend adds to each checkout for /metrics: the hold
+    time, timed and recorded under the request's view label."""
+    from time import monotonic, perf_counter
+
+    from greenpool.metrics import record_hold
+
+    getconn, putconn = pool.getconn, pool.putconn
+    t0 = perf_counter()
+    for _ in range(n):
+        conn = getconn()
+        checked_out_at = monotonic()
+        record_hold("bench", monotonic() - checked_out_at)
+        putconn(conn)
+    return perf_counter() - t0
+
+
 def _cycles_queuepool(pool: Any, n: int) -> float:
     from time import perf_counter
 
@@ -216,6 +234,7 @@ def _uncontended(stacks: _Stacks, settings: dict[str, Any]) -> dict[str, list[fl
     runners: dict[str, Callable[[int], float]] = {
         "greenpool": lambda n: _cycles_greenpool(stacks.greenpool, n),
         "greenpool_probe": lambda n: _cycles_greenpool(stacks.greenpool_probe, n),
+        "greenpool_metrics": lambda n: _cycles_greenpool_metrics(stacks.greenpool, n),
         "qp_rollback": lambda n: _cycles_queuepool(stacks.qp_rollback, n),
         "qp_none": lambda n: _cycles_queuepool(stacks.qp_none, n),
         "bare": lambda n: _cycles_bare(stacks.bare1, n),
@@ -533,6 +552,7 @@ def _summarize(unc: dict[str, list[float]], con: dict[str, list[float]], verify:
     paired_u = {k: statistics.median(a / b for a, b in zip(unc[k], unc["greenpool"])) for k in ("qp_rollback", "qp_none")}
     paired_c = {k: statistics.median(a / b for a, b in zip(con[k], con["bare1"])) for k in con}
     probe_cost = statistics.median(a - b for a, b in zip(unc["greenpool_probe"], unc["greenpool"]))
+    metrics_cost = statistics.median(a - b for a, b in zip(unc["greenpool_metrics"], unc["greenpool"]))
     speedup_rb = med_u["qp_rollback"] / med_u["greenpool"]
     speedup_none = med_u["qp_none"] / med_u["greenpool"]
     ratio_c = med_c["greenpool"] / med_c["bare1"]
@@ -544,6 +564,7 @@ def _summarize(unc: dict[str, list[float]], con: dict[str, list[float]], verify:
         "uncontended_speedup_vs_qp_none": speedup_none,
         "uncontended_speedup_paired": paired_u,
         "probe_cost_us_paired": probe_cost,
+        "metrics_cost_us_paired": metrics_cost,
         "contended_ratio_to_bare1": {k: v / med_c["bare1"] for k, v in med_c.items()},
         "contended_ratio_to_bare1_paired": paired_c,
         "target_uncontended_vs_qp_rollback_met": speedup_rb >= TARGET_UNCONTENDED_SPEEDUP,
@@ -597,10 +618,13 @@ def _markdown(
     add("| stack | µs per cycle (median) | min – max | greenpool is faster by |")
     add("|---|---:|---:|---:|")
     for key in UNCONTENDED:
-        faster = "" if key in ("greenpool", "greenpool_probe", "bare") else f"{med_u[key] / med_u['greenpool']:.1f}x"
+        faster = "" if key in ("greenpool", "greenpool_probe", "greenpool_metrics", "bare") else \
+            f"{med_u[key] / med_u['greenpool']:.1f}x"
         add(f"| {LABELS[key]} | {med_u[key]:.2f} | {min(unc[key]):.2f} – {max(unc[key]):.2f} | {faster} |")
     add("")
-    add(f"The checkout probe costs {summary['probe_cost_us_paired']:.2f} µs per cycle (median of the per-round differences).")
+    add(f"The checkout probe costs {summary['probe_cost_us_paired']:.2f} µs per cycle, and the backend's metrics "
+        f"{summary['metrics_cost_us_paired']:.2f} µs (medians of the per-round differences). The pool's own "
+        "checkout-wait histogram is in every greenpool row.")
     add("")
     add(
         f"### 2. Contended: {GREENLETS} greenlets sharing {POOL_SIZE} connections, checkout + `SELECT 1` + checkin "

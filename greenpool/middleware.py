@@ -1,9 +1,12 @@
-"""Answer 503 + Retry-After, not a 500 traceback, when the database is busy or away.
+"""Django middleware of greenpool.
 
-Add "greenpool.middleware.DatabaseUnavailableMiddleware" to MIDDLEWARE. A
-PoolTimeout (every connection busy for ``timeout`` seconds), TooManyRequests,
-or a connection the server refused or dropped is a temporary condition: the
-client should retry, and nginx may try another upstream.
+* ``DatabaseUnavailableMiddleware``: answer 503 + Retry-After, not a 500
+  traceback, when the database is busy or away. A PoolTimeout (every
+  connection busy for ``timeout`` seconds), TooManyRequests, or a connection
+  the server refused or dropped is a temporary condition: the client should
+  retry, and nginx may try another upstream.
+* ``ViewLabelMiddleware``: label the request's connection hold time with its
+  view (greenpool.metrics), so /metrics shows which views hold connections.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from django.db import OperationalError as DjangoOperationalError
 from django.http import HttpRequest, HttpResponse
 from pymysql.err import OperationalError as PyMySQLOperationalError
 
+from greenpool import metrics
 from greenpool.errors import PoolError
 from greenpool.mysql import TRANSIENT_ERROR_CODES
 
@@ -64,3 +68,25 @@ class DatabaseUnavailableMiddleware:
         )
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
+
+
+class ViewLabelMiddleware:
+    """The view label of greenpool_pool_connection_hold_seconds: the URL pattern's
+    name (with its namespaces) or else the view's dotted path, as Django's
+    ResolverMatch.view_name gives it. Bounded: a process keeps at most
+    metrics.MAX_VIEWS labels."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        # Threads are reused across requests: a request that never reaches a
+        # view must not be counted under the previous request's.
+        metrics.set_view(metrics.NO_VIEW)
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func: Any, view_args: Any, view_kwargs: Any) -> None:
+        match = getattr(request, "resolver_match", None)
+        if match is not None:
+            metrics.set_view(match.view_name)
+        return None

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 from greenpool import _compat
 from greenpool.errors import PoolClosed, PoolError, PoolTimeout, TooManyRequests
+from greenpool.metrics import WAIT_BUCKETS, Histogram
 
 logger = logging.getLogger("greenpool")
 
@@ -183,6 +184,7 @@ class Pool:
         self._waiting: deque[Any] = deque()  # _compat waiters, FIFO
         self._slots = 0  # connections open or being opened: never > max_size
         self._stats = dict.fromkeys(_STAT_KEYS, 0)
+        self._wait = Histogram(WAIT_BUCKETS)  # seconds each checkout waited; never reset (Prometheus)
         self._opened = False
         self._closed = False
         self._pid = os.getpid()
@@ -324,6 +326,7 @@ class Pool:
                     self._out[id(record.conn)] = record
                     record.checked_out_at = started
                     self._stats["requests_num"] += 1
+                    self._wait.counts[0] += 1  # waited 0 s: the first bucket
                     waiter = _FAST
             elif self._slots < self.max_size:
                 self._slots += 1
@@ -474,6 +477,12 @@ class Pool:
         stats.update(self._stats)
         return stats
 
+    def wait_histogram(self) -> dict[str, Any]:
+        """Seconds each checkout waited, by bucket (greenpool.metrics); since the
+        pool was made: pop_stats() does not reset it."""
+        with self._lock:
+            return self._wait.snapshot()
+
     def _count(self, key: str, n: int = 1) -> None:
         """Add to a counter outside the hot path's lock sections."""
         with self._lock:
@@ -569,6 +578,7 @@ class Pool:
             self._out[id(record.conn)] = record
             self._stats["requests_num"] += 1
             self._stats["requests_wait_ms"] += int((now - started) * 1000)
+            self._wait.observe(now - started)
         return record.conn
 
     def _vet(self, record: _Record) -> Any:

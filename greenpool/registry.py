@@ -14,7 +14,7 @@ import os
 import threading
 from typing import Callable
 
-from greenpool import _compat
+from greenpool import _compat, metrics
 from greenpool.pool import Pool
 
 logger = logging.getLogger("greenpool")
@@ -46,6 +46,7 @@ def get_pool(alias: str, fingerprint: object, factory: Callable[[], Pool]) -> Po
             return entry[0]
         pool = factory()  # builds objects only: opens on first checkout
         _pools[key] = (pool, fingerprint)
+    metrics.start_spool_writer()  # with GREENPOOL_METRICS_DIR set; once per process
     if entry is not None and not entry[0].closed:
         entry[0].close()  # outside the lock: close() waits for its task
     return pool

@@ -129,6 +129,18 @@ def _optional_path(value: Any) -> str | None:
 _optional_path.__doc__ = "file path"
 
 
+def _metrics_address(value: Any) -> str | None:
+    if value is None:
+        return None
+    address = parse_address(str(value))
+    if address.kind != "tcp":
+        raise ValueError(f"{value!r}: expected HOST:PORT (Prometheus scrapes over TCP)")
+    return str(address)
+
+
+_metrics_address.__doc__ = "HOST:PORT"
+
+
 def _log_target(value: Any) -> str | None:
     if value is None:
         return None
@@ -384,6 +396,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Directory for the workers' stats sockets (read by `greenpool-serve stats`). Default: "
             "<tmp>/greenpool-serve-<uid>/<first bind>.",
             "Logging", metavar="DIR", commands=("serve", "stats")),
+    Setting("metrics_bind", ("--metrics-bind",), _metrics_address, None,
+            "Serve /metrics (Prometheus text or OpenMetrics) for all workers on this address, from the "
+            "master: pools, checkout waits, connection holds by Django view, requests, restarts "
+            "(docs/observability.md). Off by default; keep it off public interfaces.",
+            "Logging", metavar="HOST:PORT"),
 )
 
 NGINX = ("nginx-config",)

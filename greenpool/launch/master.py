@@ -41,6 +41,7 @@ from typing import Any
 from greenpool.launch import processes, sockets
 from greenpool.launch.config import Config, control_root
 from greenpool.launch.errors import BOOT_FAILURES, ExitCode, LaunchError, describe_exit
+from greenpool.launch.metrics_server import MasterCounters, MetricsServer
 from greenpool.launch.worker import SPEC_ENV
 
 logger = logging.getLogger("greenpool.launch")
@@ -128,6 +129,8 @@ class Master:
         self.app_description = ""
         self.demo = False
         self.timeout = float(self.settings["timeout"])
+        self.restart_counts = MasterCounters()
+        self.metrics_server: MetricsServer | None = None
         self.boot_timeout = max(60.0, self.timeout * 2, self.settings["db_boot_timeout"] * 4)
 
     # -- start ---------------------------------------------------------------
@@ -265,12 +268,14 @@ class Master:
         self.choose_app()
         try:
             self.bind_all()
+            self.start_metrics()
             self.prepare_control_dir()
             if self.demo:
                 self.prepare_demo()
             self.write_pidfile()
         except LaunchError as exc:
             self.close_sockets()
+            self.stop_metrics()
             try:
                 os.rmdir(self.control_dir)  # if we made it; a directory in use is not empty
             except OSError:
@@ -390,6 +395,7 @@ class Master:
             if self.current.get(w.index) is old:
                 self.stop_worker(old, graceful=True)
             self.current[w.index] = w
+            self.restart_counts.restarted("replaced")
             logger.info("worker %d replaced: pid %d -> %d", w.index, old.pid, w.pid)
         self.write_state()
         if not self.started and all(
@@ -463,12 +469,14 @@ class Master:
                 self.exit_code = code
                 self.begin_stop(graceful=False)
             else:
+                self.restart_counts.restarted("failed_boot")
                 self.schedule_respawn(w.index, f"failed to boot (exit {how})")
         else:
             logger.warning("worker %d (pid %d) died unexpectedly (exit %s)", w.index, w.pid, how)
             if w.ready_at is not None and time.monotonic() - w.ready_at > 30.0:
                 self.failures[w.index] = 0
             if was_current:
+                self.restart_counts.restarted("died")
                 self.schedule_respawn(w.index, "died")
         self.write_state()
 
@@ -645,7 +653,23 @@ class Master:
             if index < self.desired and old is not None and old.state == "ready":
                 self.replacement = self.spawn(index, replaces=old)
 
-    # -- state for `greenpool-serve stats` --------------------------------------------
+    # -- state for `greenpool-serve stats` and /metrics ------------------------------
+
+    def start_metrics(self) -> None:
+        if self.settings.get("metrics_bind"):
+            self.metrics_server = MetricsServer(self.settings["metrics_bind"], self.ready_workers,
+                                                self.restart_counts)
+            self.metrics_server.start()
+
+    def stop_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+
+    def ready_workers(self) -> list[tuple[str, str]]:
+        """(label, control socket) of each serving worker; called from the metrics thread."""
+        return [(f"{w.index}-{w.pid}", w.control) for w in list(self.current.values())
+                if w.state == "ready" and w.control]
 
     def write_state(self) -> None:
         state = {
@@ -684,6 +708,7 @@ class Master:
         self.unix_paths = []
 
     def cleanup(self) -> None:
+        self.stop_metrics()
         self.close_sockets()
         _unlink(os.path.join(self.control_dir, "master.json"))
         try:

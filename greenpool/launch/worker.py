@@ -32,6 +32,8 @@ import traceback
 from typing import Any, Callable
 
 from greenpool.launch.errors import ExitCode, LaunchError
+from greenpool.metrics import REQUEST_BUCKETS, Histogram
+from greenpool.metrics import snapshot as metrics_snapshot
 
 SPEC_ENV = "GREENPOOL_WORKER_SPEC"
 
@@ -385,6 +387,7 @@ class WorkerState:
         self.by_class = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}
         self.time_ms_total = 0.0
         self.time_ms_max = 0.0
+        self.duration = Histogram(REQUEST_BUCKETS)
         self.connections_open = 0
         self.connections_total = 0
         max_requests = settings["max_requests"]
@@ -404,6 +407,7 @@ class WorkerState:
         self.requests += 1
         key = f"{max(1, min(status // 100, 5))}xx"
         self.by_class[key] = self.by_class.get(key, 0) + 1
+        self.duration.observe(seconds)
         ms = seconds * 1000.0
         self.time_ms_total += ms
         if ms > self.time_ms_max:
@@ -452,6 +456,8 @@ class WorkerState:
                 "connections_total": self.connections_total,
             },
             "pools": pool_stats(),
+            "duration": self.duration.snapshot(),
+            "metrics": metrics_snapshot(),
         }
 
     def access_log(self, remote: str | None, request_line: str, status: int, length: int | None, seconds: float) -> None:

@@ -23,4 +23,4 @@ DATABASES = {
 }
 ROOT_URLCONF = "tests.djproject.urls"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-MIDDLEWARE = ["greenpool.middleware.DatabaseUnavailableMiddleware"]
+MIDDLEWARE = ["greenpool.middleware.ViewLabelMiddleware", "greenpool.middleware.DatabaseUnavailableMiddleware"]

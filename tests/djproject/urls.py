@@ -2,6 +2,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.urls import path
 
+from greenpool.django_metrics import metrics_view
+
 
 def server_connection(request):
     """The server thread id this request used, and this process's pool size."""
@@ -12,4 +14,4 @@ def server_connection(request):
     return JsonResponse({"thread_id": thread_id, "pool_size": stats["pool_size"], "mode": connection.pool.mode})
 
 
-urlpatterns = [path("conn", server_connection)]
+urlpatterns = [path("conn", server_connection, name="conn"), path("metrics", metrics_view)]

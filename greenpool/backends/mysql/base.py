@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
 from typing import Any
 
@@ -24,7 +25,7 @@ from django.db.backends.signals import connection_created  # noqa: E402
 from django.utils.functional import cached_property  # noqa: E402
 from pymysql.constants import CLIENT  # noqa: E402
 
-from greenpool import _compat, _patchcheck, mysql, registry  # noqa: E402
+from greenpool import _compat, _patchcheck, metrics, mysql, registry  # noqa: E402
 from greenpool.backends.mysql.options import KEEPALIVE_AUTO_MAX, parse_pool_options, pool_kwargs  # noqa: E402
 from greenpool.pool import Pool  # noqa: E402
 
@@ -135,6 +136,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         # Checked in to the pool it came from, even if the alias's pool is
         # replaced meanwhile (the test runner renames the database).
         conn.greenpool_pool = pool
+        conn.greenpool_checked_out_at = time.monotonic()
         self._lease_to_current_thread(conn)
         return conn
 
@@ -255,6 +257,7 @@ def _checkin(conn: Any) -> None:
     """Return a pooled connection to the pool it came from."""
     conn.greenpool_on_unsent = None  # the checkin's own rollback is never resent
     pool = conn.greenpool_pool
+    metrics.record_hold(pool.name, time.monotonic() - conn.greenpool_checked_out_at)
     if conn.greenpool_pid != os.getpid():
         # Inherited across fork: closing it properly would send COM_QUIT on
         # the parent's socket and end the parent's session. Drop our fd only.
