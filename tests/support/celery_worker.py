@@ -131,6 +131,15 @@ def client(broker: str) -> Any:
     return Celery("greenpool-celery-client", broker=broker, backend=broker, set_as_current=False)
 
 
+def forget_queue(broker: str, queue: str) -> None:
+    """Remove what kombu keeps in Redis for a queue (its binding sets, the
+    list), so runs on a shared Redis leave nothing behind; results expire."""
+    import redis
+
+    with redis.Redis.from_url(broker, socket_timeout=5) as conn:
+        conn.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+
+
 class CeleryWorker:
     """``celery -A tests.celeryproj.app worker -P POOL -c N`` on a queue of its own."""
 
@@ -147,6 +156,7 @@ class CeleryWorker:
         self.cmd = [sys.executable, "-m", "celery", "-A", APP, "worker", "-P", pool, "-c", str(concurrency),
                     "-Q", self.queue, "-n", f"gp-{self.tag}@%h", "-l", "INFO",
                     "--without-gossip", "--without-mingle", "--without-heartbeat", *args]
+        self.broker = broker
         self.client = client(broker)
         self.proc: subprocess.Popen | None = None
 
@@ -173,6 +183,7 @@ class CeleryWorker:
         SIGKILL to the process group if it overstays."""
         if self.proc is not None:
             stop_process_group(self.proc, signal.SIGTERM, grace=_STOP_GRACE)
+            forget_queue(self.broker, self.queue)
             self.client.close()
 
     def send(self, name: str, args: list, **options: Any) -> Any:
