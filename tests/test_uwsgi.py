@@ -88,7 +88,8 @@ def assert_one_bounded_pool_per_worker(server: UwsgiProcess, watch: ConnectionWa
         # Every app load happened in the master (a reload loads it again there).
         assert set(loaded) == {master}, (loaded, master)
     else:
-        assert master not in loaded and set(loaded) <= set(used), (loaded, used)
+        # Each worker loaded it itself (one spawned just before the stop may have served nothing).
+        assert loaded and master not in loaded, (loaded, master)
     # No connection served two processes, and none that the master opened served a worker.
     owners: dict[int, int] = {}
     for pid, ids in used.items():
