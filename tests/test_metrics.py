@@ -179,3 +179,13 @@ def test_each_request_starts_unlabelled_and_takes_its_views_name():
     seen.append(metrics._current_view.get())
     assert seen == [metrics.NO_VIEW, "shop:orders"]
     metrics.set_view(metrics.NO_VIEW)
+
+
+def test_observability_page_shows_the_generated_series_table():
+    from pathlib import Path
+
+    from greenpool.launch.metrics_server import markdown_reference
+
+    text = (Path(ROOT) / "docs" / "observability.md").read_text()
+    section = text.split("<!-- series:start -->\n", 1)[1].split("<!-- series:end -->", 1)[0]
+    assert section == markdown_reference(), "regenerate: python -m greenpool.launch.metrics_server"

@@ -47,14 +47,29 @@ class MasterCounters:
             self.scrape_errors += 1
 
 
+#: greenpool-serve's own series: name -> (type, labels, help).
+SERIES = {
+    "greenpool_serve_requests": ("counter", "worker, status_class", "Requests answered, by status class"),
+    "greenpool_serve_requests_in_flight": ("gauge", "worker", "Requests being served"),
+    "greenpool_serve_request_duration_seconds": ("histogram", "worker",
+                                                 "Time from a request's headers read to its response sent"),
+    "greenpool_serve_worker_restarts": ("counter", "reason", "Workers started again: died, failed_boot, "
+                                                              "replaced (--max-requests, HUP)"),
+    "greenpool_serve_scrape_errors": ("counter", "", "Workers that did not answer the master's stats query "
+                                                     "during a scrape"),
+}
+
+
 def _worker_families(workers: list[tuple[str, dict[str, Any]]], counters: MasterCounters) -> Iterator[Any]:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-    by_class = CounterMetricFamily("greenpool_serve_requests", "Requests answered, by status class",
-                                   labels=["worker", "status_class"])
-    in_flight = GaugeMetricFamily("greenpool_serve_requests_in_flight", "Requests being served", labels=["worker"])
-    duration = HistogramMetricFamily("greenpool_serve_request_duration_seconds",
-                                     "Time from a request's headers read to its response sent", labels=["worker"])
+    def family(kind: type, name: str) -> Any:
+        labels = [label.strip() for label in SERIES[name][1].split(",") if label.strip()]
+        return kind(name, SERIES[name][2], labels=labels)
+
+    by_class = family(CounterMetricFamily, "greenpool_serve_requests")
+    in_flight = family(GaugeMetricFamily, "greenpool_serve_requests_in_flight")
+    duration = family(HistogramMetricFamily, "greenpool_serve_request_duration_seconds")
     for label, data in workers:
         requests = data["requests"]
         for key, value in sorted(requests.items()):
@@ -64,12 +79,10 @@ def _worker_families(workers: list[tuple[str, dict[str, Any]]], counters: Master
         hist = data.get("duration")
         if hist is not None:
             duration.add_metric([label], metrics.cumulative_buckets(hist), hist["sum"])
-    restarts = CounterMetricFamily("greenpool_serve_worker_restarts", "Workers started again, by reason",
-                                   labels=["reason"])
+    restarts = family(CounterMetricFamily, "greenpool_serve_worker_restarts")
     for reason, count in sorted(counters.restarts.items()):
         restarts.add_metric([reason], count)
-    errors = CounterMetricFamily("greenpool_serve_scrape_errors",
-                                 "Workers that did not answer the master's stats query during a scrape")
+    errors = family(CounterMetricFamily, "greenpool_serve_scrape_errors")
     errors.add_metric([], counters.scrape_errors)
     yield from (by_class, in_flight, duration, restarts, errors)
 
@@ -155,3 +168,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
         logger.debug("metrics: %s - %s", self.address_string(), format % args)
+
+
+def markdown_reference() -> str:
+    """docs/observability.md's series table: the pool's and greenpool-serve's."""
+    return metrics.markdown_reference(
+        (f"{name}_total" if kind == "counter" else name, kind, labels, help_text)
+        for name, (kind, labels, help_text) in SERIES.items()
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(markdown_reference())
