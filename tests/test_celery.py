@@ -115,17 +115,30 @@ def test_prefork_child_never_uses_the_connection_its_parent_opened(broker, datab
         assert parent_conn in server_sessions(mysql_params, database), "a child closed its parent's session"
 
 
-def test_a_child_recycled_by_max_tasks_per_child_closes_its_pool(broker, database, mysql_params, tmp_path):
-    with CeleryWorker(broker, mysql_params, database, pool="prefork", concurrency=1, workdir=tmp_path,
-                      args=("--max-tasks-per-child", "10")) as worker:
-        results = worker.run("celeryproj.reads", reads_args(30), timeout=60)
-        sessions = per_process(results)
-        assert len(sessions) >= 3, f"expected children to be replaced every 10 tasks, saw {len(sessions)}"
-        assert all(len(ids) == 1 for ids in sessions.values()), sessions
-        last = results[-1]["conn"]
-        # The children that exited took their connection with them; only the newest child's may remain.
-        wait_until("the exited children's sessions end",
-                   lambda: server_sessions(mysql_params, database) <= {last}, timeout=15)
+def aborted_clients(db: dict) -> int:
+    """Sessions the server saw end without the client's COM_QUIT (its socket just closed)."""
+    return int(query(db, "SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
+
+
+def test_children_close_their_pools_when_they_exit(broker, throwaway_mariadb, tmp_path):
+    # A private server: its Aborted_clients counts only this worker's sessions.
+    db = throwaway_mariadb.params()
+    with project_database(db) as database:
+        aborted_before = aborted_clients(db)
+        with CeleryWorker(broker, db, database, pool="prefork", concurrency=1, workdir=tmp_path,
+                          args=("--max-tasks-per-child", "10")) as worker:
+            results = worker.run("celeryproj.reads", reads_args(30), timeout=60)
+            sessions = per_process(results)
+            assert len(sessions) >= 3, f"expected children to be replaced every 10 tasks, saw {len(sessions)}"
+            assert all(len(ids) == 1 for ids in sessions.values()), sessions
+            last = results[-1]["conn"]
+            wait_until("the exited children's sessions end",
+                       lambda: server_sessions(db, database) <= {last}, timeout=15)
+        wait_until("the last child's session ends after the worker stopped",
+                   lambda: not server_sessions(db, database), timeout=15)
+        # Each child said goodbye (COM_QUIT through its pool's close) rather than
+        # leaving the server to find a dead socket.
+        assert aborted_clients(db) == aborted_before, "a child exited without closing its pool's connections"
 
 
 def test_soft_time_limit_mid_query_leaves_no_transaction_and_no_half_read_connection(
