@@ -156,5 +156,6 @@ def test_the_late_monkey_patch_flag_gets_a_message_that_names_the_right_one(tmp_
     assert set(answers) == {500}, answers
     assert "The object with alias 'default' was created in thread id" not in log, log[-6000:]  # Django's error
     # One line per worker process, not one per request.
-    lines = [line for line in log.splitlines() if "--gevent-early-monkey-patch instead of --gevent-monkey-patch" in line]
+    fix = "--gevent-early-monkey-patch instead of --gevent-monkey-patch"
+    lines = [line for line in log.splitlines() if fix in line]
     assert 1 <= len(lines) <= PROCESSES, log[-6000:]

@@ -175,13 +175,6 @@ class ConnectionWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="processlist-watch", daemon=True)
 
-    def ids_now(self) -> set[int]:
-        conn = mysqlenv.connect(self.db)
-        try:
-            return self._read(conn)
-        finally:
-            conn.close()
-
     def _read(self, conn: Any) -> set[int]:
         with conn.cursor() as cur:
             cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
