@@ -88,13 +88,15 @@ def control_dir(workdir: Path) -> str:
 
 
 def _greenpool(server: str, *, tuned: bool = False, worker_ports: bool = False, extra: tuple[str, ...] = (),
-               pool_size: int = GREENPOOL_MAX_SIZE, workers: int = WORKERS) -> Callable[[Ports, Path], list[Command]]:
+               pool_size: int = GREENPOOL_MAX_SIZE, workers: int = WORKERS,
+               env: dict[str, str] | None = None) -> Callable[[Ports, Path], list[Command]]:
     def commands(ports: Ports, workdir: Path) -> list[Command]:
         argv = [str(VENV_BIN / "greenpool-serve"), "--server", server, "-w", str(workers),
                 "-b", f"127.0.0.1:{ports.app}", "--control-dir", control_dir(workdir), "--log-level", "warning", *extra]
         if worker_ports:
             argv.append("--worker-ports")
-        return [Command("app", argv, django_env("greenpool", tuned=tuned, pool_size=pool_size), stop_signal="INT")]
+        return [Command("app", argv, {**django_env("greenpool", tuned=tuned, pool_size=pool_size), **(env or {})},
+                        stop_signal="INT")]
     return commands
 
 
@@ -164,6 +166,10 @@ STACKS: tuple[Stack, ...] = (
           _greenpool("gevent", pool_size=SLOW_POOL_SIZE), paths=(), bound=WORKERS * SLOW_POOL_SIZE, control=True,
           settings=f"as greenpool-serve gevent, with a pool sized for slow queries: max_size = min_size = "
                    f"{SLOW_POOL_SIZE}; slow-query experiment and its memory comparison only"),
+    Stack("gp-gevent-nometrics", "greenpool-serve gevent, pool metrics off", "greenpool",
+          _greenpool("gevent", env={"GREENPOOL_DEMO_POOL_METRICS": "0"}), paths=(), bound=BOUND, control=True,
+          settings="as greenpool-serve gevent, with OPTIONS pool metrics False (no wait or hold histograms); "
+                   "bench.ab only, for what the histograms cost per request"),
     Stack("gp-gevent-w1", "greenpool-serve gevent, 1 worker", "greenpool", _greenpool("gevent", workers=1), paths=(),
           bound=GREENPOOL_MAX_SIZE, control=True, workers=1,
           settings="as greenpool-serve gevent, with -w 1; latency study only (one worker's share of the clients)"),

@@ -319,7 +319,8 @@ def families(entries: Iterable[tuple[dict[str, str], dict[str, Any]]]) -> Iterat
                 gauges[name].add_metric([*values, alias], stats[key])
             for name, (key, _) in _COUNTERS.items():
                 counters[name].add_metric([*values, alias], stats[key])
-            wait.add_metric([*values, alias], cumulative_buckets(pool["wait"]), pool["wait"]["sum"])
+            if pool["wait"] is not None:  # None: the pool's metrics option is off
+                wait.add_metric([*values, alias], cumulative_buckets(pool["wait"]), pool["wait"]["sum"])
         for entry in snap.get("holds", []):
             hold.add_metric([*values, entry["pool"], entry["view"]], cumulative_buckets(entry), entry["sum"])
     yield from gauges.values()

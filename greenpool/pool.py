@@ -117,10 +117,12 @@ class Pool:
         reconnect_backoff_max: float = 5.0,
         retry_connect: Callable[[BaseException], bool] | None = None,
         concurrency: str = "auto",
+        metrics: bool = True,
         open: bool = False,
     ) -> None:
         _require(callable(connect), "connect", connect, "a callable")
         _require(_is_int(min_size) and min_size >= 0, "min_size", min_size, "an int >= 0")
+        _require(isinstance(metrics, bool), "metrics", metrics, "True or False")
         _require(_is_int(max_size) and max_size >= 1, "max_size", max_size, "an int >= 1")
         _require(min_size <= max_size, "min_size", min_size, f"<= max_size ({max_size})")
         _require(_is_seconds(timeout) and timeout > 0, "timeout", timeout, "seconds > 0")
@@ -184,7 +186,8 @@ class Pool:
         self._waiting: deque[Any] = deque()  # _compat waiters, FIFO
         self._slots = 0  # connections open or being opened: never > max_size
         self._stats = dict.fromkeys(_STAT_KEYS, 0)
-        self._wait = Histogram(WAIT_BUCKETS)  # seconds each checkout waited; never reset (Prometheus)
+        # Seconds each checkout waited (greenpool.metrics); never reset, as Prometheus expects.
+        self._wait = Histogram(WAIT_BUCKETS) if metrics else None
         self._opened = False
         self._closed = False
         self._pid = os.getpid()
@@ -326,7 +329,8 @@ class Pool:
                     self._out[id(record.conn)] = record
                     record.checked_out_at = started
                     self._stats["requests_num"] += 1
-                    self._wait.counts[0] += 1  # waited 0 s: the first bucket
+                    if self._wait is not None:
+                        self._wait.counts[0] += 1  # waited 0 s: the first bucket
                     waiter = _FAST
             elif self._slots < self.max_size:
                 self._slots += 1
@@ -477,9 +481,16 @@ class Pool:
         stats.update(self._stats)
         return stats
 
-    def wait_histogram(self) -> dict[str, Any]:
-        """Seconds each checkout waited, by bucket (greenpool.metrics); since the
-        pool was made: pop_stats() does not reset it."""
+    @property
+    def metrics(self) -> bool:
+        """Whether the pool records the histograms of /metrics (its ``metrics`` option)."""
+        return self._wait is not None
+
+    def wait_histogram(self) -> dict[str, Any] | None:
+        """Seconds each checkout waited, by bucket (greenpool.metrics), since the
+        pool was made (pop_stats() does not reset it); None with metrics off."""
+        if self._wait is None:
+            return None
         with self._lock:
             return self._wait.snapshot()
 
@@ -578,7 +589,8 @@ class Pool:
             self._out[id(record.conn)] = record
             self._stats["requests_num"] += 1
             self._stats["requests_wait_ms"] += int((now - started) * 1000)
-            self._wait.observe(now - started)
+            if self._wait is not None:
+                self._wait.observe(now - started)
         return record.conn
 
     def _vet(self, record: _Record) -> Any:

@@ -17,6 +17,8 @@ For trying out (and testing) failure behaviour:
   seconds, or "off".
 * GREENPOOL_DEMO_POOL_REPLY_WAIT (the pool's default, 0.0003): the pool's
   reply_wait in seconds; 0 turns it off.
+* GREENPOOL_DEMO_POOL_METRICS (1): the pool's metrics option; 0 turns the
+  histograms of /metrics off (bench.ab measures what they cost).
 * GREENPOOL_DEMO_TEST_VIEWS (0): 1 adds the /test/... views of
   greenpool.demo.test_views (session state, interrupted queries, reprs), which
   the fault tests use. Never turn it on for a server others can reach.
@@ -90,6 +92,7 @@ DATABASES = {
                 "max_size": _env_number("GREENPOOL_DEMO_POOL_MAX_SIZE", 5, minimum=1),
                 "timeout": _env_number("GREENPOOL_DEMO_POOL_TIMEOUT", 10.0, kind=float, minimum=0.001),
                 "keepalive": _env_keepalive("GREENPOOL_DEMO_POOL_KEEPALIVE"),
+                "metrics": _env_flag("GREENPOOL_DEMO_POOL_METRICS", True),
             },
         },
     }

@@ -257,7 +257,8 @@ def _checkin(conn: Any) -> None:
     """Return a pooled connection to the pool it came from."""
     conn.greenpool_on_unsent = None  # the checkin's own rollback is never resent
     pool = conn.greenpool_pool
-    metrics.record_hold(pool.name, time.monotonic() - conn.greenpool_checked_out_at)
+    if pool.metrics:
+        metrics.record_hold(pool.name, time.monotonic() - conn.greenpool_checked_out_at)
     if conn.greenpool_pid != os.getpid():
         # Inherited across fork: closing it properly would send COM_QUIT on
         # the parent's socket and end the parent's session. Drop our fd only.

@@ -29,6 +29,8 @@ POOL_OPTIONS: dict[str, tuple[Any, str]] = {
         "under gevent: seconds to wait for a statement's reply before yielding to the hub, at most 0.01 (0 or False: off)",
     ),
     "name": (None, "pool name in logs and errors (default: the alias)"),
+    "metrics": (True, "record the checkout-wait and hold-time histograms of /metrics (docs/observability.md); "
+                      "False: counters and gauges only"),
 }
 
 #: keepalive 'auto' pings at least this often (seconds): twice within the idle
@@ -116,6 +118,7 @@ def pool_kwargs(alias: str, options: dict[str, Any]) -> dict[str, Any]:
         "leak_threshold": options["leak_threshold"],
         "keepalive": keepalive if _is_positive_seconds(keepalive) else None,
         "name": options["name"] or alias,
+        "metrics": options["metrics"],
     }
 
 
