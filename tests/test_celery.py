@@ -70,6 +70,35 @@ def test_importing_greenpool_and_its_backend_does_not_import_celery():
     assert done.stdout.strip() == "[]", f"importing greenpool imported {done.stdout.strip()}"
 
 
+def test_a_process_that_keeps_its_pools_ignores_close_pool_until_close_all_and_its_forks_do_not():
+    # In a fresh process: the registry's state is process-wide.
+    script = """
+import os
+from greenpool import registry
+from greenpool.pool import Pool
+
+def make():
+    return Pool(lambda: None, max_size=1, name="kept")  # never checked out: never connects
+
+pool = registry.get_pool("kept", "fp", make)
+registry.keep_pools_for_process()
+registry.close_pool("kept")
+assert not pool.closed, "close_pool closed a kept pool"
+pid = os.fork()
+if pid == 0:
+    child_pool = registry.get_pool("kept", "fp", make)
+    registry.close_pool("kept")
+    os._exit(0 if child_pool.closed and not registry.pools_kept_for_process() else 1)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, "the forked child inherited the kept state"
+registry.close_all()
+assert pool.closed, "close_all left a kept pool open"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
 def reads_args(count: int) -> list[list]:
     return [[[(i % ITEMS) + 1, ((i + 1) % ITEMS) + 1, ((i + 2) % ITEMS) + 1]] for i in range(count)]
 
