@@ -205,3 +205,19 @@ def test_connection_interrupted_while_setting_autocommit_is_not_reused(mysql_par
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
             pool.close()
+
+
+def test_pooled_tcp_connections_probe_an_idle_peer_after_a_minute(pool):
+    """TCP keepalive at the pool's intervals, not the kernel's two hours: NAT and
+    load-balancer state stays alive, and a vanished server host is noticed."""
+    import socket
+
+    conn = pool.getconn()
+    try:
+        sock = conn._sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == gpmysql.TCP_KEEPALIVE_IDLE == 60
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == gpmysql.TCP_KEEPALIVE_INTERVAL
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == gpmysql.TCP_KEEPALIVE_COUNT
+    finally:
+        pool.putconn(conn)
