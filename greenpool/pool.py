@@ -60,6 +60,25 @@ class _Record:
         self.expires_at = now + max_lifetime * (1.0 - 0.05 * random.random())
         self.last_alive = now  # last known alive (used or pinged): checks count from here
 
+    # -- its life's rules, in one place ---------------------------------------
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+    def why_retire(self, now: float, max_idle: float, may_shrink: bool) -> str | None:
+        """Why this idle connection must be closed now, or None: past its
+        lifetime, or unused for max_idle while the pool ``may_shrink`` (holds
+        more than min_size)."""
+        if self.expired(now):
+            return "max_lifetime reached"
+        if may_shrink and now - self.last_used > max_idle:
+            return "max_idle reached"
+        return None
+
+    def alive_within(self, seconds: float, now: float) -> bool:
+        """Used or pinged in the last ``seconds``."""
+        return now - self.last_alive <= seconds
+
 
 _STAT_KEYS = (
     "requests_num",  # checkouts served
@@ -358,13 +377,11 @@ class Pool:
         not idle too long, not found dead by the probe, and, with checks on,
         known alive a moment ago. Called under the lock; counts the checks it
         skips."""
-        if now >= record.expires_at or (now - record.last_used > self.max_idle and self._slots > self.min_size):
-            return False
-        if self._suspect(record):
+        if record.why_retire(now, self.max_idle, self._slots > self.min_size) or self._suspect(record):
             return False
         if self._check is None:
             return True
-        if now - record.last_alive <= self.check_window:
+        if record.alive_within(self.check_window, now):
             # Used or pinged a moment ago: a ping would cost a round trip to
             # learn what we know (HikariCP skips its alive-check the same way).
             self._stats["checks_skipped"] += 1
@@ -425,7 +442,7 @@ class Pool:
                 self._discard(record, "reset interrupted")
                 raise
         now = time.monotonic()
-        if now >= record.expires_at and not self._closed:
+        if record.expired(now) and not self._closed:
             self._count("connections_recycled")
             self._discard(record, "max_lifetime reached")
             return
@@ -597,13 +614,10 @@ class Pool:
         """Check a record before handing it out. Returns the record, or _SLOT
         when it was closed and its slot should be refilled."""
         now = time.monotonic()
-        if now >= record.expires_at:
+        why = record.why_retire(now, self.max_idle, self._slots > self.min_size)
+        if why is not None:
             self._count("connections_recycled")
-            self._close_quietly(record.conn, "max_lifetime reached")
-            return _SLOT
-        if now - record.last_used > self.max_idle and self._slots > self.min_size:
-            self._count("connections_recycled")
-            self._close_quietly(record.conn, "max_idle reached")
+            self._close_quietly(record.conn, why)
             return _SLOT
         suspect = self._suspect(record)
         if self._check is None:
@@ -614,7 +628,7 @@ class Pool:
             logger.info("pool %r: connection closed by the server while idle, replacing it", self.name)
             self._close_quietly(record.conn, "found closed by the probe")
             return _SLOT
-        if now - record.last_alive <= self.check_window and not suspect:
+        if not suspect and record.alive_within(self.check_window, now):
             self._count("checks_skipped")
             return record
         try:
@@ -764,11 +778,11 @@ class Pool:
             # Oldest-used first: those past max_idle go while above min_size.
             while self._idle:
                 record = self._idle.popleft()
-                if now >= record.expires_at:
-                    to_close.append((record, "max_lifetime reached"))
-                elif now - record.last_used > self.max_idle and self._slots - len(to_close) > self.min_size:
-                    to_close.append((record, "max_idle reached"))
-                elif self.keepalive is not None and self._ping is not None and now - record.last_alive > self.keepalive:
+                why = record.why_retire(now, self.max_idle, self._slots - len(to_close) > self.min_size)
+                if why is not None:
+                    to_close.append((record, why))
+                elif (self.keepalive is not None and self._ping is not None
+                      and not record.alive_within(self.keepalive, now)):
                     to_ping.append(record)
                 else:
                     keep.append(record)
