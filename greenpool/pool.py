@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 from greenpool import _compat
 from greenpool.errors import PoolClosed, PoolError, PoolTimeout, TooManyRequests
 from greenpool.metrics import WAIT_BUCKETS, Histogram
+from greenpool.pool_options import DEFAULTS, OPTIONS, validate
 
 logger = logging.getLogger("greenpool")
 
@@ -116,49 +117,34 @@ class Pool:
         self,
         connect: Callable[[], Any],
         *,
-        min_size: int = 0,
-        max_size: int = 10,
-        timeout: float = 30.0,
-        max_waiting: int = 0,
-        max_lifetime: float = 3600.0,
-        max_idle: float = 600.0,
+        # The options: defaults, rules and help in greenpool/pool_options.py.
+        min_size: int = DEFAULTS["min_size"],
+        max_size: int = DEFAULTS["max_size"],
+        timeout: float = DEFAULTS["timeout"],
+        max_waiting: int = DEFAULTS["max_waiting"],
+        max_lifetime: float = DEFAULTS["max_lifetime"],
+        max_idle: float = DEFAULTS["max_idle"],
+        check_window: float = DEFAULTS["check_window"],
+        keepalive: float | None = DEFAULTS["keepalive"],
+        leak_threshold: float | None = DEFAULTS["leak_threshold"],
+        reconnect_backoff: float = DEFAULTS["reconnect_backoff"],
+        reconnect_backoff_max: float = DEFAULTS["reconnect_backoff_max"],
+        metrics: bool = DEFAULTS["metrics"],
+        # Naming, concurrency and the hooks: what the pool's user wires in.
         name: str | None = None,
+        concurrency: str = "auto",
+        open: bool = False,
         check: Callable[[Any], None] | None = None,
-        check_window: float = 1.0,
         probe: Callable[[Any], bool] | None = None,
         reset: Callable[[Any], None] | None = None,
         reconnect: Callable[[Any], None] | None = None,
         close_conn: Callable[[Any], None] | None = None,
-        keepalive: float | None = None,
         ping: Callable[[Any], None] | None = None,
-        leak_threshold: float | None = None,
-        reconnect_backoff: float = 0.1,
-        reconnect_backoff_max: float = 5.0,
         retry_connect: Callable[[BaseException], bool] | None = None,
-        concurrency: str = "auto",
-        metrics: bool = True,
-        open: bool = False,
     ) -> None:
+        arguments = locals()
+        validate({option: arguments[option] for option in OPTIONS})
         _require(callable(connect), "connect", connect, "a callable")
-        _require(_is_int(min_size) and min_size >= 0, "min_size", min_size, "an int >= 0")
-        _require(isinstance(metrics, bool), "metrics", metrics, "True or False")
-        _require(_is_int(max_size) and max_size >= 1, "max_size", max_size, "an int >= 1")
-        _require(min_size <= max_size, "min_size", min_size, f"<= max_size ({max_size})")
-        _require(_is_seconds(timeout) and timeout > 0, "timeout", timeout, "seconds > 0")
-        _require(_is_int(max_waiting) and max_waiting >= 0, "max_waiting", max_waiting, "an int >= 0 (0: no limit)")
-        _require(_is_seconds(max_lifetime) and max_lifetime > 0, "max_lifetime", max_lifetime, "seconds > 0")
-        _require(_is_seconds(max_idle) and max_idle > 0, "max_idle", max_idle, "seconds > 0")
-        _require(_is_seconds(check_window) and check_window >= 0, "check_window", check_window, "seconds >= 0")
-        _require(keepalive is None or (_is_seconds(keepalive) and keepalive > 0), "keepalive", keepalive, "None or seconds > 0")
-        _require(
-            leak_threshold is None or (_is_seconds(leak_threshold) and leak_threshold > 0),
-            "leak_threshold", leak_threshold, "None or seconds > 0",
-        )
-        _require(_is_seconds(reconnect_backoff) and reconnect_backoff > 0, "reconnect_backoff", reconnect_backoff, "seconds > 0")
-        _require(
-            _is_seconds(reconnect_backoff_max) and reconnect_backoff_max >= reconnect_backoff,
-            "reconnect_backoff_max", reconnect_backoff_max, ">= reconnect_backoff",
-        )
         for hook_name, hook in (
             ("check", check), ("reset", reset), ("reconnect", reconnect), ("close_conn", close_conn), ("ping", ping),
             ("retry_connect", retry_connect), ("probe", probe),
@@ -859,14 +845,6 @@ def _caller_stack() -> str:
     when leak_threshold is set: formatting a stack costs tens of µs)."""
     frames = traceback.format_stack(limit=20)[:-3]  # drop the pool's own frames
     return "".join(frames)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_seconds(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _require(ok: bool, option: str, value: object, expected: str) -> None:

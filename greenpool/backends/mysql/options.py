@@ -6,31 +6,30 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from greenpool.pool import Pool
+from greenpool import pool_options
 
-# name: (default, help). Defaults differ from the bare Pool's where a Django
-# site wants something else (see docs/settings.md).
+#: The backend's defaults where a Django site wants other than the bare Pool's
+#: (a request should not wait 30 s for a connection).
+BACKEND_DEFAULTS: dict[str, Any] = {"timeout": 10.0}
+
+#: The backend's own options, beyond the pool's: name -> (default, help). Its
+#: keepalive replaces the pool's (None or seconds) with 'auto', seconds or False.
+BACKEND_OPTIONS: dict[str, tuple[Any, str]] = {
+    "keepalive": ("auto", "ping idle connections this often: 'auto' (half of the shortest session "
+                          "@@wait_timeout, at most 120 s), seconds, or False"),
+    "reset_session": ("auto", "session reset at checkin: 'auto' (only when the session changed), True (always), "
+                              "False (roll back only)"),
+    "reply_wait": (0.0003, "under gevent: seconds to wait for a statement's reply before yielding to the hub, "
+                           "at most 0.01 (0 or False: off)"),
+    "name": (None, "pool name in logs, errors and /metrics (default: the alias)"),
+}
+
+#: Every option OPTIONS["pool"] takes: name -> (default, help), the pool's
+#: first (with the backend's defaults), then the backend's own.
 POOL_OPTIONS: dict[str, tuple[Any, str]] = {
-    "min_size": (0, "connections opened when the pool opens and kept through idle periods"),
-    "max_size": (10, "most connections this process holds for this alias"),
-    "timeout": (10.0, "seconds a request waits for a free connection before PoolTimeout"),
-    "max_waiting": (0, "most requests waiting at once before TooManyRequests (0: no limit)"),
-    "max_lifetime": (3600.0, "seconds after which a connection is replaced (5 % jitter)"),
-    "max_idle": (600.0, "seconds idle after which a connection above min_size is closed"),
-    "check_window": (1.0, "with CONN_HEALTH_CHECKS: skip the checkout ping if used this recently"),
-    "keepalive": ("auto", "ping idle connections this often: 'auto' (half of the shortest session @@wait_timeout, at most 120 s), seconds, or False"),
-    "leak_threshold": (None, "log a connection held longer than this many seconds, with the stack that took it"),
-    "reset_session": (
-        "auto",
-        "session reset at checkin: 'auto' (only when the session changed), True (always), False (roll back only)",
-    ),
-    "reply_wait": (
-        0.0003,
-        "under gevent: seconds to wait for a statement's reply before yielding to the hub, at most 0.01 (0 or False: off)",
-    ),
-    "name": (None, "pool name in logs and errors (default: the alias)"),
-    "metrics": (True, "record the checkout-wait and hold-time histograms of /metrics (docs/observability.md); "
-                      "False: counters and gauges only"),
+    **{name: (BACKEND_DEFAULTS.get(name, option.default), option.help)
+       for name, option in pool_options.OPTIONS.items() if name not in BACKEND_OPTIONS},
+    **BACKEND_OPTIONS,
 }
 
 #: keepalive 'auto' pings at least this often (seconds): twice within the idle
@@ -44,8 +43,9 @@ REPLY_WAIT_MAX = 0.01
 
 
 # Django builds a DatabaseWrapper per thread, and so per greenlet: per request
-# under gevent. Validating builds a throwaway Pool (~23 µs), so each distinct
-# setting is validated once per process and the result reused (read-only).
+# under gevent. Each distinct setting is parsed once per process and the
+# result reused (read-only), which also gives the wrappers of one setting one
+# dict, whose identity base.py's pool fingerprint uses.
 _parsed: dict[tuple[str, str], dict[str, Any]] = {}
 
 
@@ -96,30 +96,23 @@ def _parse(alias: str, raw: Any) -> dict[str, Any]:
             f"DATABASES[{alias!r}]['OPTIONS']['pool']['reply_wait']={reply_wait!r} is invalid: "
             f"expected seconds from 0 to {REPLY_WAIT_MAX} (0.0003 is 300 µs), or False"
         )
-    # Let the pool itself validate the rest, so the rules live in one place.
+    # The pool's rules, from their one declaration.
     try:
-        Pool(lambda: None, **pool_kwargs(alias, options))
+        pool_options.validate({name: value for name, value in pool_kwargs(alias, options).items()
+                               if name in pool_options.OPTIONS})
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASES[{alias!r}]['OPTIONS']['pool']: {exc}") from None
     return options
 
 
 def pool_kwargs(alias: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The subset of options that Pool() takes directly."""
+    """What Pool() takes of the options: the pool's own, the keepalive it
+    starts with ('auto' is learnt later; False is none) and the name."""
+    kwargs = {name: options[name] for name in pool_options.OPTIONS if name not in BACKEND_OPTIONS}
     keepalive = options["keepalive"]
-    return {
-        "min_size": options["min_size"],
-        "max_size": options["max_size"],
-        "timeout": options["timeout"],
-        "max_waiting": options["max_waiting"],
-        "max_lifetime": options["max_lifetime"],
-        "max_idle": options["max_idle"],
-        "check_window": options["check_window"],
-        "leak_threshold": options["leak_threshold"],
-        "keepalive": keepalive if _is_positive_seconds(keepalive) else None,
-        "name": options["name"] or alias,
-        "metrics": options["metrics"],
-    }
+    kwargs["keepalive"] = keepalive if _is_positive_seconds(keepalive) else None
+    kwargs["name"] = options["name"] or alias
+    return kwargs
 
 
 def _is_positive_seconds(value: Any) -> bool:
