@@ -9,6 +9,7 @@ The load test scales with GREENPOOL_LOAD_SCALE ("ci" = small).
 from __future__ import annotations
 
 import ast
+import datetime
 import http.client
 import json
 import logging
@@ -171,6 +172,53 @@ def test_demo_endpoints_are_served_with_worker_header_and_access_log(serve, kind
     assert who["remote_addr"] == "203.0.113.7"  # 127.0.0.1 is a trusted proxy by default
     assert who["worker"] == headers["x-greenpool-worker"] and who["pid"] == int(who["worker"].split("-")[1])
     server.wait_log(r'"GET /whoami HTTP/1.1" 200')
+
+
+def _chicago_settings(tmp_path: Path) -> dict[str, str]:
+    """The demo with Django's default TIME_ZONE, which Django puts into each worker's TZ."""
+    (tmp_path / "chicagosettings.py").write_text(
+        "from greenpool.demo.settings import *\nTIME_ZONE = 'America/Chicago'\n")
+    return {"DJANGO_SETTINGS_MODULE": "chicagosettings"}
+
+
+def _utc_seconds(stamp: str) -> float:
+    assert stamp.endswith("+00:00"), stamp
+    return datetime.datetime.fromisoformat(stamp).timestamp()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_master_and_worker_lines_share_one_utc_clock_when_django_sets_another_zone(serve, tmp_path, kind):
+    started = time.time()
+    server = serve("--access-logfile", "-", server=kind, workers=1, env=_chicago_settings(tmp_path))
+    assert server.get("/hello")[0] == 200
+    server.wait_log(r'"GET /hello HTTP/1.1" 200')
+    server.stop()
+    stamps = re.findall(r"^\[(\S+)\] \[\d+ (master|%s\.0)\]" % kind, server.log(), re.M)
+    assert {who for _, who in stamps} == {"master", f"{kind}.0"}, server.log()[-3000:]
+    for stamp, who in stamps:
+        assert started - 2 <= _utc_seconds(stamp) <= time.time() + 2, (who, stamp)
+    (access,) = re.findall(r'^\S+ - - \[([^]]+)\] "GET /hello HTTP/1.1" 200', server.log(), re.M)
+    assert access.endswith(" +0000")
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_json_log_format_writes_one_object_per_line_for_server_and_access_lines(serve, tmp_path, kind):
+    started = time.time()
+    server = serve("--log-format", "json", "--access-logfile", "-", server=kind, workers=1,
+                   env=_chicago_settings(tmp_path))
+    assert server.get("/hello?x=1")[0] == 200
+    server.wait_log(r'"path": "/hello\?x=1"')
+    server.stop()
+    entries = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    assert {e["worker"] for e in entries} == {"master", f"{kind}.0"}
+    for entry in entries:
+        assert started - 2 <= _utc_seconds(entry["time"]) <= time.time() + 2, entry
+        assert {"level", "pid", "logger", "message"} <= entry.keys()
+    (access,) = [e for e in entries if e["logger"] == "greenpool.access"]
+    assert (access["method"], access["path"], access["protocol"], access["status"]) == ("GET", "/hello?x=1",
+                                                                                      "HTTP/1.1", 200)
+    assert access["duration_s"] >= 0 and access["length"] > 0
+    assert any("workers ready" in e["message"] for e in entries if e["worker"] == "master")
 
 
 @pytest.mark.parametrize("kind", SERVERS)

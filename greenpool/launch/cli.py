@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from greenpool.launch import config as config_module
+from greenpool.launch import logs
 from greenpool.launch.errors import ExitCode, LaunchError
 
 SUBCOMMANDS = ("stats", "nginx-config")
@@ -29,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
         print(config_module.format_config(config))
         return int(ExitCode.OK)
 
-    from greenpool.launch import worker
     from greenpool.launch.master import Master
 
     try:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except LaunchError as exc:
         print(f"{config_module.PROG}: error: {exc.message}", file=sys.stderr)
         return int(exc.code)
-    worker.setup_logging(config.values, "master")
+    logs.setup_logging(config.values, "master")
     master = Master(config)
     if config.check_config:
         return master.check()

@@ -389,6 +389,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", ("--log-level",), _choice("debug", "info", "warning", "error", "critical"), "info",
             "Level of the server log.",
             "Logging", choices=("debug", "info", "warning", "error", "critical")),
+    Setting("log_format", ("--log-format",), _choice("text", "json"), "text",
+            "Format of the server log and the access log. text: one line per record, the time in UTC "
+            "with its offset (ISO 8601); access lines in Common Log Format plus duration and worker. "
+            "json: one JSON object per line (time, level, pid, worker, logger, message; access lines "
+            "add remote, method, path, protocol, status, length, duration_s) for log shippers.",
+            "Logging", choices=("text", "json")),
     Setting("pid", ("-p", "--pid"), _optional_path, None,
             "Write the master's process id to this file (removed at exit).",
             "Logging", metavar="FILE"),

@@ -31,6 +31,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+from greenpool.launch import logs
 from greenpool.launch.errors import ExitCode, LaunchError
 from greenpool.metrics import REQUEST_BUCKETS, Histogram
 from greenpool.metrics import snapshot as metrics_snapshot
@@ -38,7 +39,6 @@ from greenpool.metrics import snapshot as metrics_snapshot
 SPEC_ENV = "GREENPOOL_WORKER_SPEC"
 
 logger = logging.getLogger("greenpool.launch")
-access_logger = logging.getLogger("greenpool.access")
 
 #: During a drain, a keep-alive connection idle this long is closed; one that
 #: sends a request sooner gets its answer with Connection: close.
@@ -107,38 +107,11 @@ def has_unread_bytes(sock: Any) -> bool:
     except (OSError, ValueError):  # closed meanwhile: nothing to protect
         return False
 
-_LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-
-
 def read_spec() -> dict[str, Any]:
     raw = os.environ.get(SPEC_ENV)
     if not raw:
         raise SystemExit(f"{SPEC_ENV} is not set: workers are started by greenpool-serve, not by hand")
     return json.loads(raw)
-
-
-def setup_logging(settings: dict[str, Any], tag: str) -> None:
-    """The error log (root logger) and the access log, as the master has them."""
-    level = getattr(logging, settings["log_level"].upper())
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    target = settings["error_logfile"]
-    handler: logging.Handler = logging.StreamHandler(sys.stderr) if target in (None, "-") else logging.FileHandler(target)
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT.replace("%(process)d", f"%(process)d {tag}")))
-    root.addHandler(handler)
-    root.setLevel(level)
-    access_logger.propagate = False
-    for h in list(access_logger.handlers):
-        access_logger.removeHandler(h)
-    access = settings.get("access_logfile")
-    if access:
-        ah: logging.Handler = logging.StreamHandler(sys.stdout) if access == "-" else logging.FileHandler(access)
-        ah.setFormatter(logging.Formatter("%(message)s"))
-        access_logger.addHandler(ah)
-        access_logger.setLevel(logging.INFO)
-    else:
-        access_logger.disabled = True
 
 
 # -- the application -------------------------------------------------------------
@@ -461,11 +434,7 @@ class WorkerState:
         }
 
     def access_log(self, remote: str | None, request_line: str, status: int, length: int | None, seconds: float) -> None:
-        if access_logger.disabled:
-            return
-        now = time.strftime("%d/%b/%Y:%H:%M:%S %z")
-        access_logger.info('%s - - [%s] "%s" %d %s %.6f %s', remote or "-", now, request_line, status,
-                           length if length is not None else "-", seconds, self.worker_id)
+        logs.log_access(remote, request_line, status, length, seconds, self.worker_id)
 
 
 class MasterLink:

@@ -28,7 +28,7 @@ import gevent.server  # noqa: E402
 import gevent.socket  # noqa: E402
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, WSGIServer  # noqa: E402
 
-from greenpool.launch import sockets, worker  # noqa: E402
+from greenpool.launch import logs, sockets, worker  # noqa: E402
 from greenpool.launch.errors import ExitCode, LaunchError  # noqa: E402
 
 logger = logging.getLogger("greenpool.launch")
@@ -334,7 +334,7 @@ def use_callback_batch(batch: int) -> str:
 def main(imported_before_patch: list[str] | None = None) -> None:
     spec = worker.read_spec()
     state = worker.WorkerState(spec, imported_before_patch)
-    worker.setup_logging(state.settings, f"gevent.{state.index}")
+    logs.setup_logging(state.settings, f"gevent.{state.index}")
     if state.settings["callback_batch"]:
         try:
             logger.info("gevent loop: %s", use_callback_batch(state.settings["callback_batch"]))

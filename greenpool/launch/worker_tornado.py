@@ -29,7 +29,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.wsgi import WSGIContainer
 
-from greenpool.launch import sockets, worker
+from greenpool.launch import logs, sockets, worker
 from greenpool.launch.errors import ExitCode, LaunchError
 
 logger = logging.getLogger("greenpool.launch")
@@ -358,7 +358,7 @@ async def _amain(state: worker.WorkerState, app: Any) -> None:
 def main() -> None:
     spec = worker.read_spec()
     state = worker.WorkerState(spec, None)
-    worker.setup_logging(state.settings, f"tornado.{state.index}")
+    logs.setup_logging(state.settings, f"tornado.{state.index}")
     if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
         # Measured: with it Django opened a server connection per request.
         worker.fail(ExitCode.CONFIG_ERROR, "DJANGO_ALLOW_ASYNC_UNSAFE is set: the tornado worker runs Django in executor "
