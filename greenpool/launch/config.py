@@ -118,6 +118,21 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return validate
 
 
+def _share(value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a share above 0 and at most 1 (0.8 = 80%), got {value!r}") from None
+    if not 0 < number <= 1:
+        raise ValueError(f"expected a share above 0 and at most 1 (0.8 = 80%), got {value!r}")
+    return number
+
+
+_share.__doc__ = "a number above 0, at most 1"
+
+
 def _optional_path(value: Any) -> str | None:
     if value is None:
         return None
@@ -372,6 +387,20 @@ SETTINGS: tuple[Setting, ...] = (
             "Exit (code 6, DATABASE_UNAVAILABLE) when a database does not answer at boot. Without "
             "it workers start anyway: pages that need the database answer 503 (with "
             "greenpool.middleware.DatabaseUnavailableMiddleware) until it is back.",
+            "Database", kind="flag"),
+    Setting("hosts", ("--hosts",), _int_at_least(1), 1,
+            "App hosts that run this same greenpool-serve against the same databases (a fleet behind "
+            "one nginx). The connection budget counts each host's pools this many times.",
+            "Database", metavar="INT"),
+    Setting("connection_budget", ("--connection-budget",), _share, 0.8,
+            "At start, the first worker weighs every database server: hosts x (workers + 1) x max_size "
+            "(summed over the aliases on that server) against the connections it has free "
+            "(max_connections, and the account's max_user_connections, less those in use). Above this "
+            "share of what is free it logs a warning naming the numbers (docs/scaling.md).",
+            "Database", metavar="SHARE"),
+    Setting("strict_connection_budget", ("--strict-connection-budget",), _boolean, False,
+            "Refuse to start (exit 3, CONFIG_ERROR) when a server's connection budget is over "
+            "--connection-budget, instead of warning. --check-config checks it too.",
             "Database", kind="flag"),
     # -- proxy
     Setting("forwarded_allow_ips", ("--forwarded-allow-ips",), _ip_list, ["127.0.0.1", "::1"],

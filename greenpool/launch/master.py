@@ -342,6 +342,10 @@ class Master:
             "listen_names": names,
             "control_path": control,
             "check_only": check_only,
+            # The master's first worker weighs the connection budget (greenpool/launch/budget.py):
+            # no worker of this master held a pool before it, so what it finds in use is other
+            # clients' (and at most one connection of each sibling booting beside it).
+            "check_budget": self.generation == 1,
             "settings": self.config.to_json(),
         }
         env = dict(self.child_env)

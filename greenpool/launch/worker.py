@@ -31,7 +31,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from greenpool.launch import logs
+from greenpool.launch import budget, logs
 from greenpool.launch.errors import ExitCode, LaunchError
 from greenpool.metrics import REQUEST_BUCKETS, Histogram
 from greenpool.metrics import snapshot as metrics_snapshot
@@ -481,6 +481,8 @@ def boot(state: WorkerState) -> Callable[..., Any]:
     try:
         app = load_app(settings.get("app"))
         state.db_status = open_pools(settings["db_boot_timeout"], settings["require_db"] or state.spec.get("check_only", False))
+        if state.spec.get("check_budget") and any(s == "ok" for s in state.db_status.values()):
+            budget.check(settings)
     except LaunchError as exc:
         fail(exc.code, exc.message)
     except Exception as exc:  # anything else at boot: a named code and the traceback
