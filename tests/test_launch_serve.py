@@ -913,8 +913,7 @@ def test_db_boot_timeout_is_one_deadline_for_every_database(serve, tmp_path):
         "    DATABASES[alias] = dict(DATABASES['default'])\n"
     )
     server = serve("--db-boot-timeout", "1", workers=1, env={"DJANGO_SETTINGS_MODULE": "manydbs"})
-    stamps = [time.mktime(time.strptime(t, "%Y-%m-%d %H:%M:%S")) + float(ms) / 1000 for t, ms in
-              re.findall(r"^\[([\d-]+ [\d:]+),(\d+)\] .* unavailable at boot", server.log(), re.M)]
+    stamps = [_utc_seconds(t) for t in re.findall(r"^\[(\S+)\] .* unavailable at boot", server.log(), re.M)]
     assert len(stamps) == 4, server.log()
     # Each alias had its own 1 s before: 3 s from the first warning to the last.
     assert stamps[-1] - stamps[0] < 1.5, server.log()

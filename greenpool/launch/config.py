@@ -371,6 +371,20 @@ SETTINGS: tuple[Setting, ...] = (
             "arrive after its request line (gevent: then a 400 and the connection is closed; "
             "Tornado's idle_connection_timeout, set from it, bounds them too).",
             "Workers", metavar="SECONDS", commands=("serve", "nginx-config")),
+    Setting("limit_request_line", ("--limit-request-line",), _int_at_least(64, 65536), 8190,
+            "Longest request line (method, target, version) in bytes; a longer one gets 414. "
+            "gunicorn's limit_request_line (default 4094); nginx's large_client_header_buffers "
+            "(8k) refuses longer ones before they reach a worker.",
+            "Workers", metavar="BYTES"),
+    Setting("limit_request_fields", ("--limit-request-fields",), _int_at_least(1, 32768), 100,
+            "Most header fields in a request; more get 431. gunicorn's limit_request_fields "
+            "(default 100).",
+            "Workers", metavar="INT"),
+    Setting("limit_request_field_size", ("--limit-request-field-size",), _int_at_least(64, 65536), 8190,
+            "Longest header field (name, colon and value) in bytes; a longer one gets 431. gunicorn's "
+            "limit_request_field_size (default 8190). Tornado also caps the whole header block at 64 KiB "
+            "(its max_header_size) and closes the connection past it without an answer.",
+            "Workers", metavar="BYTES"),
     Setting("max_requests", ("--max-requests",), _int_at_least(0), 0,
             "Replace a worker after it served this many requests (0: never). The replacement "
             "starts first; the old worker then drains, so no request fails.",
@@ -483,6 +497,11 @@ NGINX_SETTINGS: tuple[Setting, ...] = (
             "Largest request body nginx passes on (413 above it). Raise it in a location of its own for "
             "upload endpoints.",
             "nginx", metavar="SIZE", commands=NGINX),
+    Setting("nginx_client_timeout", ("--client-timeout",), _seconds(0, exclusive=True), 60.0,
+            "client_header_timeout and client_body_timeout: how long nginx waits for a client's headers, "
+            "and between two reads of its body, before it answers 408 and closes. nginx's default is 60 s; "
+            "shorter frees the connections of slow or stalled clients (slowloris) sooner.",
+            "nginx", metavar="SECONDS", commands=NGINX),
 )
 
 SETTINGS = SETTINGS + NGINX_SETTINGS

@@ -129,6 +129,7 @@ def site_values(config: config_module.Config) -> dict[str, str]:
         "listen": _listen_directive(parse_address(config.nginx_listen)),
         "server_name": " ".join(config.nginx_server_name),
         "client_max_body_size": config.nginx_client_max_body_size,
+        "client_timeout": duration(config.nginx_client_timeout),
         "connect_timeout": duration(config.nginx_connect_timeout),
         "read_timeout": duration(config.nginx_read_timeout),
     }

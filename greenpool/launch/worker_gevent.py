@@ -26,9 +26,9 @@ import gevent.event  # noqa: E402
 import gevent.pool  # noqa: E402
 import gevent.server  # noqa: E402
 import gevent.socket  # noqa: E402
-from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, WSGIServer  # noqa: E402
+from gevent.pywsgi import OldMessage, WSGIHandler, WSGIServer  # noqa: E402
 
-from greenpool.launch import logs, sockets, worker  # noqa: E402
+from greenpool.launch import http_rules, logs, sockets, worker  # noqa: E402
 from greenpool.launch.errors import ExitCode, LaunchError  # noqa: E402
 
 logger = logging.getLogger("greenpool.launch")
@@ -58,7 +58,8 @@ class GreenpoolHandler(WSGIHandler):
         line = b""
         try:
             with gevent.Timeout(self.server.greenpool_state.settings["keep_alive"], False):
-                line = self.rfile.readline(MAX_REQUEST_LINE)
+                # A line end past the limit is not read: the line is then over it (414).
+                line = self.rfile.readline(self.server.greenpool_state.settings["limit_request_line"] + 3)
         finally:
             self.idle_since = None
         return line.decode("latin-1")
@@ -70,6 +71,8 @@ class GreenpoolHandler(WSGIHandler):
         --keep-alive time, as the request line does; then a 400 and the
         connection is closed (pywsgi's answer to a request it cannot read)."""
         seconds = self.server.greenpool_state.settings["keep_alive"]
+        line = raw_requestline.rstrip("\r\n").encode("latin-1")
+        http_rules.check_request_line(line, self.server.greenpool_state.settings["limit_request_line"])
         timer = gevent.Timeout(seconds)
         timer.start()
         try:
@@ -80,6 +83,42 @@ class GreenpoolHandler(WSGIHandler):
             raise ValueError(f"request headers not complete after {seconds:g}s (--keep-alive)") from None
         finally:
             timer.close()
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - pywsgi's name
+        """The header block, read and checked by greenpool's rules (http_rules), in the
+        message class pywsgi reads. pywsgi's own reader (http.client's) takes folded
+        lines, lines without a colon, whitespace before the colon, control bytes and
+        any Host or framing headers, and stops at 99 fields whatever the limit."""
+        settings = self.server.greenpool_state.settings
+        field_limit, count_limit = settings["limit_request_field_size"], settings["limit_request_fields"]
+        fields: list[tuple[bytes, bytes]] = []
+        while True:
+            line = fp.readline(field_limit + 3)
+            if not line:
+                raise http_rules.RequestRefused(400, "the header block ended before its blank line")
+            if line in (b"\r\n", b"\n"):
+                break
+            if not line.endswith(b"\n"):
+                raise http_rules.RequestRefused(431, f"a header field over --limit-request-field-size {field_limit}")
+            fields.append(http_rules.check_field_line(line.rstrip(b"\r\n"), field_limit))
+            if len(fields) > count_limit:
+                break  # check_fields names it; the rest is not read
+        http_rules.check_fields(self.request_version.encode("latin-1"), fields, count_limit)
+        message = OldMessage()
+        for name, value in fields:
+            message[name.decode("latin-1")] = value.decode("latin-1")
+        return message
+
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        """A refused request gets its own status and a body that names the problem. Every
+        request answered here counts in the worker's stats by its status (log_request)."""
+        self.server.greenpool_state.request_started()
+        self._greenpool_counted = True
+        if isinstance(ex, http_rules.RequestRefused):
+            client = self.client_address[0] if isinstance(self.client_address, tuple) else self.client_address
+            logger.info("refused a request from %s: %d %s", client or "unix socket", ex.status, ex.why)
+            return str(ex.status), ex.response()
+        return super()._handle_client_error(ex)
 
     def yield_before_request(self) -> None:
         """Let the worker's other greenlets run before this connection's next request.

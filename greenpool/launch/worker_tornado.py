@@ -29,7 +29,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.wsgi import WSGIContainer
 
-from greenpool.launch import logs, sockets, worker
+from greenpool.launch import http_rules, logs, sockets, worker
 from greenpool.launch.errors import ExitCode, LaunchError
 
 logger = logging.getLogger("greenpool.launch")
@@ -130,33 +130,78 @@ class GreenpoolWSGIContainer(WSGIContainer):
 
 
 def _disconnect_on_finish(request: httputil.HTTPServerRequest) -> None:
+    if request.connection is not None:
+        _disconnect_on_finish_of(request.connection)
+
+
+def _disconnect_on_finish_of(conn: httputil.HTTPConnection) -> None:
     # HTTP1Connection adds "Connection: close" for HTTP/1.1 and closes after
     # the response when this is set.
-    conn = request.connection
-    if conn is not None and hasattr(conn, "_disconnect_on_finish"):
+    if hasattr(conn, "_disconnect_on_finish"):
         conn._disconnect_on_finish = True  # type: ignore[attr-defined]
 
 
-class _Tracking(httputil.HTTPMessageDelegate):
-    """Marks a connection busy from the moment a request's headers arrive."""
+def check_request(start_line: Any, headers: httputil.HTTPHeaders, settings: dict[str, Any]) -> None:
+    """greenpool's request rules (http_rules) on what Tornado parsed. Tornado already
+    refuses malformed field lines and folded ones; the limits, Host and body framing are
+    checked here."""
+    line = f"{start_line.method} {start_line.path} {start_line.version}".encode("latin-1", "replace")
+    http_rules.check_request_line(line, settings["limit_request_line"])
+    field_limit = settings["limit_request_field_size"]
+    fields = []
+    for name, value in headers.get_all():
+        raw = f"{name}: {value}".encode("latin-1", "replace")
+        fields.append(http_rules.check_field_line(raw, field_limit))
+    http_rules.check_fields(start_line.version.encode("latin-1"), fields, settings["limit_request_fields"])
 
-    def __init__(self, delegate: httputil.HTTPMessageDelegate, server: "GreenpoolHTTPServer", server_conn: object) -> None:
+
+class _Tracking(httputil.HTTPMessageDelegate):
+    """Marks a connection busy from the moment a request's headers arrive, and answers a
+    request that greenpool's rules refuse without passing it on."""
+
+    def __init__(self, delegate: httputil.HTTPMessageDelegate, server: "GreenpoolHTTPServer", server_conn: object,
+                 request_conn: httputil.HTTPConnection) -> None:
         self.delegate = delegate
         self.server = server
         self.server_conn = server_conn
+        self.request_conn = request_conn
+        self.refused = False
 
     def headers_received(self, start_line: Any, headers: Any) -> Any:
         self.server.idle.pop(self.server_conn, None)
+        try:
+            check_request(start_line, headers, self.server.state.settings)
+        except http_rules.RequestRefused as exc:
+            self.refuse(start_line, exc)
+            return None
         return self.delegate.headers_received(start_line, headers)
 
+    def refuse(self, start_line: Any, exc: http_rules.RequestRefused) -> None:
+        self.refused = True
+        context = getattr(self.request_conn, "context", None)
+        remote = getattr(context, "remote_ip", None)
+        logger.info("refused a request from %s: %d %s", remote or "unix socket", exc.status, exc.why)
+        body = exc.response().partition(b"\r\n\r\n")[2]
+        headers = httputil.HTTPHeaders({"Content-Type": "text/plain", "Content-Length": str(len(body))})
+        _disconnect_on_finish_of(self.request_conn)
+        self.request_conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", exc.status, exc.REASONS[exc.status]),
+                                        headers, chunk=body)
+        self.request_conn.finish()
+        self.server.state.request_started()
+        self.server.state.request_finished(exc.status, 0.0)
+        self.server.state.access_log(remote, f"{start_line.method} {start_line.path} {start_line.version}",
+                                     exc.status, len(body), 0.0)
+
     def data_received(self, chunk: bytes) -> Any:
-        return self.delegate.data_received(chunk)
+        return None if self.refused else self.delegate.data_received(chunk)
 
     def finish(self) -> None:
-        self.delegate.finish()
+        if not self.refused:
+            self.delegate.finish()
 
     def on_connection_close(self) -> None:
-        self.delegate.on_connection_close()
+        if not self.refused:
+            self.delegate.on_connection_close()
 
 
 class GreenpoolHTTPServer(HTTPServer):
@@ -192,7 +237,7 @@ class GreenpoolHTTPServer(HTTPServer):
             delegate = super().start_request(server_conn, request_conn)
         finally:
             self.xheaders = xheaders
-        return _Tracking(delegate, self, server_conn)
+        return _Tracking(delegate, self, server_conn, request_conn)
 
     def on_close(self, server_conn: object) -> None:
         self.state.connections_open -= 1
@@ -241,8 +286,11 @@ class TornadoWorker:
         self.settings = state.settings
         self.executor = concurrent.futures.ThreadPoolExecutor(self.settings["threads"], thread_name_prefix="greenpool-wsgi")
         self.container = GreenpoolWSGIContainer(app, self.executor, state)
+        # body_timeout: a body that stops short of its Content-Length (or its last chunk)
+        # would hold the connection for ever; it gets the --keep-alive time, as headers do.
         self.server = GreenpoolHTTPServer(self.container, xheaders=True, state=state,
-                                          idle_connection_timeout=self.settings["keep_alive"])
+                                          idle_connection_timeout=self.settings["keep_alive"],
+                                          body_timeout=self.settings["keep_alive"])
         self.stop_task: asyncio.Task | None = None
         self.graceful = True
         self.done = asyncio.Event()

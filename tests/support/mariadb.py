@@ -175,7 +175,11 @@ class ThrowawayMariaDB:
     # ------------------------------------------------------------------ life cycle
 
     def _common_args(self) -> list[str]:
-        args = ["--no-defaults", f"--datadir={self.datadir}", *_SERVER_OPTIONS]
+        # A temporary directory of its own: in the shared /tmp, a server's internal temporary
+        # tables ("#sql-temptable-PID-...") were once gone when it deleted them (errno 2), failing
+        # a query mid-test.
+        (self.tmpdir / "tmp").mkdir(exist_ok=True)
+        args = ["--no-defaults", f"--datadir={self.datadir}", f"--tmpdir={self.tmpdir / 'tmp'}", *_SERVER_OPTIONS]
         if os.geteuid() == 0:
             args.append("--user=root")  # mariadbd refuses to run as root without it
         return args
