@@ -358,3 +358,74 @@ def test_seeded_mutations_of_valid_requests_never_get_a_5xx_or_hang(serve, kind)
     bad = {n: (o.kind(), o.statuses, cases[n][0][:200]) for n, o in outcomes.items() if o.kind() in ("5xx", "hang")}
     assert not bad, bad
     healthy_after(target, fds, rss)
+
+
+# -- slow clients at scale ----------------------------------------------------------------------
+
+
+def _good_latencies(server: ServeProcess, seconds: float, limit: int = 2000) -> tuple[list[float], int]:
+    """Back-to-back GET /read for ``seconds`` (at most ``limit``): latencies, failures."""
+    latencies, failed = [], 0
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop and len(latencies) + failed < limit:
+        try:
+            took, status, _, _ = server.timed_get("/read", timeout=10)
+        except OSError:
+            failed += 1
+            continue
+        if status == 200:
+            latencies.append(took)
+        else:
+            failed += 1
+    return latencies, failed
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else float("nan")
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_idle_and_slowloris_clients_by_the_thousand_do_not_starve_good_clients(serve, kind):
+    server = serve("--keep-alive", str(KEEP_ALIVE + 2), "--worker-connections", "6000", server=kind, workers=1)
+    target = Target(server, server.port, f"{kind} direct")
+    fds, rss = baseline(target)
+    unloaded, _ = _good_latencies(server, 1.5, limit=200)
+    idle_count, slow_count = scaled(3000, 500), scaled(1000, 100)
+    idle, slow = [], []
+    try:
+        for _ in range(idle_count):  # one request each, then idle on keep-alive
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(req())
+            idle.append(sock)
+        for sock in idle:
+            assert b" 200 " in sock.recv(65536)[:16]
+        for i in range(slow_count):  # a request line, then a header line per second, never the end
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n")
+            slow.append(sock)
+        latencies, failed = _good_latencies(server, KEEP_ALIVE + 1)
+        dripping_until = time.monotonic() + KEEP_ALIVE + 6
+        open_slow = list(slow)
+        while open_slow and time.monotonic() < dripping_until:
+            still = []
+            for sock in open_slow:
+                try:
+                    sock.sendall(b"X-Drip: 1\r\n")
+                    still.append(sock)
+                except OSError:  # the worker closed it: what we wait for
+                    pass
+            open_slow = still
+            time.sleep(1.0)
+        cut = len(slow) - len(open_slow)
+    finally:
+        for sock in idle + slow:
+            sock.close()
+    record({"test": "http-slow-clients", "target": target.via, "idle": idle_count, "slowloris": slow_count,
+            "slowloris_cut_by_the_worker": cut, "good_requests": len(latencies), "good_failed": failed,
+            "good_median_ms_unloaded": round(1000 * _median(unloaded), 2),
+            "good_median_ms_loaded": round(1000 * _median(latencies), 2),
+            "good_p99_ms_loaded": round(1000 * sorted(latencies)[int(0.99 * (len(latencies) - 1))], 2)})
+    assert failed == 0 and latencies
+    assert cut == slow_count, f"{slow_count - cut} slowloris connections still open after the header limit"
+    healthy_after(target, fds, rss)
