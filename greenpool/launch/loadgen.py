@@ -117,7 +117,7 @@ def run(urls: list[str], clients: int, requests: int, duration: float, timeout: 
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         conn_header = "" if keepalive else "Connection: close\r\n"
         raw = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{extra}{conn_header}\r\n".encode("latin-1")
-        targets.append((parts.hostname, parts.port or 80, raw))
+        targets.append((parts.hostname or "127.0.0.1", parts.port or 80, raw))
 
     statuses: collections.Counter = collections.Counter()
     errors: collections.Counter = collections.Counter()

@@ -303,14 +303,14 @@ class Master:
 
     # -- workers ----------------------------------------------------------------
 
-    def _cannot_start(self, index: int, replaces: WorkerProc | None, check_only: bool, exc: OSError) -> None:
+    def _cannot_start(self, index: int, replaces: WorkerProc | None, check_only: bool, exc: OSError) -> WorkerProc | None:
         """A worker process could not be started: retry later, or end a rolling restart."""
         if replaces is not None:
             logger.error("cannot start a new worker %d: %s; the rolling restart stops here", index, exc)
             self.reload_queue.clear()
         elif not check_only:
             self.schedule_respawn(index, f"cannot be started ({exc})")
-        return None
+        return None  # spawn()'s answer: no worker
 
     def spawn(self, index: int, replaces: WorkerProc | None = None, check_only: bool = False) -> WorkerProc | None:
         """Start a worker; None when the process cannot be started (then retried later)."""
@@ -757,6 +757,7 @@ class Master:
             name = signal.Signals(stopped_by[0]).name
             logger.error("configuration check stopped by %s: killed its worker (pid %d)", name, proc_w.pid)
             return 128 + stopped_by[0]  # what a shell reports for a command a signal ended
+        assert isinstance(rc, int)
         if rc == 0:
             logger.info("configuration OK: %s loads, every database answers", self.app_description)
         else:

@@ -39,6 +39,9 @@ class GreenpoolHandler(WSGIHandler):
     """pywsgi's handler with keep-alive timeout, drain, stats and access log."""
 
     idle_since: float | None = None
+    # pywsgi's per-request state, read below (declared here for the type checker).
+    headers_sent: bool
+    provided_content_length: int | None
 
     def handle(self) -> None:
         server = self.server

@@ -199,7 +199,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
     def _close(self) -> None:
         # Connections of the no-database alias (test database creation)
         # are plain PyMySQL ones, not the pool's.
-        conn: Any = self.connection
+        conn: Any = self.connection  # type: ignore[has-type]  # Django declares it untyped
         if not isinstance(conn, mysql.PooledConnection):
             return super()._close()
         self.connection = None
