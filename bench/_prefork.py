@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def bind(address: str, nodelay: bool) -> socket.socket:

@@ -15,7 +15,6 @@ is printed. It never rewrites the docs: a page cites the run id.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ class SessionSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="session-sampler", daemon=True)
 
-    def __enter__(self) -> "SessionSampler":
+    def __enter__(self) -> SessionSampler:
         self._thread.start()
         return self
 
@@ -98,7 +98,7 @@ def run_one(broker: str, db: dict[str, Any], pool: str, variant: str, tasks: int
             seconds = time.monotonic() - started
         sessions = per_process(results)
     return {
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "pool": pool, "concurrency": concurrency, "variant": variant,
         "max_size": MAX_SIZE if variant.startswith("greenpool") else None,
         "tasks": tasks, "seconds": round(seconds, 3), "tasks_per_s": round(tasks / seconds, 1),

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             serve.wait(10)
     return {
         "run_id": uuid.uuid4().hex[:12],
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python", "-m", "bench.metrics_timeline", *sys.argv[1:]]),
         "workers": WORKERS, "max_size": MAX_SIZE, "path": PATH, "scrape_every_s": SCRAPE_EVERY,
         "steps": steps, "points": points,

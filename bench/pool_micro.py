@@ -44,8 +44,9 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "pool_micro.jsonl"
@@ -474,7 +475,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     settings = _settings(args)
     params = _mysql_params()
     meta = _meta(params)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     _progress(
         f"pool_micro: {'quick' if args.quick else 'full'} run against {params['user']}@{params['host']}:{params['port']}/"
         f"{params['database']} ({meta['server']}), settings {settings}"
@@ -496,7 +497,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         stacks.close()
 
     meta["loadavg_end"] = list(os.getloadavg())
-    meta["elapsed_s"] = round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1)
+    meta["elapsed_s"] = round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1)
     command = _command(argv)
     summary = _summarize(unc, con, verify)
     record_base = {

@@ -472,7 +472,7 @@ def wait_ready(running: Running, timeout: float = 60.0) -> str | None:
     return f"not ready after {timeout:.0f}s ({last}): {tail(running.logs[0])}"
 
 
-def wait_idle(running: Running, quiet_s: float, timeout: float, monitor: "Monitor | None" = None) -> float:
+def wait_idle(running: Running, quiet_s: float, timeout: float, monitor: Monitor | None = None) -> float:
     """Wait until the stack's processes have used (almost) no CPU for quiet_s seconds
     and, with a monitor, our account runs no query. Bounded; returns the seconds waited."""
     started = time.monotonic()
@@ -505,13 +505,13 @@ def stop(running: Running) -> None:
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + 8.0
-    for command, proc in running.procs:
+    for _command, proc in running.procs:
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
     # Whatever is left of each process group we started (workers whose master is gone).
-    for command, proc in running.procs:
+    for _command, proc in running.procs:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -586,7 +586,7 @@ def wrk_command(clients: int, seconds: int, url: str = "URL") -> str:
     return f"wrk -t1 -c{clients} -d{seconds}s --timeout {WRK_TIMEOUT_S}s --latency -s bench/wrk_report.lua {url}"
 
 
-def wait_quiet(running: Running, monitor: "Monitor") -> float:
+def wait_quiet(running: Running, monitor: Monitor) -> float:
     """The stack has finished the requests a wrk run left behind (a sync worker still
     answers the connections wrk closed, a queued /slow still sleeps): no CPU for 0.3 s
     and no query running."""
@@ -645,7 +645,7 @@ class Bench:
         self.count = 0
 
     def emit(self, record: dict[str, Any]) -> None:
-        record = {"run": self.run_id, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        record = {"run": self.run_id, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                   **record}
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.out_path, "a") as f:
@@ -757,7 +757,7 @@ class Bench:
             shutil.rmtree(running.workdir, ignore_errors=True)
 
 
-def probe_greenpool_ioloop(bench: "Bench") -> dict[str, Any]:
+def probe_greenpool_ioloop(bench: Bench) -> dict[str, Any]:
     """greenpool-serve has no IOLoop-thread mode: with DJANGO_ALLOW_ASYNC_UNSAFE (the only way
     Django's ORM would run there) its Tornado worker refuses to boot. Record what it says."""
     env = stacks.env_for(stacks.Command("probe", []), {**bench.db_env, **stacks.django_env("greenpool"),
@@ -898,7 +898,7 @@ def slow_mixed(bench: Bench, key: str) -> dict[str, Any]:
             slow_alone.append(wrk(base + "/slow?s=0.05", clients, seconds))
             wait_quiet(running, monitor)
             box: dict[str, Any] = {}
-            t = threading.Thread(target=lambda: box.update(slow=wrk(base + "/slow?s=0.05", clients, seconds)))
+            t = threading.Thread(target=lambda box=box: box.update(slow=wrk(base + "/slow?s=0.05", clients, seconds)))
             t.start()
             time.sleep(0.2)
             mixed_hello.append(wrk(base + "/hello", 10, seconds))
@@ -955,7 +955,7 @@ def memory_match(bench: Bench, rec: dict[str, Any], matrix: list[dict[str, Any]]
     per_worker = per_worker or 1 / 0.055
     needed = max(stacks.WORKERS, math.ceil(goal / per_worker))
     attempts = []
-    for attempt in range(2):
+    for _attempt in range(2):
         sync = stacks.gunicorn_sync_with(needed)
         running = start(sync, bench.tmp, bench.db_env, f"memory{needed}")
         try:

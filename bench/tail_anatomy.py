@@ -121,7 +121,7 @@ def section(meta: dict[str, Any], recs: list[dict[str, Any]]) -> str:
             continue
         w, p = r.get("wrk") or {}, r["parts"]
 
-        def pair(kind: str, keys: tuple[str, ...] = ("p50_ms", "p99_ms")) -> str:
+        def pair(kind: str, keys: tuple[str, ...] = ("p50_ms", "p99_ms"), p: dict = p) -> str:
             part = p.get(kind) or {}
             return " / ".join(fmt(part.get(k)) for k in keys) if part.get("n") else "—"
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix=f"greenpool-tail-{run_id}-"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     meta: dict[str, Any] = {"run": run_id, "time": now, "type": "meta", "argv": sys.argv[1:] if argv is None else argv,
                             "versions": stacks.versions(), "machine": run.machine(), "git": run.git_state(),
                             "loadavg_start": list(os.getloadavg()), "warmup": args.warmup,
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         db_env = run.prepare_database(run.BENCH_MAX_USER_CONNECTIONS)
         for key in args.stacks.split(","):
             rec = measure(key, db_env, tmp, args.clients, args.seconds, args.warmup)
-            rec.update(run=run_id, time=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+            rec.update(run=run_id, time=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
             recs.append(rec)
             hold = (rec.get("parts") or {}).get("hold") or {}
             query = (rec.get("parts") or {}).get("query") or {}

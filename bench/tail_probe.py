@@ -107,7 +107,7 @@ def install(directory: str) -> None:
     gp_pool.Pool.putconn = timed_putconn  # type: ignore[method-assign]
 
 
-def _time_resumes() -> "weakref.WeakSet[Any] | None":
+def _time_resumes() -> weakref.WeakSet[Any] | None:
     """Under gevent's patched sockets, record "resume" for the sockets put in the
     returned set (PyMySQL's, as their first statement runs). None elsewhere."""
     import gevent.monkey
@@ -116,7 +116,7 @@ def _time_resumes() -> "weakref.WeakSet[Any] | None":
         return None
     from gevent import _socket3
 
-    watched: "weakref.WeakSet[Any]" = weakref.WeakSet()
+    watched: weakref.WeakSet[Any] = weakref.WeakSet()
     wait = _socket3.socket._wait
 
     def timed_wait(self: Any, watcher: Any, timeout_exc: Any = None) -> None:

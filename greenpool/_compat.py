@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 Mode = Literal["gevent", "threads"]
 MODES = ("auto", "gevent", "threads")

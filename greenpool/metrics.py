@@ -26,7 +26,8 @@ import os
 import re
 import threading
 from bisect import bisect_left
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 logger = logging.getLogger("greenpool")
 

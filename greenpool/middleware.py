@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.db import OperationalError as DjangoOperationalError
 from django.http import HttpRequest, HttpResponse

@@ -35,8 +35,9 @@ import socket
 import ssl
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pymysql
 from pymysql.constants import CLIENT, COMMAND, CR, SERVER_STATUS
@@ -108,7 +109,7 @@ class PooledConnection(pymysql.connections.Connection):
     # called with the error when that command could not be sent at all (the
     # session was gone before it), to give the connection a new session on
     # which the command is then sent once more. Nothing else is ever resent.
-    greenpool_on_unsent: Callable[["PooledConnection", Exception], None] | None = None
+    greenpool_on_unsent: Callable[[PooledConnection, Exception], None] | None = None
     # Why this connection must not be reused (Django judged it unusable), or None.
     greenpool_condemned: str | None = None
     greenpool_watch: tuple[Any, Any] | None = None  # (socket, poll object reading it): _readable_within

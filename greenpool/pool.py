@@ -24,8 +24,9 @@ import time
 import traceback
 import weakref
 from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from greenpool import _compat
 from greenpool.errors import PoolClosed, PoolError, PoolTimeout, TooManyRequests
@@ -100,7 +101,7 @@ _STAT_KEYS = (
 )
 
 # Pools alive in this process, so a forked child can disown its parent's.
-_all_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+_all_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 # This process's id, refreshed in a forked child: cheaper than os.getpid()
 # on every checkout.
 _current_pid = [os.getpid()]
@@ -277,7 +278,7 @@ class Pool:
                 logger.warning("pool %r: maintenance task did not stop within %.1fs", self.name, timeout)
             self._maintenance = None
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         self.open()
         return self
 

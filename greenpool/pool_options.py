@@ -10,8 +10,9 @@ options, and stay Pool's own parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 def _is_int(value: object) -> bool:

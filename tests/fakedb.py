@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class FakeError(Exception):
@@ -18,7 +18,7 @@ class FakeError(Exception):
 
 
 class FakeConnection:
-    def __init__(self, db: "FakeDB", ident: int) -> None:
+    def __init__(self, db: FakeDB, ident: int) -> None:
         self.db = db
         self.ident = ident
         self.closed = False

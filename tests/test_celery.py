@@ -17,7 +17,6 @@ from billiard.exceptions import SoftTimeLimitExceeded
 
 from greenpool import mysql
 from greenpool.pool import Pool
-
 from tests.support import redis_server
 from tests.support.celery_worker import (
     ITEMS,

@@ -193,7 +193,7 @@ def test_master_and_worker_lines_share_one_utc_clock_when_django_sets_another_zo
     assert server.get("/hello")[0] == 200
     server.wait_log(r'"GET /hello HTTP/1.1" 200')
     server.stop()
-    stamps = re.findall(r"^\[(\S+)\] \[\d+ (master|%s\.0)\]" % kind, server.log(), re.M)
+    stamps = re.findall(rf"^\[(\S+)\] \[\d+ (master|{kind}\.0)\]", server.log(), re.M)
     assert {who for _, who in stamps} == {"master", f"{kind}.0"}, server.log()[-3000:]
     for stamp, who in stamps:
         assert started - 2 <= _utc_seconds(stamp) <= time.time() + 2, (who, stamp)

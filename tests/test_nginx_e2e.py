@@ -48,7 +48,7 @@ class Stack:
                       "--listen", f"127.0.0.1:{self.port}", *keep_alive, *nginx_args)
         self.nginx = Nginx(tmp_path / f"nginx-{uuid.uuid4().hex[:6]}", conf)
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self.app.start()
         self.nginx.start(self.port)
         return self

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.nginx import nginx_binary
 from tests.support.net import free_port
+from tests.support.nginx import nginx_binary
 from tests.support.procs import pid_alive
 from tests.test_launch_serve import database, free_port_range  # noqa: F401  (database: a fixture)
 
 pytestmark = [pytest.mark.mysql, pytest.mark.nginx]
 
 
-def start_demo_run(tmp_path, mysql_params, database, port: int, app_port: int) -> tuple[subprocess.Popen, Path]:
+def start_demo_run(tmp_path, mysql_params, database, port: int, app_port: int) -> tuple[subprocess.Popen, Path]:  # noqa: F811
     """``python -m greenpool.launch.demo_run`` (what `make run` runs) on the test's own
     ports, database and nginx prefix, in a session of its own; its output goes to
     the returned file."""

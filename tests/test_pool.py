@@ -14,10 +14,10 @@ import gevent
 import gevent.event
 import gevent.socket
 import pytest
+from pymysql.err import OperationalError
 
 from greenpool import Pool, PoolClosed, PoolTimeout, TooManyRequests
 from greenpool.errors import PoolError
-from pymysql.err import OperationalError
 from tests.fakedb import FakeDB, FakeError
 
 

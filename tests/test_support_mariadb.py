@@ -4,6 +4,7 @@ import os
 import time
 
 import pytest
+
 # Imported from pymysql.err, not used as `pymysql.err.OperationalError`: once Django's MySQL
 # backend has loaded (pymysql.install_as_MySQLdb), the attribute pymysql.err points to a
 # second copy of the module (MySQLdb.err) whose classes PyMySQL never raises.

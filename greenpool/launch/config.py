@@ -23,8 +23,9 @@ import runpy
 import sys
 import tempfile
 import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from greenpool.launch.errors import ExitCode, LaunchError
 from greenpool.launch.sockets import Address, parse_address

@@ -26,8 +26,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from greenpool.launch import nginx as nginx_module
 

@@ -25,7 +25,7 @@ lines; the Tornado worker applies the limits and the Host and body rules to what
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 #: RFC 9110 section 5.6.2: token = 1*tchar.
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")

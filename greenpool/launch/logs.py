@@ -29,13 +29,13 @@ ACCESS_FIELDS = ("remote", "method", "path", "protocol", "status", "length", "du
 
 def utc_timestamp(created: float) -> str:
     """ISO 8601 in UTC with milliseconds and the explicit offset."""
-    moment = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
     return moment.isoformat(timespec="milliseconds")
 
 
 def clf_timestamp(created: float) -> str:
     """The access log's Common Log Format time, in UTC: 04/Dec/2026:21:57:03 +0000."""
-    moment = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(created, datetime.UTC)
     return moment.strftime("%d/%b/%Y:%H:%M:%S %z")
 
 

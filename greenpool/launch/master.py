@@ -75,7 +75,7 @@ class WorkerProc:
     """One worker process as the master sees it."""
 
     def __init__(self, index: int, generation: int, proc: subprocess.Popen, pipe_fd: int, control: str | None,
-                 listen_names: list[str], replaces: "WorkerProc | None") -> None:
+                 listen_names: list[str], replaces: WorkerProc | None) -> None:
         self.index = index
         self.generation = generation
         self.proc = proc

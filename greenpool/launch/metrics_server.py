@@ -15,8 +15,9 @@ import importlib.util
 import logging
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from greenpool import metrics
 from greenpool.launch import sockets, stats

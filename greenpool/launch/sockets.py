@@ -33,7 +33,7 @@ class Address:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    def for_worker(self, index: int) -> "Address":
+    def for_worker(self, index: int) -> Address:
         """The address worker ``index`` listens on with --worker-ports: the
         port plus the index, or the path with ``.INDEX`` appended."""
         if self.kind == "unix":

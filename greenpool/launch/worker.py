@@ -29,7 +29,8 @@ import sys
 import termios
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from greenpool.launch import budget, logs
 from greenpool.launch.errors import ExitCode, LaunchError

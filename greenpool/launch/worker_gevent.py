@@ -144,7 +144,7 @@ class GreenpoolHandler(WSGIHandler):
             try:
                 # Readable already: this returns at the hub's next poll.
                 gevent.socket.wait_read(self.socket.fileno(), timeout=self.server.greenpool_state.settings["keep_alive"])
-            except socket.timeout:
+            except TimeoutError:
                 logger.debug("a request in the socket buffer was not reported readable; reading it anyway")
         else:
             # Nothing arrived yet (the read below waits through the poll), or the

@@ -159,7 +159,7 @@ class _Tracking(httputil.HTTPMessageDelegate):
     """Marks a connection busy from the moment a request's headers arrive, and answers a
     request that greenpool's rules refuse without passing it on."""
 
-    def __init__(self, delegate: httputil.HTTPMessageDelegate, server: "GreenpoolHTTPServer", server_conn: object,
+    def __init__(self, delegate: httputil.HTTPMessageDelegate, server: GreenpoolHTTPServer, server_conn: object,
                  request_conn: httputil.HTTPConnection) -> None:
         self.delegate = delegate
         self.server = server

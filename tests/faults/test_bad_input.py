@@ -147,8 +147,8 @@ def test_a_resolver_that_cannot_answer_is_an_outage_not_a_bad_host(serve, db, tm
 
 def test_unknown_database_fails_at_startup_naming_it(serve, db):
     log = _fails(serve, ExitCode.CONFIG_ERROR, server="gevent", db_params=db.params(database="no_such_db"))
-    assert ("the demo database root@127.0.0.1:%d/no_such_db cannot be used: (1049, \"Unknown database 'no_such_db'\")"
-            % db.server.port) in log, log
+    assert (f"the demo database root@127.0.0.1:{db.server.port}/no_such_db cannot be used: "
+            "(1049, \"Unknown database 'no_such_db'\")") in log, log
 
 
 # -- bad Django settings at boot -------------------------------------------------------------

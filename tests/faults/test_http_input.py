@@ -17,19 +17,19 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from tests.support import rawhttp
 from tests.support.nginx import Nginx, render
-from tests.support.serve import ServeProcess, loadgen, rss_kib, scaled
+from tests.support.serve import ServeProcess, rss_kib, scaled
 
 pytestmark = pytest.mark.mysql
 
@@ -400,7 +400,7 @@ def test_idle_and_slowloris_clients_by_the_thousand_do_not_starve_good_clients(s
             idle.append(sock)
         for sock in idle:
             assert b" 200 " in sock.recv(65536)[:16]
-        for i in range(slow_count):  # a request line, then a header line per second, never the end
+        for _ in range(slow_count):  # a request line, then a header line per second, never the end
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n")
             slow.append(sock)

@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tests.support import mysqlenv
 from tests.support.procs import stop_process_group
@@ -160,7 +161,7 @@ class CeleryWorker:
         self.client = client(broker)
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "CeleryWorker":
+    def __enter__(self) -> CeleryWorker:
         self.start()
         return self
 
@@ -230,7 +231,7 @@ class CeleryBeat:
                     "-s", str(Path(workdir) / f"beat-schedule-{tag}"), "--pidfile="]
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "CeleryBeat":
+    def __enter__(self) -> CeleryBeat:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -20,9 +20,8 @@ import socket
 import struct
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
-
 
 #: DNS response codes a test can ask for.
 NOERROR, SERVFAIL, NXDOMAIN = 0, 2, 3
@@ -44,7 +43,7 @@ class FakeDNSServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="fake-dns", daemon=True)
 
-    def __enter__(self) -> "FakeDNSServer":
+    def __enter__(self) -> FakeDNSServer:
         self._thread.start()
         return self
 
@@ -57,7 +56,7 @@ class FakeDNSServer:
         while not self._stop.is_set():
             try:
                 data, peer = self.sock.recvfrom(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-from typing import Iterator
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager

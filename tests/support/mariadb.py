@@ -94,7 +94,7 @@ class _Resources:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 # Nothing more a finaliser can do than say which process is left.
-                warnings.warn(f"throwaway mariadbd pid {self.proc.pid} survived SIGKILL for 10 s")
+                warnings.warn(f"throwaway mariadbd pid {self.proc.pid} survived SIGKILL for 10 s", stacklevel=2)
         if self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
@@ -205,7 +205,7 @@ class ThrowawayMariaDB:
                 f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
             )
 
-    def start(self, timeout: float = 60.0) -> "ThrowawayMariaDB":
+    def start(self, timeout: float = 60.0) -> ThrowawayMariaDB:
         """Start mariadbd and wait until it accepts logins; returns self."""
         if self.running:
             raise MariaDBError(f"{self!r} is already running")
@@ -296,7 +296,7 @@ class ThrowawayMariaDB:
                 f"mariadbd (pid {proc.pid}) still running {timeout:.0f} s after SIGKILL"
             ) from None
 
-    def restart(self, timeout: float = 60.0) -> "ThrowawayMariaDB":
+    def restart(self, timeout: float = 60.0) -> ThrowawayMariaDB:
         """Graceful stop, then start on the same port with the same data."""
         self.stop(timeout)
         return self.start(timeout)
@@ -308,7 +308,7 @@ class ThrowawayMariaDB:
         finally:
             self._finalizer()  # kills whatever is left and removes the temporary directory
 
-    def __enter__(self) -> "ThrowawayMariaDB":
+    def __enter__(self) -> ThrowawayMariaDB:
         if not self.running:
             self.start()
         return self
@@ -368,7 +368,7 @@ class ThrowawayMariaDB:
         return "\n".join(parts) or "(no log written)"
 
 
-def throwaway_or_skip() -> "ThrowawayMariaDB":
+def throwaway_or_skip() -> ThrowawayMariaDB:
     """A ThrowawayMariaDB, which ``with`` starts and then stops. Without
     MariaDB binaries the test is skipped on a developer machine but fails in CI, where
     `make test` installs them."""

@@ -57,7 +57,7 @@ class Nginx:
         assert proc.returncode == 0, f"nginx -t refused {self.conf}:\n{output}\n--- config ---\n{self.conf.read_text()}"
         return output
 
-    def start(self, port: int | None = None) -> "Nginx":
+    def start(self, port: int | None = None) -> Nginx:
         self.check()
         self._out = open(self.prefix / "logs" / "stdout.log", "wb")
         cmd = self.wrap + nginx_module.nginx_command(self.binary, self.prefix, self.conf, "-g", "daemon off;")

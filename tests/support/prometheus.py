@@ -51,7 +51,7 @@ class Prometheus:
         self.log_path = self.dir / "prometheus.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "Prometheus":
+    def start(self, timeout: float = 30.0) -> Prometheus:
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [self.binary, f"--config.file={self.config}", f"--storage.tsdb.path={self.dir / 'data'}",
@@ -110,7 +110,7 @@ class Prometheus:
             return [{k: t.get(k) for k in ("scrapeUrl", "health", "lastError")}
                     for t in json.loads(resp.read())["data"]["activeTargets"]]
 
-    def __enter__(self) -> "Prometheus":
+    def __enter__(self) -> Prometheus:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

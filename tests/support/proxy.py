@@ -82,7 +82,7 @@ class TCPProxy:
 
     # ------------------------------------------------------------------ control
 
-    def start(self) -> "TCPProxy":
+    def start(self) -> TCPProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(self._listen_addr)
@@ -151,7 +151,7 @@ class TCPProxy:
         if alive:
             raise RuntimeError(f"TCPProxy threads still running {timeout} s after close(): {alive}")
 
-    def __enter__(self) -> "TCPProxy":
+    def __enter__(self) -> TCPProxy:
         if self._listener is None:
             self.start()
         return self

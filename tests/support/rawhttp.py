@@ -123,7 +123,7 @@ def exchange(port: int, data: bytes | list[bytes], *, idle: float = 1.0, deadlin
             sock.settimeout(min(0.2, stop - now))
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except ConnectionResetError:
                 ended = "closed"

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from greenpool.launch import stats as stats_module
-from tests.support.procs import stop_process_group
 from tests.support.net import free_port
+from tests.support.procs import stop_process_group
 
 READY_TIMEOUT = 60.0
 
@@ -75,7 +75,7 @@ class ServeProcess:
 
     # -- life cycle ------------------------------------------------------------------
 
-    def start(self, wait: bool = True, timeout: float = READY_TIMEOUT) -> "ServeProcess":
+    def start(self, wait: bool = True, timeout: float = READY_TIMEOUT) -> ServeProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -240,7 +240,7 @@ class TimedLoad:
         self._threads: list[threading.Thread] = []
         self.started_at = 0.0
 
-    def __enter__(self) -> "TimedLoad":
+    def __enter__(self) -> TimedLoad:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -256,7 +256,7 @@ class TimedLoad:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def start(self) -> "TimedLoad":
+    def start(self) -> TimedLoad:
         self.started_at = time.monotonic()
         for i in range(self.clients):
             thread = threading.Thread(target=self._client, args=(i,), name=f"timed-load-{i}", daemon=True)

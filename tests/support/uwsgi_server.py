@@ -78,7 +78,7 @@ class UwsgiProcess:
         self.proc: subprocess.Popen | None = None
         self._log: Any = None
 
-    def start(self, timeout: float = READY_TIMEOUT) -> "UwsgiProcess":
+    def start(self, timeout: float = READY_TIMEOUT) -> UwsgiProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -97,7 +97,7 @@ class UwsgiProcess:
                 self._log.close()
                 self._log = None
 
-    def __enter__(self) -> "UwsgiProcess":
+    def __enter__(self) -> UwsgiProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -194,7 +194,7 @@ class ConnectionWatch:
         except Exception as exc:  # reported by stop(), in the test's thread
             self.error = exc
 
-    def __enter__(self) -> "ConnectionWatch":
+    def __enter__(self) -> ConnectionWatch:
         self._thread.start()
         return self
 
