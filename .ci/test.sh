@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` runs it (after .ci/bootstrap.sh).
+#   lint:   ruff check, ruff format --check and mypy (greenpool/)
 #   pass 1: .venv (Python 3.11, Django from setup.cfg) runs the default suite
 #   pass 2, 3, ...: one per environment of .ci/venvs.sh (Django 6.0, 4.2 LTS, 6.1 on Python 3.13),
 #     in its order: the Django-backend tests, when that environment exists
@@ -46,6 +47,15 @@ check_rc() {
 }
 
 FAILED=()
+
+# Lint first: seconds, and a failure names the file and line (ruff and mypy, pinned in
+# setup.cfg's test extra; their settings are in pyproject.toml and setup.cfg's [mypy]).
+say "lint: ruff check, ruff format --check (greenpool tests bench), mypy greenpool"
+lint_rc=0
+.venv/bin/ruff check greenpool tests bench || lint_rc=1
+.venv/bin/ruff format --check greenpool tests bench || lint_rc=1
+.venv/bin/mypy greenpool || lint_rc=1
+[ "$lint_rc" -eq 0 ] || { say "lint failed: .venv/bin/ruff format greenpool tests bench fixes the format"; FAILED+=("lint"); }
 
 say "pass 1 (default suite): $(describe .venv/bin/python); MySQL $GREENPOOL_MYSQL_USER@$GREENPOOL_MYSQL_HOST:$GREENPOOL_MYSQL_PORT/$GREENPOOL_MYSQL_DATABASE; GREENPOOL_LOAD_SCALE=${GREENPOOL_LOAD_SCALE:-<unset>}"
 rc=0

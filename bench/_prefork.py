@@ -26,8 +26,12 @@ def bind(address: str, nodelay: bool) -> socket.socket:
     return sock
 
 
-def run(sock: socket.socket, workers: int, serve: Callable[[socket.socket], None],
-        after_fork: Callable[[], None] | None = None) -> int:
+def run(
+    sock: socket.socket,
+    workers: int,
+    serve: Callable[[socket.socket], None],
+    after_fork: Callable[[], None] | None = None,
+) -> int:
     children = []
     for _ in range(workers):
         pid = os.fork()

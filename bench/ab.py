@@ -82,8 +82,11 @@ def table(path: str, clients: int, summary: dict[str, Any], keys: list[str]) -> 
             if f["median"] is None:
                 cells.append(f"{label} -")
                 continue
-            ratio = "" if key == keys[0] or f["ratio_median"] is None else \
-                f" ({f['ratio_median']:.2f}x, {f['ratio_min']:.2f}-{f['ratio_max']:.2f})"
+            ratio = (
+                ""
+                if key == keys[0] or f["ratio_median"] is None
+                else f" ({f['ratio_median']:.2f}x, {f['ratio_min']:.2f}-{f['ratio_max']:.2f})"
+            )
             cells.append(f"{label} {f['median']:,.1f}{ratio}")
         lines.append(f"  {key:24s} " + " | ".join(cells))
     return "\n".join(lines)
@@ -97,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5; fewer is not a verdict)")
     parser.add_argument("--duration", type=int, default=bench_run.FULL["duration"], help="measured seconds per run")
     parser.add_argument("--warmup", type=int, default=bench_run.FULL["warmup"], help="warm-up seconds per run")
-    parser.add_argument("--out", default=str(RESULTS), help=f"JSON lines (default {RESULTS.relative_to(bench_run.ROOT)})")
+    parser.add_argument(
+        "--out", default=str(RESULTS), help=f"JSON lines (default {RESULTS.relative_to(bench_run.ROOT)})"
+    )
     parser.add_argument("--max-user-connections", type=int, default=bench_run.BENCH_MAX_USER_CONNECTIONS)
     args = parser.parse_args(argv)
     keys = args.stacks.split(",")
@@ -118,9 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     bench = bench_run.Bench(args, plan)
     bench.db_env = bench_run.prepare_database(args.max_user_connections)
     command = "python -m bench.ab " + " ".join(sys.argv[1:] if argv is None else argv)
-    bench.emit({"type": "ab-meta", "command": command, "stacks": keys, "path": args.path, "clients": clients_list,
-                "rounds": args.rounds, "versions": stacks.versions(), "machine": bench_run.machine(),
-                "git": bench_run.git_state(), "loadavg_start": list(os.getloadavg())})
+    bench.emit(
+        {
+            "type": "ab-meta",
+            "command": command,
+            "stacks": keys,
+            "path": args.path,
+            "clients": clients_list,
+            "rounds": args.rounds,
+            "versions": stacks.versions(),
+            "machine": bench_run.machine(),
+            "git": bench_run.git_state(),
+            "loadavg_start": list(os.getloadavg()),
+        }
+    )
     bench.monitor = bench_run.Monitor()
     bench.monitor.start()
     started = time.monotonic()
@@ -129,24 +145,36 @@ def main(argv: list[str] | None = None) -> int:
         for clients in clients_list:
             records = []
             for rnd in range(args.rounds):
-                order = chosen[rnd % len(chosen):] + chosen[:rnd % len(chosen)]
+                order = chosen[rnd % len(chosen) :] + chosen[: rnd % len(chosen)]
                 for stack in order:
                     rec = bench.measure(stack, args.path, clients, f"ab{clients}-{rnd}")
                     rec.update(type="ab-cell", round=rnd)
                     bench.emit(rec)
                     records.append(rec)
                     w = rec.get("wrk", {})
-                    bench_run.log(f"{stack.key:22s} c={clients:<4d} round {rnd + 1}/{args.rounds}: "
-                                  f"{w.get('rps', 0):8.1f} req/s p99 {w.get('p99_ms', 0):7.1f} ms "
-                                  f"cpu {rec.get('cpu', {}).get('stack_us_per_request')} µs/req timeouts {w.get('timeouts')}"
-                                  + (f"  FAILED {rec['failed'][:200]}" if rec.get("failed") else ""))
+                    bench_run.log(
+                        f"{stack.key:22s} c={clients:<4d} round {rnd + 1}/{args.rounds}: "
+                        f"{w.get('rps', 0):8.1f} req/s p99 {w.get('p99_ms', 0):7.1f} ms "
+                        f"cpu {rec.get('cpu', {}).get('stack_us_per_request')} µs/req timeouts {w.get('timeouts')}"
+                        + (f"  FAILED {rec['failed'][:200]}" if rec.get("failed") else "")
+                    )
             summary = summarize(records, keys)
-            bench.emit({"type": "ab-summary", "path": args.path, "clients": clients, "rounds": args.rounds,
-                        "reference": keys[0], "summary": summary})
+            bench.emit(
+                {
+                    "type": "ab-summary",
+                    "path": args.path,
+                    "clients": clients,
+                    "rounds": args.rounds,
+                    "reference": keys[0],
+                    "summary": summary,
+                }
+            )
             tables.append(table(args.path, clients, summary, keys))
     finally:
         bench.monitor.close()
-        bench.emit({"type": "end", "loadavg_end": list(os.getloadavg()), "elapsed_s": round(time.monotonic() - started, 1)})
+        bench.emit(
+            {"type": "end", "loadavg_end": list(os.getloadavg()), "elapsed_s": round(time.monotonic() - started, 1)}
+        )
         shutil.rmtree(bench.tmp, ignore_errors=True)
     print(f"run {bench.run_id} ({command}); JSON lines in {bench.out_path}")
     print("\n\n".join(tables))

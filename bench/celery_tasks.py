@@ -87,9 +87,12 @@ class SessionSampler:
 
 def run_one(broker: str, db: dict[str, Any], pool: str, variant: str, tasks: int, workdir: Path) -> dict[str, Any]:
     concurrency = CONCURRENCY[pool]
-    with project_database(db) as database, \
-            CeleryWorker(broker, db, database, pool=pool, concurrency=concurrency, workdir=workdir,
-                         **VARIANTS[variant]) as worker:
+    with (
+        project_database(db) as database,
+        CeleryWorker(
+            broker, db, database, pool=pool, concurrency=concurrency, workdir=workdir, **VARIANTS[variant]
+        ) as worker,
+    ):
         worker.run("celeryproj.reads", [[[1, 2, 3]]] * concurrency, timeout=60)  # warm-up
         arglists = [[[(i % ITEMS) + 1, ((i + 37) % ITEMS) + 1, ((i + 71) % ITEMS) + 1]] for i in range(tasks)]
         with SessionSampler(db, database) as sampler:
@@ -99,9 +102,13 @@ def run_one(broker: str, db: dict[str, Any], pool: str, variant: str, tasks: int
         sessions = per_process(results)
     return {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "pool": pool, "concurrency": concurrency, "variant": variant,
+        "pool": pool,
+        "concurrency": concurrency,
+        "variant": variant,
         "max_size": MAX_SIZE if variant.startswith("greenpool") else None,
-        "tasks": tasks, "seconds": round(seconds, 3), "tasks_per_s": round(tasks / seconds, 1),
+        "tasks": tasks,
+        "seconds": round(seconds, 3),
+        "tasks_per_s": round(tasks / seconds, 1),
         "processes": len(sessions),
         "connections_total": len(set().union(*sessions.values())),
         "connections_per_process_max": max(len(ids) for ids in sessions.values()),
@@ -110,11 +117,15 @@ def run_one(broker: str, db: dict[str, Any], pool: str, variant: str, tasks: int
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| pool (-c) | variant | tasks/s | processes | connections made | per process (max) | open at once (peak) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| pool (-c) | variant | tasks/s | processes | connections made | per process (max) | open at once (peak) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['pool']} ({r['concurrency']}) | {r['variant']} | {r['tasks_per_s']:.0f} | {r['processes']} "
-                     f"| {r['connections_total']} | {r['connections_per_process_max']} | {r['peak_open_sessions']} |")
+        lines.append(
+            f"| {r['pool']} ({r['concurrency']}) | {r['variant']} | {r['tasks_per_s']:.0f} | {r['processes']} "
+            f"| {r['connections_total']} | {r['connections_per_process_max']} | {r['peak_open_sessions']} |"
+        )
     return "\n".join(lines)
 
 
@@ -122,8 +133,8 @@ def section(rows: list[dict[str, Any]]) -> str:
     first = rows[0]
     return f"""## Celery workers (bench/celery_tasks.py)
 
-Run {first['run']} on {first['commit']} ({first['time'][:10]}), `python -m bench.celery_tasks --tasks {first['tasks']}`:
-each row is one real worker of tests/celeryproj on Redis, {first['tasks']} tasks of three
+Run {first["run"]} on {first["commit"]} ({first["time"][:10]}), `python -m bench.celery_tasks --tasks {first["tasks"]}`:
+each row is one real worker of tests/celeryproj on Redis, {first["tasks"]} tasks of three
 primary-key reads each, after one warm-up task per slot. greenpool rows use max_size
 {MAX_SIZE}. `greenpool` calls `greenpool.celery.install(app)` (docs/celery.md),
 `greenpool-swap` is the ENGINE swap alone, `django-0` / `django-none` are Django's stock
@@ -152,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--no-save", action="store_true", help=f"print only; do not append to {RESULTS}")
     parser.add_argument("--no-docs", action="store_true", help=f"do not write {DOCS}'s section")
-    parser.add_argument("--report", metavar="RUN", help=f"write {DOCS}'s section from run RUN of {RESULTS}; run nothing")
+    parser.add_argument(
+        "--report", metavar="RUN", help=f"write {DOCS}'s section from run RUN of {RESULTS}; run nothing"
+    )
     args = parser.parse_args(argv)
     if args.report:
         from bench.report import write_section

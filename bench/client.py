@@ -77,8 +77,15 @@ def percentiles(samples_us: list[int] | list[float], weights: list[int] | None =
 
         mean = sum(v * w for v, w in pairs) / n
         top = pairs[-1][0]
-    return {"n": n, "p50_ms": at(50) / 1000, "p90_ms": at(90) / 1000, "p99_ms": at(99) / 1000,
-            "p999_ms": at(99.9) / 1000, "max_ms": top / 1000, "mean_ms": mean / 1000}
+    return {
+        "n": n,
+        "p50_ms": at(50) / 1000,
+        "p90_ms": at(90) / 1000,
+        "p99_ms": at(99) / 1000,
+        "p999_ms": at(99.9) / 1000,
+        "max_ms": top / 1000,
+        "mean_ms": mean / 1000,
+    }
 
 
 def wrk_corrected(latencies_us: list[int], runtime_us: int, connections: int) -> dict[str, float]:
@@ -99,8 +106,11 @@ def wrk_corrected(latencies_us: list[int], runtime_us: int, connections: int) ->
                 m -= interval
     merged = counts + extra
     values = list(merged.keys())
-    return {**percentiles(values, [merged[v] for v in values]), "interval_us": interval,
-            "synthetic_samples": sum(extra.values())}
+    return {
+        **percentiles(values, [merged[v] for v in values]),
+        "interval_us": interval,
+        "synthetic_samples": sum(extra.values()),
+    }
 
 
 def closed(url: str, clients: int, duration: float, warmup: float, timeout: float) -> dict[str, Any]:
@@ -169,16 +179,24 @@ def closed(url: str, clients: int, duration: float, warmup: float, timeout: floa
     rate = done / duration if duration else 0.0
     raw_stats = percentiles(latencies)
     return {
-        "mode": "closed", "url": url, "clients": clients, "duration_s": duration, "warmup_s": warmup,
-        "requests": done, "rps": round(rate, 1),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())}, "errors": dict(errors),
+        "mode": "closed",
+        "url": url,
+        "clients": clients,
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "requests": done,
+        "rps": round(rate, 1),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "errors": dict(errors),
         "non2xx": sum(v for k, v in statuses.items() if not 200 <= k < 300),
         "raw": raw_stats,
         "little_ratio": round(raw_stats.get("mean_ms", 0) / 1000 * rate / clients, 3) if done else None,
         "wrk_corrected": wrk_corrected(latencies, runtime_us, clients),
         "per_connection_requests": {"min": min(per_conn), "max": max(per_conn)},
-        "max_gap_ms": {"median": round(sorted(max_gap)[len(max_gap) // 2] * 1000, 1),
-                       "max": round(max(max_gap) * 1000, 1)},
+        "max_gap_ms": {
+            "median": round(sorted(max_gap)[len(max_gap) // 2] * 1000, 1),
+            "max": round(max(max_gap) * 1000, 1),
+        },
         "client_cpu_s": round((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), 3),
         "per_worker": per_worker(by_worker, worker_conns),
     }
@@ -190,8 +208,15 @@ def per_worker(by_worker: dict[str, list[int]], connections: Counter) -> list[di
     out = []
     for worker in sorted(by_worker):
         stats = percentiles(by_worker[worker])
-        out.append({"worker": worker, "connections": connections[worker], "requests": stats["n"],
-                    "p50_ms": stats["p50_ms"], "p99_ms": stats["p99_ms"]})
+        out.append(
+            {
+                "worker": worker,
+                "connections": connections[worker],
+                "requests": stats["n"],
+                "p50_ms": stats["p50_ms"],
+                "p99_ms": stats["p99_ms"],
+            }
+        )
     return out
 
 
@@ -231,9 +256,17 @@ def probe(url: str, clients: int, interval: float, duration: float, timeout: flo
         group.spawn(client, i)
     group.join(timeout=duration + timeout + 5)
     group.kill(block=True, timeout=2)
-    return {"mode": "probe", "url": url, "clients": clients, "interval_s": interval, "duration_s": duration,
-            "requests": len(latencies), "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "errors": dict(errors), "raw": percentiles(latencies)}
+    return {
+        "mode": "probe",
+        "url": url,
+        "clients": clients,
+        "interval_s": interval,
+        "duration_s": duration,
+        "requests": len(latencies),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "errors": dict(errors),
+        "raw": percentiles(latencies),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

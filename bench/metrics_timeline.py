@@ -89,10 +89,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env.update(GREENPOOL_DEMO_POOL_MAX_SIZE=str(MAX_SIZE), GREENPOOL_DEMO_POOL_TIMEOUT="10")
     control = tempfile.mkdtemp(prefix="gp-timeline-")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "greenpool.launch", "--server", "gevent", "-w", str(WORKERS),
-         f"--bind=127.0.0.1:{app_port}", f"--metrics-bind=127.0.0.1:{metrics_port}", f"--control-dir={control}/ctl"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "greenpool.launch",
+            "--server",
+            "gevent",
+            "-w",
+            str(WORKERS),
+            f"--bind=127.0.0.1:{app_port}",
+            f"--metrics-bind=127.0.0.1:{metrics_port}",
+            f"--control-dir={control}/ctl",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     points: list[dict[str, float]] = []
     steps: list[dict[str, Any]] = []
     stop = threading.Event()
@@ -115,14 +129,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for clients, seconds in STEPS:
             step_start = time.monotonic() - started
             out = subprocess.run(
-                [sys.executable, "-m", "greenpool.launch.loadgen", f"http://127.0.0.1:{app_port}{PATH}",
-                 "--clients", str(clients), "--requests", "10000000", "--duration", str(seconds)],
-                capture_output=True, text=True, timeout=seconds + 60)
+                [
+                    sys.executable,
+                    "-m",
+                    "greenpool.launch.loadgen",
+                    f"http://127.0.0.1:{app_port}{PATH}",
+                    "--clients",
+                    str(clients),
+                    "--requests",
+                    "10000000",
+                    "--duration",
+                    str(seconds),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+            )
             result = json.loads(out.stdout)
-            steps.append({"clients": clients, "from_s": round(step_start, 3),
-                          "to_s": round(time.monotonic() - started, 3), "load": result})
-            print(f"{clients} clients for {seconds:g}s: {json.dumps({k: result.get(k) for k in ('ok', 'failed', 'by_status')})}",
-                  file=sys.stderr)
+            steps.append(
+                {
+                    "clients": clients,
+                    "from_s": round(step_start, 3),
+                    "to_s": round(time.monotonic() - started, 3),
+                    "load": result,
+                }
+            )
+            print(
+                f"{clients} clients for {seconds:g}s: {json.dumps({k: result.get(k) for k in ('ok', 'failed', 'by_status')})}",
+                file=sys.stderr,
+            )
         time.sleep(2.0)
     finally:
         stop.set()
@@ -136,8 +171,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "run_id": uuid.uuid4().hex[:12],
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python", "-m", "bench.metrics_timeline", *sys.argv[1:]]),
-        "workers": WORKERS, "max_size": MAX_SIZE, "path": PATH, "scrape_every_s": SCRAPE_EVERY,
-        "steps": steps, "points": points,
+        "workers": WORKERS,
+        "max_size": MAX_SIZE,
+        "path": PATH,
+        "scrape_every_s": SCRAPE_EVERY,
+        "steps": steps,
+        "points": points,
     }
 
 
@@ -152,15 +191,23 @@ def plot(record: dict[str, Any], path: Path) -> None:
     for label, style in (("pool size", ":"), ("in use", "-"), ("waiting", "--")):
         ax.plot(t, [p[label] for p in record["points"]], style, label=f"sum over workers: {label}")
     ax.axhline(record["workers"] * record["max_size"], color="grey", linewidth=0.8)
-    ax.annotate(f"workers x max_size = {record['workers'] * record['max_size']}",
-                (0, record["workers"] * record["max_size"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.annotate(
+        f"workers x max_size = {record['workers'] * record['max_size']}",
+        (0, record["workers"] * record["max_size"]),
+        textcoords="offset points",
+        xytext=(4, 4),
+        fontsize=8,
+    )
     for step in record["steps"]:
         ax.axvspan(step["from_s"], step["to_s"], alpha=0.06 if step["clients"] > 10 else 0.0, color="C1")
-        ax.annotate(f"{step['clients']} clients", (step["from_s"], 0), textcoords="offset points", xytext=(3, -14),
-                    fontsize=8)
+        ax.annotate(
+            f"{step['clients']} clients", (step["from_s"], 0), textcoords="offset points", xytext=(3, -14), fontsize=8
+        )
     ax.set_xlabel("seconds")
     ax.set_ylabel("connections / checkouts")
-    ax.set_title(f"/metrics every {record['scrape_every_s']:g} s, {record['path']} (run {record['run_id']})", fontsize=9)
+    ax.set_title(
+        f"/metrics every {record['scrape_every_s']:g} s, {record['path']} (run {record['run_id']})", fontsize=9
+    )
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +218,9 @@ def plot(record: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-plot", action="store_true", help="write the JSON line only")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON lines file (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help=f"JSON lines file (default {RESULTS.relative_to(ROOT)})"
+    )
     parser.add_argument("--plot", type=Path, default=PLOT, help=f"PNG (default {PLOT.relative_to(ROOT)})")
     args = parser.parse_args(argv)
     record = run(args)

@@ -40,9 +40,20 @@ def _prefix(workdir: Path) -> Path:
 
 def _from_greenpool(app_port: int, workers: int, listen_port: int, out: Path) -> list[str] | None:
     """Render with the project's generator; None if it is not there (or fails)."""
-    argv = [str(Path(sys.executable).parent / "greenpool-serve"), "nginx-config", "--standalone",
-            "-w", str(workers), "--worker-ports", "-b", f"127.0.0.1:{app_port}",
-            "--listen", f"127.0.0.1:{listen_port}", "-o", str(out)]
+    argv = [
+        str(Path(sys.executable).parent / "greenpool-serve"),
+        "nginx-config",
+        "--standalone",
+        "-w",
+        str(workers),
+        "--worker-ports",
+        "-b",
+        f"127.0.0.1:{app_port}",
+        "--listen",
+        f"127.0.0.1:{listen_port}",
+        "-o",
+        str(out),
+    ]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
@@ -63,8 +74,10 @@ def write(workdir: Path, *, app_port: int, workers: int, listen_port: int) -> Pa
     servers = "\n".join(f"        server 127.0.0.1:{app_port + i};" for i in range(workers))
     text = TEMPLATE.read_text().replace("{servers}", servers).replace("{listen}", f"127.0.0.1:{listen_port}")
     conf.write_text(text)
-    last_source.update(source="bench/nginx.conf.template (greenpool-serve nginx-config not available)",
-                       command="bench/nginx.conf.template")
+    last_source.update(
+        source="bench/nginx.conf.template (greenpool-serve nginx-config not available)",
+        command="bench/nginx.conf.template",
+    )
     return conf
 
 

@@ -93,13 +93,29 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         prog="python -m bench.pool_micro",
         description="greenpool.Pool vs SQLAlchemy QueuePool vs bare PyMySQL, under gevent.",
     )
-    parser.add_argument("--quick", action="store_true", help="short run (noisy); does not write docs unless --docs is given")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON lines file to append to (default: {DEFAULT_OUT.relative_to(ROOT)})")
-    parser.add_argument("--docs", type=Path, default=None, help=f"markdown file whose pool_micro section is rewritten (default: {DEFAULT_DOCS.relative_to(ROOT)} for a full run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="short run (noisy); does not write docs unless --docs is given"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"JSON lines file to append to (default: {DEFAULT_OUT.relative_to(ROOT)})",
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help=f"markdown file whose pool_micro section is rewritten (default: {DEFAULT_DOCS.relative_to(ROOT)} for a full run)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not write the markdown section")
     parser.add_argument("--rounds", type=int, default=None, help="override the number of rounds of both benchmarks")
     parser.add_argument("--seconds", type=float, default=None, help="override the seconds per contended round")
-    parser.add_argument("--profile", action="store_true", help="print where greenpool's time goes (line profile, pool cost under contention); writes nothing")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where greenpool's time goes (line profile, pool cost under contention); writes nothing",
+    )
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
@@ -154,9 +170,17 @@ class _Stacks:
 
         self.plain_connect = plain
         self.gp_connect = gpmysql.connect_factory(params)
-        self.greenpool = Pool(self.gp_connect, max_size=POOL_SIZE, reset=gpmysql.make_reset(False), check=None, name="bench")
-        self.greenpool_probe = Pool(self.gp_connect, max_size=POOL_SIZE, reset=gpmysql.make_reset(False), check=None,
-                                    probe=gpmysql.looks_dead, name="bench-probe")
+        self.greenpool = Pool(
+            self.gp_connect, max_size=POOL_SIZE, reset=gpmysql.make_reset(False), check=None, name="bench"
+        )
+        self.greenpool_probe = Pool(
+            self.gp_connect,
+            max_size=POOL_SIZE,
+            reset=gpmysql.make_reset(False),
+            check=None,
+            probe=gpmysql.looks_dead,
+            name="bench-probe",
+        )
         self.qp_rollback = QueuePool(plain, pool_size=POOL_SIZE, max_overflow=0)
         self.qp_none = QueuePool(plain, pool_size=POOL_SIZE, max_overflow=0, reset_on_return=None)
         self.bare1 = plain()
@@ -431,7 +455,9 @@ def _verify_round_trips(params: dict[str, Any], cycles: int) -> dict[str, Any]:
     def plain() -> Any:
         return pymysql.connect(**params)
 
-    gp = Pool(gpmysql.connect_factory(params), max_size=1, reset=gpmysql.make_reset(False), check=None, name="bench-verify")
+    gp = Pool(
+        gpmysql.connect_factory(params), max_size=1, reset=gpmysql.make_reset(False), check=None, name="bench-verify"
+    )
     qp_rb = QueuePool(plain, pool_size=1, max_overflow=0)
     qp_none = QueuePool(plain, pool_size=1, max_overflow=0, reset_on_return=None)
 
@@ -444,7 +470,13 @@ def _verify_round_trips(params: dict[str, Any], cycles: int) -> dict[str, Any]:
     try:
         cases = {
             "greenpool_idle": ("greenpool checkin, nothing run", gp.getconn, gp.putconn, lambda c: c, ()),
-            "greenpool_select": ("greenpool checkin after SELECT 1 (autocommit)", gp.getconn, gp.putconn, lambda c: c, ("SELECT 1",)),
+            "greenpool_select": (
+                "greenpool checkin after SELECT 1 (autocommit)",
+                gp.getconn,
+                gp.putconn,
+                lambda c: c,
+                ("SELECT 1",),
+            ),
             "greenpool_open_txn": (
                 "greenpool checkin after BEGIN; SELECT 1 (positive control: must roll back)",
                 gp.getconn,
@@ -452,8 +484,20 @@ def _verify_round_trips(params: dict[str, Any], cycles: int) -> dict[str, Any]:
                 lambda c: c,
                 ("BEGIN", "SELECT 1"),
             ),
-            "qp_rollback_idle": ("QueuePool reset_on_return='rollback' checkin, nothing run", qp_rb.connect, fairy_close, fairy_raw, ()),
-            "qp_none_idle": ("QueuePool reset_on_return=None checkin, nothing run", qp_none.connect, fairy_close, fairy_raw, ()),
+            "qp_rollback_idle": (
+                "QueuePool reset_on_return='rollback' checkin, nothing run",
+                qp_rb.connect,
+                fairy_close,
+                fairy_raw,
+                (),
+            ),
+            "qp_none_idle": (
+                "QueuePool reset_on_return=None checkin, nothing run",
+                qp_none.connect,
+                fairy_close,
+                fairy_raw,
+                (),
+            ),
         }
         out: dict[str, Any] = {}
         for key, (label, checkout, checkin, raw_of, work) in cases.items():
@@ -510,7 +554,16 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     }
     lines = []
     for key in UNCONTENDED:
-        lines.append({**record_base, "bench": "uncontended", "stack": key, "label": LABELS[key], "unit": "us_per_cycle", **_dist(unc[key])})
+        lines.append(
+            {
+                **record_base,
+                "bench": "uncontended",
+                "stack": key,
+                "label": LABELS[key],
+                "unit": "us_per_cycle",
+                **_dist(unc[key]),
+            }
+        )
     for key in CONTENDED:
         lines.append(
             {
@@ -550,7 +603,9 @@ def _summarize(unc: dict[str, list[float]], con: dict[str, list[float]], verify:
     med_c = {k: statistics.median(v) for k, v in con.items()}
     # Paired per-round ratios (same round, same machine state), as a check on
     # the ratio of medians.
-    paired_u = {k: statistics.median(a / b for a, b in zip(unc[k], unc["greenpool"])) for k in ("qp_rollback", "qp_none")}
+    paired_u = {
+        k: statistics.median(a / b for a, b in zip(unc[k], unc["greenpool"])) for k in ("qp_rollback", "qp_none")
+    }
     paired_c = {k: statistics.median(a / b for a, b in zip(con[k], con["bare1"])) for k in con}
     probe_cost = statistics.median(a - b for a, b in zip(unc["greenpool_probe"], unc["greenpool"]))
     metrics_cost = statistics.median(a - b for a, b in zip(unc["greenpool_metrics"], unc["greenpool"]))
@@ -559,7 +614,10 @@ def _summarize(unc: dict[str, list[float]], con: dict[str, list[float]], verify:
     ratio_c = med_c["greenpool"] / med_c["bare1"]
     gp_checkin = max(verify[k]["client_writes_per_checkin"] for k in ("greenpool_idle", "greenpool_select"))
     gp_server = max(verify[k]["server_commands_per_cycle_beyond_work"] for k in ("greenpool_idle", "greenpool_select"))
-    control_ok = verify["greenpool_open_txn"]["client_writes_per_checkin"] == 1 and verify["qp_rollback_idle"]["client_writes_per_checkin"] == 1
+    control_ok = (
+        verify["greenpool_open_txn"]["client_writes_per_checkin"] == 1
+        and verify["qp_rollback_idle"]["client_writes_per_checkin"] == 1
+    )
     return {
         "uncontended_speedup_vs_qp_rollback": speedup_rb,
         "uncontended_speedup_vs_qp_none": speedup_none,
@@ -619,13 +677,18 @@ def _markdown(
     add("| stack | µs per cycle (median) | min – max | greenpool is faster by |")
     add("|---|---:|---:|---:|")
     for key in UNCONTENDED:
-        faster = "" if key in ("greenpool", "greenpool_probe", "greenpool_metrics", "bare") else \
-            f"{med_u[key] / med_u['greenpool']:.1f}x"
+        faster = (
+            ""
+            if key in ("greenpool", "greenpool_probe", "greenpool_metrics", "bare")
+            else f"{med_u[key] / med_u['greenpool']:.1f}x"
+        )
         add(f"| {LABELS[key]} | {med_u[key]:.2f} | {min(unc[key]):.2f} – {max(unc[key]):.2f} | {faster} |")
     add("")
-    add(f"The checkout probe costs {summary['probe_cost_us_paired']:.2f} µs per cycle, and the backend's metrics "
+    add(
+        f"The checkout probe costs {summary['probe_cost_us_paired']:.2f} µs per cycle, and the backend's metrics "
         f"{summary['metrics_cost_us_paired']:.2f} µs (medians of the per-round differences). The pool's own "
-        "checkout-wait histogram is in every greenpool row.")
+        "checkout-wait histogram is in every greenpool row."
+    )
     add("")
     add(
         f"### 2. Contended: {GREENLETS} greenlets sharing {POOL_SIZE} connections, checkout + `SELECT 1` + checkin "
@@ -645,7 +708,9 @@ def _markdown(
     add("| case | client: packets written during checkin | server: commands per cycle beyond the work |")
     add("|---|---:|---:|")
     for case in verify.values():
-        add(f"| {case['label']} | {case['client_writes_per_checkin']:.2f} | {case['server_commands_per_cycle_beyond_work']:.2f} |")
+        add(
+            f"| {case['label']} | {case['client_writes_per_checkin']:.2f} | {case['server_commands_per_cycle_beyond_work']:.2f} |"
+        )
     add("")
     add(
         "Client side: every byte PyMySQL sends goes through `Connection._write_bytes` (its only `sendall` call), "
@@ -877,9 +942,13 @@ def _profile(args: argparse.Namespace) -> int:
         print(f"== 1. uncontended: {n:,} getconn()/putconn() cycles, cProfile (pip install line_profiler for lines) ==")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     else:
-        lines = LineProfiler(Pool.getconn, Pool.putconn, Pool._hand_out, Pool._vet, Pool._pop_idle, Pool._give_back, reset)
+        lines = LineProfiler(
+            Pool.getconn, Pool.putconn, Pool._hand_out, Pool._vet, Pool._pop_idle, Pool._give_back, reset
+        )
         lines.runcall(_cycles_greenpool, pool, n)
-        print(f"== 1. uncontended: {n:,} getconn()/putconn() cycles, line_profiler (its overhead inflates every line) ==")
+        print(
+            f"== 1. uncontended: {n:,} getconn()/putconn() cycles, line_profiler (its overhead inflates every line) =="
+        )
         lines.print_stats(output_unit=1e-6, stripzeros=True)
     print(f"   without a profiler: {_cycles_greenpool(pool, n) / n * 1e6:.2f} µs per cycle")
     pool.close()
@@ -910,14 +979,18 @@ def _profile(args: argparse.Namespace) -> int:
     gp = Pool(_FakeConn, max_size=POOL_SIZE, reset=reset, check=None, name="profile-contended")
     qp = QueuePool(_FakeConn, pool_size=POOL_SIZE, max_overflow=0, reset_on_return=None)
     rounds = 3 if args.quick else 5
-    print(f"\n== 2. pool CPU per cycle under contention, no database ({POOL_SIZE} fake connections, "
-          f"gevent.sleep(0) as the query; median of {rounds} interleaved rounds of 1 s) ==")
+    print(
+        f"\n== 2. pool CPU per cycle under contention, no database ({POOL_SIZE} fake connections, "
+        f"gevent.sleep(0) as the query; median of {rounds} interleaved rounds of 1 s) =="
+    )
     print(f"{'greenlets':>10} {'no pool':>10} {'greenpool':>10} {'QueuePool(None)':>16}   µs of CPU per cycle")
     for count in (1, POOL_SIZE, GREENLETS):
         spawners = {
             "none": lambda run, count=count: [gevent.spawn(no_pool, run) for _ in range(count)],
             "gp": lambda run, count=count: [gevent.spawn(work, run, gp.getconn, gp.putconn) for _ in range(count)],
-            "qp": lambda run, count=count: [gevent.spawn(work, run, qp.connect, lambda c: c.close()) for _ in range(count)],
+            "qp": lambda run, count=count: [
+                gevent.spawn(work, run, qp.connect, lambda c: c.close()) for _ in range(count)
+            ],
         }
         got: dict[str, list[float]] = {key: [] for key in spawners}
         for _ in range(rounds):
@@ -929,7 +1002,9 @@ def _profile(args: argparse.Namespace) -> int:
     gp.close()
     qp.dispose()
     if stats["returns_bad"]:
-        print(f"warning: greenpool discarded {stats['returns_bad']} fake connections at checkin: the figures include reconnects")
+        print(
+            f"warning: greenpool discarded {stats['returns_bad']} fake connections at checkin: the figures include reconnects"
+        )
     return 0
 
 

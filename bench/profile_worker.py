@@ -33,8 +33,10 @@ from bench import run, stacks
 PARTS = (
     ("PyMySQL: writing a command to the MySQL socket", ("Connection._write_bytes",)),
     ("PyMySQL: the rest", ("pymysql/",)),
-    ("greenpool pool (pool.py, _compat.py, registry.py)", ("greenpool/pool.py", "greenpool/_compat.py",
-                                                          "greenpool/registry.py")),
+    (
+        "greenpool pool (pool.py, _compat.py, registry.py)",
+        ("greenpool/pool.py", "greenpool/_compat.py", "greenpool/registry.py"),
+    ),
     ("greenpool Django backend (backends/, mysql.py)", ("greenpool/backends/", "greenpool/mysql.py")),
     ("greenpool launcher (launch/: request handling, stats, access log, writing the response)", ("greenpool/launch/",)),
     ("Django and the demo views", ("django/", "greenpool/demo/", "greenpool/middleware.py")),
@@ -86,9 +88,27 @@ def main(argv: list[str] | None = None) -> int:
         for pid in running.pids()["workers"]:
             out = tmp / f"{pid}.txt"
             outputs.append(out)
-            procs.append(subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(args.seconds),
-                                           "--rate", str(args.rate), "--format", "raw", "--output", str(out),
-                                           "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--duration",
+                        str(args.seconds),
+                        "--rate",
+                        str(args.rate),
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(out),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         for proc in procs:
             proc.wait(timeout=args.seconds + 60)
         load.join()
@@ -111,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             leaves[frames[-1]] += n
             parts[part_of(frames)] += n
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{stack.label}, {args.path}, {args.clients} clients: {result.get('rps')} req/s during the profile; "
-          f"{total} samples over {len(outputs)} workers")
+    print(
+        f"{stack.label}, {args.path}, {args.clients} clients: {result.get('rps')} req/s during the profile; "
+        f"{total} samples over {len(outputs)} workers"
+    )
     for name, n in parts.most_common():
         print(f"{n / total if total else 0:7.1%}  {name}")
     print("hottest leaf lines:")

@@ -173,8 +173,10 @@ def stacks_table(run: Run) -> list[str]:
 
 
 def path_table(run: Run, path: str) -> list[str]:
-    head = ("| stack | clients | req/s | × ref | p50 ms | p99 ms | wrk mean×rate/clients | errors (non-2xx / timeouts / socket) "
-            "| peak server conns (bound) | new conns per 1k req | stack CPU ms/req | CPU × ref | RSS per worker MB |")
+    head = (
+        "| stack | clients | req/s | × ref | p50 ms | p99 ms | wrk mean×rate/clients | errors (non-2xx / timeouts / socket) "
+        "| peak server conns (bound) | new conns per 1k req | stack CPU ms/req | CPU × ref | RSS per worker MB |"
+    )
     out = [head, "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for s in run.stacks:
         key = s["key"]
@@ -211,7 +213,8 @@ def path_table(run: Run, path: str) -> list[str]:
             out.append(
                 f"| {label} | {clients} | {fmt(w.get('rps'))} | {fmt(ratio, 2)} | {p50} | {p99} | "
                 f"{fmt(w.get('little_ratio'), 2) if done else '—'} | {errs} | {peak_s} | {fmt(conns.get('new_per_1000'), 1)} | "
-                f"{fmt(cpu / 1000 if cpu else None, 2)} | {fmt(cpu_ratio, 2)} | {fmt(rss / MB if rss else None, 0)} |")
+                f"{fmt(cpu / 1000 if cpu else None, 2)} | {fmt(cpu_ratio, 2)} | {fmt(rss / MB if rss else None, 0)} |"
+            )
     return out
 
 
@@ -232,8 +235,14 @@ def memory_label(run: Run, m: dict[str, Any]) -> str:
 def excess_owners(run: Run, key: str, conc: list[int]) -> str:
     """Whose were the account's connections at the highest sample above the bound
     (bench.run's Monitor records them), as text to append; empty when not recorded."""
-    seen = [(c.get("connections") or {}).get(k) for p in run.paths for cc in conc
-            for c in [run.cell(key, p, cc)] if c for k in ("excess_run", "excess_warmup")]
+    seen = [
+        (c.get("connections") or {}).get(k)
+        for p in run.paths
+        for cc in conc
+        for c in [run.cell(key, p, cc)]
+        if c
+        for k in ("excess_run", "excess_warmup")
+    ]
     top = max((e for e in seen if e and "by_owner" in e), key=lambda e: e["ours"], default=None)
     if top is None:
         return ""
@@ -266,8 +275,14 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
             ok &= r >= 1.0
             worst = r if worst is None else min(worst, r)
             detail.append(f"{c}: {r:.2f}x {best_key}")
-        rows.append({"target": "ORM read (/read) ≥ 1.0x the best other stack with zero errors, every concurrency",
-                     "stack": who, "measured": "; ".join(detail), "met": ok and worst is not None})
+        rows.append(
+            {
+                "target": "ORM read (/read) ≥ 1.0x the best other stack with zero errors, every concurrency",
+                "stack": who,
+                "measured": "; ".join(detail),
+                "met": ok and worst is not None,
+            }
+        )
         detail, ok, any_row = [], True, False
         for c in conc:
             ref = run.cell("gevent-persist", "/read", c)
@@ -279,8 +294,14 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
             r = mine / ref["wrk"]["rps"]
             ok &= r >= 0.97
             detail.append(f"{c}: {r:.2f}x")
-        rows.append({"target": "/read ≥ 0.97x gunicorn gevent CONN_MAX_AGE=None where it had no errors",
-                     "stack": who, "measured": "; ".join(detail), "met": ok if any_row else None})
+        rows.append(
+            {
+                "target": "/read ≥ 0.97x gunicorn gevent CONN_MAX_AGE=None where it had no errors",
+                "stack": who,
+                "measured": "; ".join(detail),
+                "met": ok if any_row else None,
+            }
+        )
         detail, ok, any_row = [], True, False
         for ref_key in ("gevent-persist+tuned", "gevent-persist"):
             for c in conc:
@@ -293,14 +314,26 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
                 detail.append(f"{c} vs {ref_key}: {mine / ref:.2f}x")
             if any_row:
                 break
-        rows.append({"target": "same, as CPU per request (less noisy here): ≤ 1.03x gunicorn gevent CONN_MAX_AGE=None's "
-                               "(tuned, else default) where it had no errors", "stack": who,
-                     "measured": "; ".join(detail) or "no clean row", "met": ok if any_row else None})
+        rows.append(
+            {
+                "target": "same, as CPU per request (less noisy here): ≤ 1.03x gunicorn gevent CONN_MAX_AGE=None's "
+                "(tuned, else default) where it had no errors",
+                "stack": who,
+                "measured": "; ".join(detail) or "no clean row",
+                "met": ok if any_row else None,
+            }
+        )
         # 2. Flat curve.
         lo, hi = run.rps(key, "/read", min(conc)), run.rps(key, "/read", max(conc))
         if lo and hi is not None:
-            rows.append({"target": f"flat curve: /read at {max(conc)} clients ≥ 90% of the rate at {min(conc)}",
-                         "stack": who, "measured": f"{hi / lo:.1%}", "met": hi / lo >= 0.9})
+            rows.append(
+                {
+                    "target": f"flat curve: /read at {max(conc)} clients ≥ 90% of the rate at {min(conc)}",
+                    "stack": who,
+                    "measured": f"{hi / lo:.1%}",
+                    "met": hi / lo >= 0.9,
+                }
+            )
         # 3. Tails.
         detail, ok = [], True
         for c in [x for x in conc if x >= 100]:
@@ -310,34 +343,74 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
             a, b = mine["wrk"]["p99_ms"], ref["wrk"]["p99_ms"]
             ok &= a <= b
             detail.append(f"{c}: {a:.0f} vs {b:.0f} ms")
-        rows.append({"target": "/read p99 at 100 and 500 clients ≤ gunicorn sync CONN_MAX_AGE=None's (wrk)",
-                     "stack": who, "measured": "; ".join(detail), "met": ok if detail else None})
+        rows.append(
+            {
+                "target": "/read p99 at 100 and 500 clients ≤ gunicorn sync CONN_MAX_AGE=None's (wrk)",
+                "stack": who,
+                "measured": "; ".join(detail),
+                "met": ok if detail else None,
+            }
+        )
         errs = sum(errors_of(run.cell(key, p, c)) for p in run.paths for c in conc if run.cell(key, p, c))
-        rows.append({"target": "zero errors, zero wrk timeouts (every path and concurrency)", "stack": who,
-                     "measured": f"{errs} errors", "met": errs == 0})
+        rows.append(
+            {
+                "target": "zero errors, zero wrk timeouts (every path and concurrency)",
+                "stack": who,
+                "measured": f"{errs} errors",
+                "met": errs == 0,
+            }
+        )
         # 4. Connections.
-        new = [run.cell(key, p, c)["connections"]["new"] for p in run.paths for c in conc
-               if run.cell(key, p, c) and not run.cell(key, p, c).get("failed")]
-        peaks = [(run.cell(key, p, c)["connections"]["peak_ours"], run.cell(key, p, c)["connections"]["peak_ours_warmup"])
-                 for p in run.paths for c in conc if run.cell(key, p, c) and not run.cell(key, p, c).get("failed")]
+        new = [
+            run.cell(key, p, c)["connections"]["new"]
+            for p in run.paths
+            for c in conc
+            if run.cell(key, p, c) and not run.cell(key, p, c).get("failed")
+        ]
+        peaks = [
+            (run.cell(key, p, c)["connections"]["peak_ours"], run.cell(key, p, c)["connections"]["peak_ours_warmup"])
+            for p in run.paths
+            for c in conc
+            if run.cell(key, p, c) and not run.cell(key, p, c).get("failed")
+        ]
         bound = next((s["bound"] for s in run.stacks if s["key"] == key), None)
-        rows.append({"target": "0 new server connections per 1,000 requests after warm-up", "stack": who,
-                     "measured": f"{sum(new)} new connections in all measured runs together", "met": sum(new) == 0})
+        rows.append(
+            {
+                "target": "0 new server connections per 1,000 requests after warm-up",
+                "stack": who,
+                "measured": f"{sum(new)} new connections in all measured runs together",
+                "met": sum(new) == 0,
+            }
+        )
         top = max((max(a, b) for a, b in peaks), default=None)
         # PROCESSLIST counts every connection of the benchmark account; when it shows more
         # than the bound while the stack made no connect, read the stack's own pools.
-        own = [((c.get("greenpool") or {}).get("pool") or {}).get("pool_size") for c in
-               (run.cell(key, p, cc) for p in run.paths for cc in conc) if c and not c.get("failed")]
+        own = [
+            ((c.get("greenpool") or {}).get("pool") or {}).get("pool_size")
+            for c in (run.cell(key, p, cc) for p in run.paths for cc in conc)
+            if c and not c.get("failed")
+        ]
         own = [x for x in own if x is not None]
         if own and top is not None and bound is not None and top > bound and sum(new) == 0:
-            rows.append({"target": "never more server connections than workers x max_size", "stack": who,
-                         "measured": f"pools' size after each run at most {max(own)} (bound {bound}) and no connect during any "
-                                     f"measured run; PROCESSLIST peak {top} counted connections of the account that "
-                                     f"this stack did not make{excess_owners(run, key, conc)}", "met": max(own) <= bound})
+            rows.append(
+                {
+                    "target": "never more server connections than workers x max_size",
+                    "stack": who,
+                    "measured": f"pools' size after each run at most {max(own)} (bound {bound}) and no connect during any "
+                    f"measured run; PROCESSLIST peak {top} counted connections of the account that "
+                    f"this stack did not make{excess_owners(run, key, conc)}",
+                    "met": max(own) <= bound,
+                }
+            )
         else:
-            rows.append({"target": "never more server connections than workers x max_size", "stack": who,
-                         "measured": f"peak {top} (bound {bound}), warm-ups included",
-                         "met": top is not None and bound is not None and top <= bound})
+            rows.append(
+                {
+                    "target": "never more server connections than workers x max_size",
+                    "stack": who,
+                    "measured": f"peak {top} (bound {bound}), warm-ups included",
+                    "met": top is not None and bound is not None and top <= bound,
+                }
+            )
     # 5. Slow path and memory. Shares against a threshold get one decimal: a
     # rounded "90%" next to "not met" reads as a contradiction.
     for rec in run.slow:
@@ -345,25 +418,46 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
         if "slow_rps" not in rec:
             continue
         if "slow_alone_rps" in rec:
-            rows.append({"target": f"/slow at {rec['slow_clients']} clients within 10% of workers x max_size / 0.05 s "
-                                   f"= {rec['target_rps']:.0f} req/s (alone)", "stack": who,
-                         "measured": f"{rec['slow_alone_rps']:.0f} req/s ({rec['slow_alone_vs_target']:.1%})",
-                         "met": rec["slow_alone_vs_target"] >= 0.9})
-        rows.append({"target": "same, while /hello runs on the same workers", "stack": who,
-                     "measured": f"{rec['slow_rps']:.0f} req/s ({rec['slow_vs_target']:.1%})",
-                     "met": rec["slow_vs_target"] >= 0.9})
-        rows.append({"target": "/hello on the same workers keeps ≥ 80% of its unloaded rate", "stack": who,
-                     "measured": f"{rec['hello_mixed_rps']:.0f} of {rec['hello_alone_rps']:.0f} req/s "
-                                 f"({rec['hello_kept']:.1%})", "met": rec["hello_kept"] >= 0.8})
+            rows.append(
+                {
+                    "target": f"/slow at {rec['slow_clients']} clients within 10% of workers x max_size / 0.05 s "
+                    f"= {rec['target_rps']:.0f} req/s (alone)",
+                    "stack": who,
+                    "measured": f"{rec['slow_alone_rps']:.0f} req/s ({rec['slow_alone_vs_target']:.1%})",
+                    "met": rec["slow_alone_vs_target"] >= 0.9,
+                }
+            )
+        rows.append(
+            {
+                "target": "same, while /hello runs on the same workers",
+                "stack": who,
+                "measured": f"{rec['slow_rps']:.0f} req/s ({rec['slow_vs_target']:.1%})",
+                "met": rec["slow_vs_target"] >= 0.9,
+            }
+        )
+        rows.append(
+            {
+                "target": "/hello on the same workers keeps ≥ 80% of its unloaded rate",
+                "stack": who,
+                "measured": f"{rec['hello_mixed_rps']:.0f} of {rec['hello_alone_rps']:.0f} req/s "
+                f"({rec['hello_kept']:.1%})",
+                "met": rec["hello_kept"] >= 0.8,
+            }
+        )
     for m in run.memories:
         if not m.get("rss_ratio"):
             continue
-        rows.append({"target": "memory for that /slow throughput: gunicorn sync worker RSS ≥ 5x greenpool's",
-                     "stack": memory_label(run, m),
-                     "measured": f"{m['rss_ratio']:.1f}x ({m['sync_workers']} sync workers, "
-                                 f"{m['sync_worker_rss_kb_total'] / MB:.0f} MB for {m['sync_slow_rps']:.0f} req/s; "
-                                 f"greenpool 2 workers, {m['greenpool_worker_rss_kb_total'] / MB:.0f} MB for "
-                                 f"{m['greenpool_slow_rps']:.0f} req/s)", "met": m["rss_ratio"] >= 5})
+        rows.append(
+            {
+                "target": "memory for that /slow throughput: gunicorn sync worker RSS ≥ 5x greenpool's",
+                "stack": memory_label(run, m),
+                "measured": f"{m['rss_ratio']:.1f}x ({m['sync_workers']} sync workers, "
+                f"{m['sync_worker_rss_kb_total'] / MB:.0f} MB for {m['sync_slow_rps']:.0f} req/s; "
+                f"greenpool 2 workers, {m['greenpool_worker_rss_kb_total'] / MB:.0f} MB for "
+                f"{m['greenpool_slow_rps']:.0f} req/s)",
+                "met": m["rss_ratio"] >= 5,
+            }
+        )
     # 6. Tornado.
     detail, ok = [], True
     for c in conc:
@@ -373,8 +467,14 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
         ok &= mine / ref >= 1.0
         detail.append(f"{c}: {mine / ref:.2f}x")
     if detail:
-        rows.append({"target": "greenpool-serve tornado /read ≥ 1.0x Tornado's WSGIContainer + executor, "
-                               "CONN_MAX_AGE=None", "stack": run.labels.get("gp-tornado", "gp-tornado"), "measured": "; ".join(detail), "met": ok})
+        rows.append(
+            {
+                "target": "greenpool-serve tornado /read ≥ 1.0x Tornado's WSGIContainer + executor, CONN_MAX_AGE=None",
+                "stack": run.labels.get("gp-tornado", "gp-tornado"),
+                "measured": "; ".join(detail),
+                "met": ok,
+            }
+        )
     out = ["| target | greenpool | measured | |", "|---|---|---|---|"]
     for r in rows:
         verdict = {True: "**met**", False: "**not met**", None: "n/a"}[r["met"]]
@@ -395,44 +495,62 @@ def cannot_table(run: Run) -> list[str]:
 def slow_section(run: Run) -> list[str]:
     out: list[str] = []
     if run.slow:
-        out += ["| stack | /slow alone req/s | of target | /slow alone p99 ms | /hello alone req/s | "
-                "/hello next to /slow req/s | kept | /slow next to /hello req/s | of target | /slow p99 ms | errors | "
-                "peak server conns (bound) | worker RSS MB (2 workers) |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            "| stack | /slow alone req/s | of target | /slow alone p99 ms | /hello alone req/s | "
+            "/hello next to /slow req/s | kept | /slow next to /hello req/s | of target | /slow p99 ms | errors | "
+            "peak server conns (bound) | worker RSS MB (2 workers) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in run.slow:
             if "slow_rps" not in r:
                 out.append(f"| {r['label']} | failed: {r.get('failed', '')[:150]} ||||||||")
                 continue
-            out.append(f"| {r['label']} | {fmt(r.get('slow_alone_rps'))} | "
-                       f"{r['slow_alone_vs_target']:.0%} | {fmt(r.get('slow_alone_p99_ms'))} | " if "slow_alone_rps" in r else
-                       f"| {r['label']} | — | — | — | ")
-            out[-1] += (f"{fmt(r['hello_alone_rps'])} | {fmt(r['hello_mixed_rps'])} | "
-                        f"{r['hello_kept']:.0%} | {fmt(r['slow_rps'])} | {r['slow_vs_target']:.0%} | "
-                        f"{fmt(r['slow_p99_ms'])} | {r['errors']} | {r['peak_connections']} ({r['bound']}) | "
-                        f"{fmt(r['worker_rss_kb_total'] / MB, 0)} |")
+            out.append(
+                f"| {r['label']} | {fmt(r.get('slow_alone_rps'))} | "
+                f"{r['slow_alone_vs_target']:.0%} | {fmt(r.get('slow_alone_p99_ms'))} | "
+                if "slow_alone_rps" in r
+                else f"| {r['label']} | — | — | — | "
+            )
+            out[-1] += (
+                f"{fmt(r['hello_alone_rps'])} | {fmt(r['hello_mixed_rps'])} | "
+                f"{r['hello_kept']:.0%} | {fmt(r['slow_rps'])} | {r['slow_vs_target']:.0%} | "
+                f"{fmt(r['slow_p99_ms'])} | {r['errors']} | {r['peak_connections']} ({r['bound']}) | "
+                f"{fmt(r['worker_rss_kb_total'] / MB, 0)} |"
+            )
     for m in run.memories:
-        out += ["", "| stack | workers | /slow req/s at 200 clients | worker RSS total MB | per worker MB |",
-                "|---|---:|---:|---:|---:|"]
-        out.append(f"| {memory_label(run, m)} | {m['greenpool_workers']} | {fmt(m['greenpool_slow_rps'])} | "
-                   f"{fmt(m['greenpool_worker_rss_kb_total'] / MB, 0)} | "
-                   f"{fmt(m['greenpool_worker_rss_kb_total'] / MB / m['greenpool_workers'], 0)} |")
+        out += [
+            "",
+            "| stack | workers | /slow req/s at 200 clients | worker RSS total MB | per worker MB |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        out.append(
+            f"| {memory_label(run, m)} | {m['greenpool_workers']} | {fmt(m['greenpool_slow_rps'])} | "
+            f"{fmt(m['greenpool_worker_rss_kb_total'] / MB, 0)} | "
+            f"{fmt(m['greenpool_worker_rss_kb_total'] / MB / m['greenpool_workers'], 0)} |"
+        )
         for a in m["attempts"]:
             if "wrk" not in a:
-                out.append(f"| gunicorn sync, CONN_MAX_AGE=None | {a['workers']} | failed: {a.get('failed', '')[:100]} |||")
+                out.append(
+                    f"| gunicorn sync, CONN_MAX_AGE=None | {a['workers']} | failed: {a.get('failed', '')[:100]} |||"
+                )
                 continue
-            out.append(f"| gunicorn sync, CONN_MAX_AGE=None | {a['workers']} | {fmt(a['wrk']['rps'])} | "
-                       f"{fmt(a['worker_rss_kb_total'] / MB, 0)} | {fmt(a['worker_rss_kb_total'] / MB / a['workers'], 0)} |")
+            out.append(
+                f"| gunicorn sync, CONN_MAX_AGE=None | {a['workers']} | {fmt(a['wrk']['rps'])} | "
+                f"{fmt(a['worker_rss_kb_total'] / MB, 0)} | {fmt(a['worker_rss_kb_total'] / MB / a['workers'], 0)} |"
+            )
     return out
 
 
 def study_section(run: Run) -> list[str]:
     if not run.study:
         return []
-    out = ["| stack | path | clients | wrk req/s | wrk p50 / p99 ms | wrk mean×rate/clients | paced probe during wrk: p50 / p99 ms (n) "
-           "| second client req/s | its raw p50 / p99 ms | its mean×rate/clients | its p99 after wrk's correction | "
-           "requests per connection min–max | longest wait between two answers on one connection, ms (median / max) "
-           "| requests per worker (whole row) |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    out = [
+        "| stack | path | clients | wrk req/s | wrk p50 / p99 ms | wrk mean×rate/clients | paced probe during wrk: p50 / p99 ms (n) "
+        "| second client req/s | its raw p50 / p99 ms | its mean×rate/clients | its p99 after wrk's correction | "
+        "requests per connection min–max | longest wait between two answers on one connection, ms (median / max) "
+        "| requests per worker (whole row) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     # Runs before the scheduler figures were recorded render without their column.
     with_sched = any(r.get("sched") for r in run.study)
     if with_sched:
@@ -453,7 +571,8 @@ def study_section(run: Run) -> list[str]:
             f"{fmt(cor.get('p99_ms'))} | {per.get('min', '—')}–{per.get('max', '—')} | "
             f"{fmt(gap.get('median'), 0)} / {fmt(gap.get('max'), 0)} | "
             f"{' / '.join(str(w.get('requests')) for w in (r.get('per_worker') or [])) or '—'} |"
-            + (f" {_sched(r)} |" if with_sched else ""))
+            + (f" {_sched(r)} |" if with_sched else "")
+        )
     return out
 
 
@@ -482,15 +601,22 @@ def _wrk_little(row: dict[str, Any]) -> str:
 def findings(run: Run) -> list[str]:
     """What the measurements say about wrk's tails, with the numbers."""
     out: list[str] = []
-    families = {"gevent": ("gp-gevent", "gp-nginx", "gevent-cma0", "gevent-persist", "gevent-dbpool", "bare"),
-                "threads or sync": ("gp-tornado", "tornado-stock", "tornado-ioloop", "sync-cma0", "sync-persist")}
+    families = {
+        "gevent": ("gp-gevent", "gp-nginx", "gevent-cma0", "gevent-persist", "gevent-dbpool", "bare"),
+        "threads or sync": ("gp-tornado", "tornado-stock", "tornado-ioloop", "sync-cma0", "sync-persist"),
+    }
     for name, keys in families.items():
-        ratios = [c["wrk"]["little_ratio"] for c in run.cells
-                  if c["stack"] in keys and completed(c) and c["wrk"].get("little_ratio") is not None]
+        ratios = [
+            c["wrk"]["little_ratio"]
+            for c in run.cells
+            if c["stack"] in keys and completed(c) and c["wrk"].get("little_ratio") is not None
+        ]
         if ratios:
             above = sum(1 for r in ratios if r > 1.05)
-            out.append(f"- wrk's mean×rate/clients above 1.05 (impossible for real samples): {above} of {len(ratios)} "
-                       f"measurements of the {name} stacks (largest {max(ratios):.2f}).")
+            out.append(
+                f"- wrk's mean×rate/clients above 1.05 (impossible for real samples): {above} of {len(ratios)} "
+                f"measurements of the {name} stacks (largest {max(ratios):.2f})."
+            )
     study = {(r["stack"], r["path"]): r for r in run.study if not r.get("failed") and not r.get("cpu_hog")}
     for key, path in ((GP, "/read"), ("sync-persist", "/read"), ("gevent-persist", "/read"), (GP, "/hello")):
         row = study.get((key, path))
@@ -503,12 +629,15 @@ def findings(run: Run) -> list[str]:
             f"- {run.labels.get(key, key)}, {path}, 100 clients: p99 by wrk {_wrk_p99(row)} ms (mean×rate/clients "
             f"{_wrk_little(row)}), by the paced probe {fmt(probe.get('p99_ms'))} ms, by the second client "
             f"{fmt((c.get('raw') or {}).get('p99_ms'))} ms raw; requests per connection {per.get('min')}–{per.get('max')}; "
-            f"longest wait between two answers on one connection {fmt((c.get('max_gap_ms') or {}).get('max'), 0)} ms.")
+            f"longest wait between two answers on one connection {fmt((c.get('max_gap_ms') or {}).get('max'), 0)} ms."
+        )
     rp = study.get(("gp-gevent-reuseport", "/read"))
     if rp and study.get((GP, "/read")):
         split = lambda r: " / ".join(str(w.get("requests")) for w in (r.get("per_worker") or []))  # noqa: E731
-        out.append(f"- Requests per worker in the /read study row, shared socket: {split(study[(GP, '/read')])}; "
-                   f"--reuse-port: {split(rp)}.")
+        out.append(
+            f"- Requests per worker in the /read study row, shared socket: {split(study[(GP, '/read')])}; "
+            f"--reuse-port: {split(rp)}."
+        )
     out.append(connection_split_finding(study.get((GP, "/read")), rp))
     out += one_worker_findings(run)
     return [line for line in out if line]
@@ -539,14 +668,18 @@ def connection_split_finding(shared: dict[str, Any] | None, reuse_port: dict[str
             part = f"{name} {' / '.join(str(n) for n in counts)}"
             workers = ((row or {}).get("client") or {}).get("per_worker") or []
             if len(workers) > 1:
-                part += (f" (its latencies by the worker that answered: p50 "
-                         f"{' / '.join(fmt(w['p50_ms']) for w in workers)} ms, p99 "
-                         f"{' / '.join(fmt(w['p99_ms']) for w in workers)} ms)")
+                part += (
+                    f" (its latencies by the worker that answered: p50 "
+                    f"{' / '.join(fmt(w['p50_ms']) for w in workers)} ms, p99 "
+                    f"{' / '.join(fmt(w['p99_ms']) for w in workers)} ms)"
+                )
             parts.append(part)
     if not parts:
         return ""
-    return (f"- The second client's connections on each worker in its /read run: {'; '.join(parts)} "
-            f"(a worker serving more of them makes each wait longer; docs/tuning.md).")
+    return (
+        f"- The second client's connections on each worker in its /read run: {'; '.join(parts)} "
+        f"(a worker serving more of them makes each wait longer; docs/tuning.md)."
+    )
 
 
 def one_worker_findings(run: Run) -> list[str]:
@@ -554,13 +687,16 @@ def one_worker_findings(run: Run) -> list[str]:
     rows = {(r["stack"], bool(r.get("cpu_hog"))): r for r in run.study if r["path"] == "/read"}
     out = []
     for gp_key, sync_key, hog, what in (
-            (GP, "sync-persist", False, "2 workers, 100 clients"),
-            ("gp-gevent-w1", "sync-persist-w1", False, "1 worker, 50 clients"),
-            ("gp-gevent-w1", "sync-persist-w1", True, "1 worker, 50 clients, a busy loop beside it")):
+        (GP, "sync-persist", False, "2 workers, 100 clients"),
+        ("gp-gevent-w1", "sync-persist-w1", False, "1 worker, 50 clients"),
+        ("gp-gevent-w1", "sync-persist-w1", True, "1 worker, 50 clients, a busy loop beside it"),
+    ):
         gp, sync = rows.get((gp_key, hog)), rows.get((sync_key, hog))
         if gp or sync:
-            out.append(f"- /read, {what}, second client's raw latencies: {run.labels.get(GP, GP)} {_spread(gp)}; "
-                       f"{run.labels.get('sync-persist', 'sync')} {_spread(sync)}.")
+            out.append(
+                f"- /read, {what}, second client's raw latencies: {run.labels.get(GP, GP)} {_spread(gp)}; "
+                f"{run.labels.get('sync-persist', 'sync')} {_spread(sync)}."
+            )
     return out
 
 
@@ -579,9 +715,12 @@ def plots(run: Run, img: Path) -> list[str]:
     markers = "osD^v<>pPXh*"
     cmap = plt.get_cmap("tab20")
     for i, s in enumerate(default):
-        styles[s["key"]] = {"color": cmap(i % 20), "marker": markers[i % len(markers)],
-                            "linewidth": 2.6 if s["key"].startswith("gp-") else 1.3,
-                            "linestyle": "-" if s["key"].startswith("gp-") else "--"}
+        styles[s["key"]] = {
+            "color": cmap(i % 20),
+            "marker": markers[i % len(markers)],
+            "linewidth": 2.6 if s["key"].startswith("gp-") else 1.3,
+            "linestyle": "-" if s["key"].startswith("gp-") else "--",
+        }
     files = []
 
     def figure(metric: str, ylabel: str, name: str, title: str, log: bool) -> None:
@@ -602,14 +741,26 @@ def plots(run: Run, img: Path) -> list[str]:
                     ax.plot(xs, ys, label=s["label"], **styles[s["key"]])
             if metric == "conns":
                 ax.axhline(10, color="black", linewidth=0.8, linestyle=":")
-                ax.annotate("greenpool's bound: 2 workers x max_size 5", xy=(0.02, 10), xycoords=("axes fraction", "data"),
-                            xytext=(0, 3), textcoords="offset points", fontsize=8)
+                ax.annotate(
+                    "greenpool's bound: 2 workers x max_size 5",
+                    xy=(0.02, 10),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    fontsize=8,
+                )
                 cap = run.meta.get("max_user_connections")
                 if cap and path != "/hello":
                     ax.axhline(cap, color="grey", linewidth=0.8, linestyle="-.")
-                    ax.annotate(f"the benchmark account's MAX_USER_CONNECTIONS ({cap})", xy=(0.02, cap),
-                                xycoords=("axes fraction", "data"), xytext=(0, -10), textcoords="offset points",
-                                fontsize=8, color="grey")
+                    ax.annotate(
+                        f"the benchmark account's MAX_USER_CONNECTIONS ({cap})",
+                        xy=(0.02, cap),
+                        xycoords=("axes fraction", "data"),
+                        xytext=(0, -10),
+                        textcoords="offset points",
+                        fontsize=8,
+                        color="grey",
+                    )
                 ax.set_ylim(bottom=0)
             ax.set_title(path)
             ax.set_xscale("log")
@@ -632,12 +783,27 @@ def plots(run: Run, img: Path) -> list[str]:
         plt.close(fig)
         files.append(name)
 
-    figure("rps", "requests/s (log)", "servers-throughput.png",
-           f"Throughput vs concurrency (run {run.meta['run']}; 2 workers per stack, 2 cores)", True)
-    figure("conns", "most server connections seen", "servers-connections.png",
-           f"MySQL connections held by the stack vs concurrency (run {run.meta['run']})", False)
-    figure("p99", "wrk p99 latency, ms (log)", "servers-p99.png",
-           f"wrk p99 latency vs concurrency (run {run.meta['run']}; see the latency study on how wrk computes it)", True)
+    figure(
+        "rps",
+        "requests/s (log)",
+        "servers-throughput.png",
+        f"Throughput vs concurrency (run {run.meta['run']}; 2 workers per stack, 2 cores)",
+        True,
+    )
+    figure(
+        "conns",
+        "most server connections seen",
+        "servers-connections.png",
+        f"MySQL connections held by the stack vs concurrency (run {run.meta['run']})",
+        False,
+    )
+    figure(
+        "p99",
+        "wrk p99 latency, ms (log)",
+        "servers-p99.png",
+        f"wrk p99 latency vs concurrency (run {run.meta['run']}; see the latency study on how wrk computes it)",
+        True,
+    )
     return files
 
 
@@ -665,14 +831,17 @@ def section(run: Run, files: list[str]) -> str:
     add = lines.append
     add("## Servers side by side (bench/run.py)")
     add("")
-    add("Generated by the command below from `bench/results/servers.jsonl`; do not edit by hand, rerun it "
-        "(bench/README.md explains the method).")
+    add(
+        "Generated by the command below from `bench/results/servers.jsonl`; do not edit by hand, rerun it "
+        "(bench/README.md explains the method)."
+    )
     add("")
     add("```")
     add(m["command"])
     add("```")
     add("")
-    add(f"Run `{m['run']}` at {m['time']}, {run.end.get('elapsed_s', 0) / 60:.0f} min; {mach['nproc']} CPUs "
+    add(
+        f"Run `{m['run']}` at {m['time']}, {run.end.get('elapsed_s', 0) / 60:.0f} min; {mach['nproc']} CPUs "
         f"({mach['cpu_model']}), {mach['mem_gb']} GB; load average (the benchmark's own processes included) "
         f"{m['loadavg_start'][0]:.2f} at start, {run.end.get('loadavg_end', [0])[0]:.2f} at end, "
         f"{min(loads):.2f}–{max(loads):.2f} (median {statistics.median(loads):.2f}) across the measurements. "
@@ -681,47 +850,66 @@ def section(run: Run, files: list[str]) -> str:
         f"{v['django-db-connection-pool']} (SQLAlchemy {v['SQLAlchemy']}), greenpool {v['greenpool']} (git "
         f"{m['git']['commit']}{', uncommitted changes in greenpool/' if m['git']['dirty'] else ''}), {v['wrk']}, "
         f"{v['nginx']}. Server {srv['version']} on {srv['host']} ({srv['thread_handling']}, max_connections "
-        f"{srv['max_connections']}, TLS {srv['have_ssl']}), the same server for every stack.")
+        f"{srv['max_connections']}, TLS {srv['have_ssl']}), the same server for every stack."
+    )
     add("")
     plan = m["plan"]
     add("How each figure was made (details in bench/README.md):")
     add("")
-    add(f"- Every stack runs the same demo site (greenpool.demo's views, through `bench/django_settings.py`) with "
+    add(
+        f"- Every stack runs the same demo site (greenpool.demo's views, through `bench/django_settings.py`) with "
         f"2 worker processes, from a **fresh start for every measurement**; cells (path × clients) are measured "
         f"stack after stack in an order that rotates from cell to cell, so each ratio compares runs made within "
         f"a minute or two of each other. **× ref** is the stack's req/s over `{run.labels.get(run.reference, run.reference)}` "
-        f"in the same cell.")
-    add(f"- Load: `{m['wrk_command']}` after a {plan['warmup']} s warm-up with the same clients (and a wait "
+        f"in the same cell."
+    )
+    add(
+        f"- Load: `{m['wrk_command']}` after a {plan['warmup']} s warm-up with the same clients (and a wait "
         f"until the stack has finished what the warm-up left queued); {plan['duration']} s measured. "
         f"`/slow` is `/slow?s=0.05`. wrk counts a response of status ≥ 400 as non-2xx; timeouts are requests "
         f"without an answer after {m['wrk_timeout_s']} s. wrk records only the requests answered before the "
         f"run ends: a request that waits longer than the run is neither a latency nor a timeout, so a p99 close "
-        f"to {plan['duration']} s (or \"nothing answered\") marks a saturated stack, not a bounded tail.")
-    add("- **wrk mean×rate/clients** is Little's law's check: for real samples of a closed loop it is at most "
+        f'to {plan["duration"]} s (or "nothing answered") marks a saturated stack, not a bounded tail.'
+    )
+    add(
+        "- **wrk mean×rate/clients** is Little's law's check: for real samples of a closed loop it is at most "
         "1. Above 1, wrk's own coordinated-omission correction has added synthetic samples to its latencies "
-        "(see the latency study below): p50/p99 of such rows overstate what any request waited.")
-    add(f"- **peak server conns**: the most connections of the benchmark's MySQL account "
+        "(see the latency study below): p50/p99 of such rows overstate what any request waited."
+    )
+    add(
+        f"- **peak server conns**: the most connections of the benchmark's MySQL account "
         f"(`{m['mysql_account']}`, used by that stack only) in `information_schema.PROCESSLIST`, polled every 50 ms "
         f"during the measured run (the JSON also has SHOW GLOBAL STATUS Threads_connected minus the other clients' "
         f"baseline). The account has MAX_USER_CONNECTIONS {m['max_user_connections']} so that a stack without a "
         f"bound cannot take the shared server's last connections from the other developers: such a stack fails "
         f"with error 1226 at {m['max_user_connections']} connections where it would otherwise fail with 1040 a "
-        f"little later.")
-    add("- **new conns per 1k req**: connects the stack made during the measured run (counted in each worker "
-        "by `bench/connect_counter.py`, so other clients of the server do not count) per 1,000 requests.")
-    add("- **stack CPU ms/req**: CPU time of all the stack's processes during the measured run over its requests: "
-        "less disturbed by the other load on the machine than req/s. **RSS per worker**: VmRSS after the run.")
+        f"little later."
+    )
+    add(
+        "- **new conns per 1k req**: connects the stack made during the measured run (counted in each worker "
+        "by `bench/connect_counter.py`, so other clients of the server do not count) per 1,000 requests."
+    )
+    add(
+        "- **stack CPU ms/req**: CPU time of all the stack's processes during the measured run over its requests: "
+        "less disturbed by the other load on the machine than req/s. **RSS per worker**: VmRSS after the run."
+    )
     if run.rounds > 1:
         rs = ", ".join(f"`{k}`" for k in sorted({c["stack"] for c in run.cells if c.get("round")}))
-        add(f"- **Rounds**: the /read cells of {rs} were measured {run.rounds} times, each round in another order "
+        add(
+            f"- **Rounds**: the /read cells of {rs} were measured {run.rounds} times, each round in another order "
             f"and from a fresh start; their rows show the round with the median req/s, with the median req/s, p99 "
             f"and CPU per request of all rounds, and the errors of all rounds added up. Every other cell was "
-            f"measured once.")
-    add("- Default PyMySQL settings for every stack (PyMySQL 1.2 then builds a TLS context on every connect); "
-        "rows marked *(tuned)* add `ssl_disabled: True`.")
+            f"measured once."
+        )
+    add(
+        "- Default PyMySQL settings for every stack (PyMySQL 1.2 then builds a TLS context on every connect); "
+        "rows marked *(tuned)* add `ssl_disabled: True`."
+    )
     if m.get("nginx", {}).get("source"):
-        add(f"- nginx: config from {m['nginx']['source']} (`{m['nginx'].get('command', '')}`), run as "
-            f"`nginx -p PREFIX -c PREFIX/nginx.conf -g 'daemon off;'` in a temporary prefix.")
+        add(
+            f"- nginx: config from {m['nginx']['source']} (`{m['nginx'].get('command', '')}`), run as "
+            f"`nginx -p PREFIX -c PREFIX/nginx.conf -g 'daemon off;'` in a temporary prefix."
+        )
     add("")
     add("### Stacks")
     add("")
@@ -747,8 +935,10 @@ def section(run: Run, files: list[str]) -> str:
     add("### Targets (issue 6)")
     add("")
     if run.rounds > 1:
-        add(f"Read from the /read rows, where the stacks that the targets compare were measured in "
-            f"{run.rounds} rounds: medians of the rounds (the rows above show the same medians).")
+        add(
+            f"Read from the /read rows, where the stacks that the targets compare were measured in "
+            f"{run.rounds} rounds: medians of the rounds (the rows above show the same medians)."
+        )
         add("")
     table, _rows = targets(run)
     lines.extend(table)
@@ -759,22 +949,29 @@ def section(run: Run, files: list[str]) -> str:
         s0 = run.slow[0] if run.slow else {}
         if s0.get("commands"):
             # Slow rows with different bounds (workers x max_size): some ran a pool sized for the slow queries.
-            tuned_pool = ("The rows with a larger max_size are the same server with its pool sized for the slow "
-                          "queries: a tuning, labelled so. " if len({r.get("bound") for r in run.slow}) > 1 else "")
+            tuned_pool = (
+                "The rows with a larger max_size are the same server with its pool sized for the slow "
+                "queries: a tuning, labelled so. "
+                if len({r.get("bound") for r in run.slow}) > 1
+                else ""
+            )
             goals = "; ".join(f"{r.get('label')}: {r.get('target_rps', 0):.0f} req/s" for r in run.slow)
-            add(f"{s0.get('seconds')} s wrk runs, three rounds (each round: /hello alone, /slow alone, then both at "
+            add(
+                f"{s0.get('seconds')} s wrk runs, three rounds (each round: /hello alone, /slow alone, then both at "
                 f"once on the same workers); medians. `{s0['commands'][0]}` and `{s0['commands'][1]}`. Target: workers × max_size / 0.05 s = "
                 f"{goals}. "
                 f"{tuned_pool}Memory: gunicorn sync, CONN_MAX_AGE=None with as many workers "
                 f"as it needs for greenpool's /slow rate alone (estimated from its /slow rate at 10 clients, then "
-                f"corrected once), the same wrk at 200 clients, worker RSS summed (masters left out on both sides).")
+                f"corrected once), the same wrk at 200 clients, worker RSS summed (masters left out on both sides)."
+            )
             add("")
         lines.extend(slow_section(run))
         add("")
     if run.study:
         add("### Latency study: how much of the gevent tail is the servers, how much is wrk")
         add("")
-        add("Each row: a fresh stack, its clients (100; 50 for one worker), a warm-up; then wrk for the measured "
+        add(
+            "Each row: a fresh stack, its clients (100; 50 for one worker), a warm-up; then wrk for the measured "
             "seconds with a *paced probe* "
             "running next to it (2 extra keep-alive connections, one request every ~20 ms each, so a probe request "
             "never queues behind its own: the wait of a request that arrives at the loaded server); then the "
@@ -782,7 +979,8 @@ def section(run: Run, files: list[str]) -> str:
             "which keeps every raw latency, and also reports them after the same correction wrk applies. The one-worker "
             "rows give a single worker the share of clients each of two workers has, first with the machine's second "
             "core for wrk and MariaDB, then with a busy loop (`bench.run.cpu_hog`) competing for the CPU as a second "
-            "worker would.")
+            "worker would."
+        )
         add("")
         lines.extend(study_section(run))
         add("")
@@ -806,10 +1004,11 @@ def write_section(path: Path, body: str, name: str = SECTION) -> None:
     if start == -1 and end == -1:
         new = text.rstrip("\n") + "\n\n" + block + "\n"
     elif start != -1 and end > start and text.count(mark_start) == 1 and text.count(mark_end) == 1:
-        new = text[:start] + block + text[end + len(mark_end):]
+        new = text[:start] + block + text[end + len(mark_end) :]
     else:
-        raise SystemExit(f"{path}: the {mark_start} / {mark_end} markers are unbalanced; fix them by hand, "
-                         f"nothing was written")
+        raise SystemExit(
+            f"{path}: the {mark_start} / {mark_end} markers are unbalanced; fix them by hand, nothing was written"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(new, encoding="utf-8")

@@ -34,15 +34,24 @@ def main() -> None:
     args = parser.parse_args()
     env = os.environ
     base = {
-        "ENGINE": "greenpool.backends.mysql", "NAME": DB,
-        "USER": env.get("GREENPOOL_MYSQL_USER", "root"), "PASSWORD": env.get("GREENPOOL_MYSQL_PASSWORD", ""),
-        "HOST": env.get("GREENPOOL_MYSQL_HOST", "127.0.0.1"), "PORT": env.get("GREENPOOL_MYSQL_PORT", "3306"),
+        "ENGINE": "greenpool.backends.mysql",
+        "NAME": DB,
+        "USER": env.get("GREENPOOL_MYSQL_USER", "root"),
+        "PASSWORD": env.get("GREENPOOL_MYSQL_PASSWORD", ""),
+        "HOST": env.get("GREENPOOL_MYSQL_HOST", "127.0.0.1"),
+        "PORT": env.get("GREENPOOL_MYSQL_PORT", "3306"),
         "CONN_HEALTH_CHECKS": True,
     }
     import pymysql
 
-    admin = pymysql.connect(host=base["HOST"], port=int(base["PORT"]), user=base["USER"], password=base["PASSWORD"],
-                            autocommit=True, ssl_disabled=True)
+    admin = pymysql.connect(
+        host=base["HOST"],
+        port=int(base["PORT"]),
+        user=base["USER"],
+        password=base["PASSWORD"],
+        autocommit=True,
+        ssl_disabled=True,
+    )
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")
         cur.execute(f"CREATE TABLE IF NOT EXISTS {DB}.item (id INT PRIMARY KEY, name VARCHAR(50))")
@@ -81,8 +90,12 @@ def main() -> None:
             results[alias].append((time.perf_counter() - started) / args.requests * 1e6)
     medians = {alias: statistics.median(values) for alias, values in results.items()}
     row = {
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": platform.python_version(), "django": django.get_version(),
-        "nproc": os.cpu_count(), "requests_per_round": args.requests, "rounds": args.rounds,
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "nproc": os.cpu_count(),
+        "requests_per_round": args.requests,
+        "rounds": args.rounds,
         **{f"us_per_request_{alias}": round(m, 1) for alias, m in medians.items()},
         # Resets done by the "auto" pool's connection: 0 shows it never reset a
         # session the read path did not change.

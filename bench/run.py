@@ -75,14 +75,36 @@ POLL_S = 0.05
 
 # rounds: the /read cells of the stacks that the targets compare (stacks.ROUND_STACKS)
 # are measured this many times, each round in another order; the report takes medians.
-FULL = {"concurrency": (10, 100, 500), "warmup": 2, "duration": 4, "paths": stacks.PATHS, "tuned": True,
-        "rounds": 3, "round_paths": ("/read",), "extras": True, "slow_clients": 200, "slow_seconds": 4, "study_seconds": 4,
-        "slow_pool_series": True}
-QUICK = {"concurrency": (10, 100), "warmup": 1, "duration": 2, "paths": ("/hello", "/read"), "tuned": False,
-         "rounds": 1, "round_paths": ("/read",), "extras": True, "slow_clients": 200, "slow_seconds": 2, "study_seconds": 2,
-         # The smoke run keeps the default pool's slow-query experiment and leaves out
-         # the labelled max_size 20 series (about a minute more).
-         "slow_pool_series": False}
+FULL = {
+    "concurrency": (10, 100, 500),
+    "warmup": 2,
+    "duration": 4,
+    "paths": stacks.PATHS,
+    "tuned": True,
+    "rounds": 3,
+    "round_paths": ("/read",),
+    "extras": True,
+    "slow_clients": 200,
+    "slow_seconds": 4,
+    "study_seconds": 4,
+    "slow_pool_series": True,
+}
+QUICK = {
+    "concurrency": (10, 100),
+    "warmup": 1,
+    "duration": 2,
+    "paths": ("/hello", "/read"),
+    "tuned": False,
+    "rounds": 1,
+    "round_paths": ("/read",),
+    "extras": True,
+    "slow_clients": 200,
+    "slow_seconds": 2,
+    "study_seconds": 2,
+    # The smoke run keeps the default pool's slow-query experiment and leaves out
+    # the labelled max_size 20 series (about a minute more).
+    "slow_pool_series": False,
+}
 
 
 def log(msg: str) -> None:
@@ -131,8 +153,14 @@ def prepare_database(limit: int) -> dict[str, str]:
         "GREENPOOL_MYSQL_DATABASE": BENCH_DB,
     }
     full_env = stacks.env_for(stacks.Command("prepare", []), {**env, **stacks.django_env("greenpool")})
-    proc = subprocess.run([sys.executable, "-m", "greenpool.demo.prepare"], env=full_env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenpool.demo.prepare"],
+        env=full_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"migrate/seed of {BENCH_DB} failed:\n{proc.stdout}\n{proc.stderr}")
     return env
@@ -142,9 +170,11 @@ class Monitor(threading.Thread):
     """Polls the server every POLL_S: our account's connections (PROCESSLIST) and
     Threads_connected / Connections (SHOW GLOBAL STATUS, every client of the server)."""
 
-    QUERY = ("SELECT (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s), "
-             "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'THREADS_CONNECTED'), "
-             "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'CONNECTIONS')")
+    QUERY = (
+        "SELECT (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s), "
+        "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'THREADS_CONNECTED'), "
+        "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'CONNECTIONS')"
+    )
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -169,8 +199,10 @@ class Monitor(threading.Thread):
     def active_queries(self) -> int:
         with self.lock:
             cur = self.conn.cursor()
-            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s AND COMMAND = 'Query'",
-                        (BENCH_USER,))
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s AND COMMAND = 'Query'",
+                (BENCH_USER,),
+            )
             (n,) = cur.fetchone()
             cur.close()
         return int(n)
@@ -427,8 +459,9 @@ class Running:
         return [p.stat().st_size if p.exists() else 0 for p in self.logs]
 
 
-def start(stack: Stack, root: Path, db_env: dict[str, str], tag: str,
-          extra_env: dict[str, str] | None = None) -> Running:
+def start(
+    stack: Stack, root: Path, db_env: dict[str, str], tag: str, extra_env: dict[str, str] | None = None
+) -> Running:
     workdir = root / f"{stack.key}-{tag}"
     workdir.mkdir(parents=True)
     counters = workdir / "counters"
@@ -440,8 +473,15 @@ def start(stack: Stack, root: Path, db_env: dict[str, str], tag: str,
     for command in stack.commands(ports, workdir):
         log_path = workdir / f"{command.name}.log"
         logf = open(log_path, "wb")
-        proc = subprocess.Popen(command.argv, env=stacks.env_for(command, base_env), cwd=ROOT, stdout=logf,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            command.argv,
+            env=stacks.env_for(command, base_env),
+            cwd=ROOT,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         logf.close()
         running.procs.append((command, proc))
         running.logs.append(log_path)
@@ -456,7 +496,9 @@ def wait_ready(running: Running, timeout: float = 60.0) -> str | None:
     while time.monotonic() < deadline:
         for command, proc in running.procs:
             if proc.poll() is not None:
-                return f"{command.name} exited with {proc.returncode}: {tail(running.workdir / (command.name + '.log'))}"
+                return (
+                    f"{command.name} exited with {proc.returncode}: {tail(running.workdir / (command.name + '.log'))}"
+                )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -558,23 +600,42 @@ def log_errors(running: Running, offsets: list[int]) -> list[dict[str, Any]]:
 
 
 def wrk(url: str, clients: int, seconds: int, threads: int = 1) -> dict[str, Any]:
-    argv = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--timeout", f"{WRK_TIMEOUT_S}s", "--latency",
-            "-s", str(LUA), url]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + WRK_TIMEOUT_S + 30,
-                          stdin=subprocess.DEVNULL)
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{clients}",
+        f"-d{seconds}s",
+        "--timeout",
+        f"{WRK_TIMEOUT_S}s",
+        "--latency",
+        "-s",
+        str(LUA),
+        url,
+    ]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + WRK_TIMEOUT_S + 30, stdin=subprocess.DEVNULL
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("WRKJSON "):
-            data = json.loads(line[len("WRKJSON "):])
+            data = json.loads(line[len("WRKJSON ") :])
             dur = data["duration_us"] / 1e6
             lat = data["latency_us"]
             rps = data["requests"] / dur if dur else 0.0
             errors = data["errors"]
             return {
-                "requests": data["requests"], "duration_s": round(dur, 3), "rps": round(rps, 1),
-                "p50_ms": lat["p50"] / 1000, "p90_ms": lat["p90"] / 1000, "p99_ms": lat["p99"] / 1000,
-                "p999_ms": lat["p999"] / 1000, "max_ms": lat["max"] / 1000, "mean_ms": round(lat["mean"] / 1000, 3),
-                "non2xx": errors["status"], "timeouts": errors["timeout"],
-                "socket_errors": errors["connect"] + errors["read"] + errors["write"], "errors": errors,
+                "requests": data["requests"],
+                "duration_s": round(dur, 3),
+                "rps": round(rps, 1),
+                "p50_ms": lat["p50"] / 1000,
+                "p90_ms": lat["p90"] / 1000,
+                "p99_ms": lat["p99"] / 1000,
+                "p999_ms": lat["p999"] / 1000,
+                "max_ms": lat["max"] / 1000,
+                "mean_ms": round(lat["mean"] / 1000, 3),
+                "non2xx": errors["status"],
+                "timeouts": errors["timeout"],
+                "socket_errors": errors["connect"] + errors["read"] + errors["write"],
+                "errors": errors,
                 # Little's law: a closed loop of `clients` cannot have mean latency x rate > clients
                 # for real samples; above 1 means wrk's coordinated-omission correction added samples.
                 "little_ratio": round(lat["mean"] / 1e6 * rps / clients, 3) if clients else None,
@@ -596,7 +657,13 @@ def wait_quiet(running: Running, monitor: Monitor) -> float:
 def greenpool_stats(running: Running) -> dict[str, Any] | None:
     if not running.stack.control:
         return None
-    argv = [str(stacks.VENV_BIN / "greenpool-serve"), "stats", "--json", "--control-dir", stacks.control_dir(running.workdir)]
+    argv = [
+        str(stacks.VENV_BIN / "greenpool-serve"),
+        "stats",
+        "--json",
+        "--control-dir",
+        stacks.control_dir(running.workdir),
+    ]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=ROOT, stdin=subprocess.DEVNULL)
         data = json.loads(proc.stdout)
@@ -605,9 +672,15 @@ def greenpool_stats(running: Running) -> dict[str, Any] | None:
     workers = data.get("workers", [])
     total: Counter = Counter()
     requests: Counter = Counter()
-    per_worker = [{"index": w.get("index"), "requests": (w.get("requests") or {}).get("total"),
-                   "connections_total": (w.get("requests") or {}).get("connections_total"),
-                   "pool_size": ((w.get("pools") or {}).get("default") or {}).get("pool_size")} for w in workers]
+    per_worker = [
+        {
+            "index": w.get("index"),
+            "requests": (w.get("requests") or {}).get("total"),
+            "connections_total": (w.get("requests") or {}).get("connections_total"),
+            "pool_size": ((w.get("pools") or {}).get("default") or {}).get("pool_size"),
+        }
+        for w in workers
+    ]
     for w in workers:
         for pool in (w.get("pools") or {}).values():
             total.update({k: v for k, v in pool.items() if isinstance(v, (int, float))})
@@ -645,16 +718,22 @@ class Bench:
         self.count = 0
 
     def emit(self, record: dict[str, Any]) -> None:
-        record = {"run": self.run_id, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                  **record}
+        record = {"run": self.run_id, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **record}
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.out_path, "a") as f:
             f.write(json.dumps(record, sort_keys=False) + "\n")
 
     def measure(self, stack: Stack, path: str, clients: int, tag: str) -> dict[str, Any]:
         plan = self.plan
-        rec: dict[str, Any] = {"type": "cell", "stack": stack.key, "label": stack.label, "series": stack.series,
-                               "path": path, "clients": clients, "loadavg": list(os.getloadavg())}
+        rec: dict[str, Any] = {
+            "type": "cell",
+            "stack": stack.key,
+            "label": stack.label,
+            "series": stack.series,
+            "path": path,
+            "clients": clients,
+            "loadavg": list(os.getloadavg()),
+        }
         url_path = path + ("?s=0.05" if path == "/slow" else "")
         assert self.monitor is not None
         rec["wait_previous_connections_s"] = self.monitor.wait_gone()
@@ -692,36 +771,42 @@ class Bench:
             gp = settled_greenpool_stats(running)
             requests = result.get("requests", 0) or 0
             others_before = before["threads_connected"] - before["ours"]
-            rec.update({
-                "url": url_path, "wrk": result, "drain_after_warmup_s": drained_s, "warmup_wrk": {k: warm.get(k) for k in ("rps", "requests", "non2xx",
-                                                                                       "timeouts", "socket_errors")},
-                "connections": {
-                    "peak_ours": peak["ours"],
-                    "peak_ours_warmup": peak_warm["ours"],
-                    "peak_threads_connected": peak["threads_connected"],
-                    "peak_threads_connected_minus_others": peak["threads_connected"] - others_before,
-                    "others_at_start": others_before,
-                    "ours_at_start": base["ours"],
-                    "samples": peak["samples"],
-                    "new": cnt1["successes"] - cnt0["successes"],
-                    "attempts": cnt1["attempts"] - cnt0["attempts"],
-                    "new_per_1000": round((cnt1["successes"] - cnt0["successes"]) * 1000 / requests, 2) if requests else None,
-                    "server_connections_delta_all_clients": after["connections"] - before["connections"],
-                    "bound": stack.bound,
-                    # above the bound: whose connections they were, at the highest sample
-                    "excess_run": peak.get("excess"),
-                    "excess_warmup": peak_warm.get("excess"),
-                },
-                "cpu": {
-                    "stack_s": round(cpu1 - cpu0, 3),
-                    "stack_us_per_request": round((cpu1 - cpu0) * 1e6 / requests, 1) if requests else None,
-                    "server_s_all_clients": round(srv1 - srv0, 3),
-                },
-                "rss_kb": rss,
-                "rss_worker_mean_kb": int(statistics.mean(rss["workers"])) if rss["workers"] else None,
-                "greenpool": gp,
-                "log_errors": log_errors(running, offsets),
-            })
+            rec.update(
+                {
+                    "url": url_path,
+                    "wrk": result,
+                    "drain_after_warmup_s": drained_s,
+                    "warmup_wrk": {k: warm.get(k) for k in ("rps", "requests", "non2xx", "timeouts", "socket_errors")},
+                    "connections": {
+                        "peak_ours": peak["ours"],
+                        "peak_ours_warmup": peak_warm["ours"],
+                        "peak_threads_connected": peak["threads_connected"],
+                        "peak_threads_connected_minus_others": peak["threads_connected"] - others_before,
+                        "others_at_start": others_before,
+                        "ours_at_start": base["ours"],
+                        "samples": peak["samples"],
+                        "new": cnt1["successes"] - cnt0["successes"],
+                        "attempts": cnt1["attempts"] - cnt0["attempts"],
+                        "new_per_1000": round((cnt1["successes"] - cnt0["successes"]) * 1000 / requests, 2)
+                        if requests
+                        else None,
+                        "server_connections_delta_all_clients": after["connections"] - before["connections"],
+                        "bound": stack.bound,
+                        # above the bound: whose connections they were, at the highest sample
+                        "excess_run": peak.get("excess"),
+                        "excess_warmup": peak_warm.get("excess"),
+                    },
+                    "cpu": {
+                        "stack_s": round(cpu1 - cpu0, 3),
+                        "stack_us_per_request": round((cpu1 - cpu0) * 1e6 / requests, 1) if requests else None,
+                        "server_s_all_clients": round(srv1 - srv0, 3),
+                    },
+                    "rss_kb": rss,
+                    "rss_worker_mean_kb": int(statistics.mean(rss["workers"])) if rss["workers"] else None,
+                    "greenpool": gp,
+                    "log_errors": log_errors(running, offsets),
+                }
+            )
             return rec
         finally:
             stop(running)
@@ -740,8 +825,9 @@ class Bench:
             status, body = None, ""
             for _ in range(3):
                 try:
-                    with urllib.request.urlopen(running.base + path + ("?s=0.05" if path == "/slow" else ""),
-                                                timeout=10) as resp:
+                    with urllib.request.urlopen(
+                        running.base + path + ("?s=0.05" if path == "/slow" else ""), timeout=10
+                    ) as resp:
                         status, body = resp.status, resp.read(300).decode("utf-8", "replace")
                 except urllib.error.HTTPError as exc:
                     status, body = exc.code, exc.read(300).decode("utf-8", "replace")
@@ -749,8 +835,7 @@ class Bench:
                     status, body = None, f"{type(exc).__name__}: {exc}"
             time.sleep(0.3)
             errors = log_errors(running, offsets)
-            rec.update({"status": status, "body": body.strip()[:200], "errors": errors,
-                        "serves": status == 200})
+            rec.update({"status": status, "body": body.strip()[:200], "errors": errors, "serves": status == 200})
             return rec
         finally:
             stop(running)
@@ -760,17 +845,34 @@ class Bench:
 def probe_greenpool_ioloop(bench: Bench) -> dict[str, Any]:
     """greenpool-serve has no IOLoop-thread mode: with DJANGO_ALLOW_ASYNC_UNSAFE (the only way
     Django's ORM would run there) its Tornado worker refuses to boot. Record what it says."""
-    env = stacks.env_for(stacks.Command("probe", []), {**bench.db_env, **stacks.django_env("greenpool"),
-                                                     "DJANGO_ALLOW_ASYNC_UNSAFE": "1"})
-    argv = [str(stacks.VENV_BIN / "greenpool-serve"), "--server", "tornado", "-w", "1",
-            "-b", f"127.0.0.1:{free_ports(1)}", "--check-config"]
-    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    env = stacks.env_for(
+        stacks.Command("probe", []),
+        {**bench.db_env, **stacks.django_env("greenpool"), "DJANGO_ALLOW_ASYNC_UNSAFE": "1"},
+    )
+    argv = [
+        str(stacks.VENV_BIN / "greenpool-serve"),
+        "--server",
+        "tornado",
+        "-w",
+        "1",
+        "-b",
+        f"127.0.0.1:{free_ports(1)}",
+        "--check-config",
+    ]
+    proc = subprocess.run(
+        argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
     message = lines[0].split("] ", 3)[-1] if lines else (proc.stdout + proc.stderr).strip()[-300:]
-    return {"type": "cannot_serve", "stack": "gp-tornado-ioloop",
-            "label": "greenpool-serve tornado, Django on the IOLoop thread (DJANGO_ALLOW_ASYNC_UNSAFE=1)",
-            "path": "(boot)", "status": f"exit {proc.returncode}", "serves": False,
-            "errors": [{"count": 1, "line": message}]}
+    return {
+        "type": "cannot_serve",
+        "stack": "gp-tornado-ioloop",
+        "label": "greenpool-serve tornado, Django on the IOLoop thread (DJANGO_ALLOW_ASYNC_UNSAFE=1)",
+        "path": "(boot)",
+        "status": f"exit {proc.returncode}",
+        "serves": False,
+        "errors": [{"count": 1, "line": message}],
+    }
 
 
 # -- the plan ---------------------------------------------------------------------------
@@ -835,8 +937,12 @@ def machine() -> dict[str, Any]:
                 mem_kb = int(line.split()[1])
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu_model": cpu_model, "platform": platform.platform(),
-            "mem_gb": round(mem_kb / 1024 / 1024, 1)}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "platform": platform.platform(),
+        "mem_gb": round(mem_kb / 1024 / 1024, 1),
+    }
 
 
 def server_facts() -> dict[str, Any]:
@@ -845,8 +951,13 @@ def server_facts() -> dict[str, Any]:
         cur = conn.cursor()
         cur.execute("SELECT VERSION(), @@max_connections, @@have_ssl, @@thread_handling")
         version, max_conn, have_ssl, threads = cur.fetchone()
-        return {"version": version, "max_connections": int(max_conn), "have_ssl": have_ssl,
-                "thread_handling": threads, "host": f"{admin_params()['host']}:{admin_params()['port']}"}
+        return {
+            "version": version,
+            "max_connections": int(max_conn),
+            "have_ssl": have_ssl,
+            "thread_handling": threads,
+            "host": f"{admin_params()['host']}:{admin_params()['port']}",
+        }
     finally:
         conn.close()
 
@@ -857,8 +968,11 @@ def git_state() -> dict[str, Any]:
             return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown",
-            "dirty": bool(git("status", "--porcelain", "--", "greenpool"))}
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "--", "greenpool")),
+    }
 
 
 # -- extras: the slow-query experiment and the latency study ------------------------------
@@ -875,10 +989,17 @@ def slow_mixed(bench: Bench, key: str) -> dict[str, Any]:
     monitor = bench.monitor
     assert monitor is not None
     running = start(stack, bench.tmp, bench.db_env, "slowmix")
-    rec: dict[str, Any] = {"type": "slow_mixed", "stack": stack.key, "label": stack.label, "slow_clients": clients,
-                           "hello_clients": 10, "seconds": seconds, "target_rps": target,
-                           "loadavg": list(os.getloadavg()),
-                           "commands": [wrk_command(clients, seconds, "URL/slow?s=0.05"), wrk_command(10, seconds, "URL/hello")]}
+    rec: dict[str, Any] = {
+        "type": "slow_mixed",
+        "stack": stack.key,
+        "label": stack.label,
+        "slow_clients": clients,
+        "hello_clients": 10,
+        "seconds": seconds,
+        "target_rps": target,
+        "loadavg": list(os.getloadavg()),
+        "commands": [wrk_command(clients, seconds, "URL/slow?s=0.05"), wrk_command(10, seconds, "URL/hello")],
+    }
     try:
         problem = wait_ready(running)
         if problem:
@@ -911,27 +1032,40 @@ def slow_mixed(bench: Bench, key: str) -> dict[str, Any]:
             wait_quiet(running, monitor)
         gp = settled_greenpool_stats(running)
         med = lambda rows, key="rps": statistics.median(r.get(key, 0) or 0 for r in rows)  # noqa: E731
-        rec.update({
-            "hello_alone": alone, "slow_alone": slow_alone, "hello_mixed": mixed_hello, "slow_mixed": mixed_slow,
-            "hello_alone_rps": med(alone), "hello_mixed_rps": med(mixed_hello), "slow_rps": med(mixed_slow),
-            "slow_alone_rps": med(slow_alone), "slow_alone_p99_ms": med(slow_alone, "p99_ms"),
-            "slow_alone_vs_target": round(med(slow_alone) / target, 3),
-            "slow_p99_ms": med(mixed_slow, "p99_ms"),
-            "hello_kept": round(med(mixed_hello) / med(alone), 3) if med(alone) else None,
-            "slow_vs_target": round(med(mixed_slow) / target, 3),
-            "errors": sum((r.get("non2xx", 0) or 0) + (r.get("timeouts", 0) or 0) + (r.get("socket_errors", 0) or 0)
-                          for r in mixed_slow + mixed_hello + alone + slow_alone),
-            "peak_connections": max(peaks) if peaks else None, "bound": stack.bound,
-            "worker_rss_kb_total": max(rss_peak) if rss_peak else None,
-            "master_rss_kb": sum(rss_kb(p) for p in running.pids()["masters"]),
-            "greenpool": gp,
-        })
+        rec.update(
+            {
+                "hello_alone": alone,
+                "slow_alone": slow_alone,
+                "hello_mixed": mixed_hello,
+                "slow_mixed": mixed_slow,
+                "hello_alone_rps": med(alone),
+                "hello_mixed_rps": med(mixed_hello),
+                "slow_rps": med(mixed_slow),
+                "slow_alone_rps": med(slow_alone),
+                "slow_alone_p99_ms": med(slow_alone, "p99_ms"),
+                "slow_alone_vs_target": round(med(slow_alone) / target, 3),
+                "slow_p99_ms": med(mixed_slow, "p99_ms"),
+                "hello_kept": round(med(mixed_hello) / med(alone), 3) if med(alone) else None,
+                "slow_vs_target": round(med(mixed_slow) / target, 3),
+                "errors": sum(
+                    (r.get("non2xx", 0) or 0) + (r.get("timeouts", 0) or 0) + (r.get("socket_errors", 0) or 0)
+                    for r in mixed_slow + mixed_hello + alone + slow_alone
+                ),
+                "peak_connections": max(peaks) if peaks else None,
+                "bound": stack.bound,
+                "worker_rss_kb_total": max(rss_peak) if rss_peak else None,
+                "master_rss_kb": sum(rss_kb(p) for p in running.pids()["masters"]),
+                "greenpool": gp,
+            }
+        )
     finally:
         stop(running)
         shutil.rmtree(running.workdir, ignore_errors=True)
     bench.emit(rec)
-    log(f"slow {key}: /slow alone {rec.get('slow_alone_rps')} req/s, next to /hello {rec.get('slow_rps')} "
-        f"(target {target:.0f}), /hello kept {rec.get('hello_kept')}")
+    log(
+        f"slow {key}: /slow alone {rec.get('slow_alone_rps')} req/s, next to /hello {rec.get('slow_rps')} "
+        f"(target {target:.0f}), /hello kept {rec.get('hello_kept')}"
+    )
     return rec
 
 
@@ -968,10 +1102,15 @@ def memory_match(bench: Bench, rec: dict[str, Any], matrix: list[dict[str, Any]]
             wait_quiet(running, monitor)
             result = wrk(running.base + "/slow?s=0.05", clients, seconds)
             pids = running.pids()
-            attempts.append({"workers": needed, "wrk": result,
-                             "worker_rss_kb_total": sum(rss_kb(p) for p in pids["workers"]),
-                             "worker_count_seen": len(pids["workers"]),
-                             "master_rss_kb": sum(rss_kb(p) for p in pids["masters"])})
+            attempts.append(
+                {
+                    "workers": needed,
+                    "wrk": result,
+                    "worker_rss_kb_total": sum(rss_kb(p) for p in pids["workers"]),
+                    "worker_count_seen": len(pids["workers"]),
+                    "master_rss_kb": sum(rss_kb(p) for p in pids["masters"]),
+                }
+            )
         finally:
             stop(running)
             shutil.rmtree(running.workdir, ignore_errors=True)
@@ -980,17 +1119,26 @@ def memory_match(bench: Bench, rec: dict[str, Any], matrix: list[dict[str, Any]]
             break
         needed = math.ceil(needed * goal / got) + 1
     best = attempts[-1]
-    memory = {"type": "memory_match", "greenpool_stack": stack.key, "greenpool_label": stack.label,
-              "greenpool_slow_rps": goal,
-              "greenpool_worker_rss_kb_total": rec["worker_rss_kb_total"], "greenpool_workers": stacks.WORKERS,
-              "per_sync_worker_rps_estimate": round(per_worker, 2), "attempts": attempts,
-              "sync_workers": best.get("workers"), "sync_slow_rps": best.get("wrk", {}).get("rps"),
-              "sync_worker_rss_kb_total": best.get("worker_rss_kb_total"),
-              "loadavg": list(os.getloadavg())}
+    memory = {
+        "type": "memory_match",
+        "greenpool_stack": stack.key,
+        "greenpool_label": stack.label,
+        "greenpool_slow_rps": goal,
+        "greenpool_worker_rss_kb_total": rec["worker_rss_kb_total"],
+        "greenpool_workers": stacks.WORKERS,
+        "per_sync_worker_rps_estimate": round(per_worker, 2),
+        "attempts": attempts,
+        "sync_workers": best.get("workers"),
+        "sync_slow_rps": best.get("wrk", {}).get("rps"),
+        "sync_worker_rss_kb_total": best.get("worker_rss_kb_total"),
+        "loadavg": list(os.getloadavg()),
+    }
     if memory["sync_worker_rss_kb_total"] and memory["greenpool_worker_rss_kb_total"]:
         memory["rss_ratio"] = round(memory["sync_worker_rss_kb_total"] / memory["greenpool_worker_rss_kb_total"], 2)
     bench.emit(memory)
-    log(f"memory: sync needs {memory['sync_workers']} workers for {memory['sync_slow_rps']} req/s; ratio {memory.get('rss_ratio')}")
+    log(
+        f"memory: sync needs {memory['sync_workers']} workers for {memory['sync_slow_rps']} req/s; ratio {memory.get('rss_ratio')}"
+    )
 
 
 @dataclass(frozen=True)
@@ -1003,13 +1151,20 @@ class StudyRow:
     cpu_hog: bool = False
 
 
-STUDY = (StudyRow("gp-gevent", "/read"), StudyRow("gp-gevent-reuseport", "/read"),
-         StudyRow("gevent-persist", "/read"), StudyRow("sync-persist", "/read"),
-         # One worker with its share of the 100 clients: how evenly a worker serves its
-         # own connections when it has a core to itself, and when it must share one.
-         StudyRow("gp-gevent-w1", "/read", 50), StudyRow("sync-persist-w1", "/read", 50),
-         StudyRow("gp-gevent-w1", "/read", 50, cpu_hog=True), StudyRow("sync-persist-w1", "/read", 50, cpu_hog=True),
-         StudyRow("gp-gevent", "/hello"), StudyRow("bare", "/hello"))
+STUDY = (
+    StudyRow("gp-gevent", "/read"),
+    StudyRow("gp-gevent-reuseport", "/read"),
+    StudyRow("gevent-persist", "/read"),
+    StudyRow("sync-persist", "/read"),
+    # One worker with its share of the 100 clients: how evenly a worker serves its
+    # own connections when it has a core to itself, and when it must share one.
+    StudyRow("gp-gevent-w1", "/read", 50),
+    StudyRow("sync-persist-w1", "/read", 50),
+    StudyRow("gp-gevent-w1", "/read", 50, cpu_hog=True),
+    StudyRow("sync-persist-w1", "/read", 50, cpu_hog=True),
+    StudyRow("gp-gevent", "/hello"),
+    StudyRow("bare", "/hello"),
+)
 # Stacks with no cells of their own (no paths) that the study runs whatever --stacks chose.
 STUDY_ONLY = {row.stack for row in STUDY if not stacks.ALL[row.stack].paths}
 
@@ -1031,9 +1186,17 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
         key, path, clients = row.stack, row.path, row.clients
         stack = stacks.ALL[key]
         running = start(stack, bench.tmp, bench.db_env, f"study{path.strip('/')}")
-        rec: dict[str, Any] = {"type": "latency_study", "stack": key, "label": stack.label, "path": path,
-                               "clients": clients, "workers": stack.workers, "cpu_hog": row.cpu_hog,
-                               "seconds": seconds, "loadavg": list(os.getloadavg())}
+        rec: dict[str, Any] = {
+            "type": "latency_study",
+            "stack": key,
+            "label": stack.label,
+            "path": path,
+            "clients": clients,
+            "workers": stack.workers,
+            "cpu_hog": row.cpu_hog,
+            "seconds": seconds,
+            "loadavg": list(os.getloadavg()),
+        }
         hog: subprocess.Popen | None = None
         # The probe, killed in finally if an error cuts the row short
         # (communicate()'s timeout, unlike subprocess.run's, leaves it running).
@@ -1051,24 +1214,59 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
             if row.cpu_hog:
                 # wrk, the probe and the second client, with margin; stopped in finally.
                 hog = cpu_hog(2 * seconds + 30)
-            probe = subprocess.Popen([sys.executable, "-m", "bench.client", "probe", url, "--clients", "2",
-                                      "--interval", "0.02", "--duration", str(seconds)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=stacks.env_for(stacks.Command("client", []), {}))
+            probe = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.client",
+                    "probe",
+                    url,
+                    "--clients",
+                    "2",
+                    "--interval",
+                    "0.02",
+                    "--duration",
+                    str(seconds),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=stacks.env_for(stacks.Command("client", []), {}),
+            )
             workers = running.pids()["workers"]
             before = sched_stats(workers)
             rec["wrk"] = wrk(url, clients, seconds)
             after = sched_stats(workers)
             # How the kernel ran the workers during wrk: a worker that sleeps on every
             # query is scheduled in on every answer; a busy event loop runs in slices.
-            rec["sched"] = {"cpu_s": (after[0] - before[0]) / 1e9, "runqueue_wait_s": (after[1] - before[1]) / 1e9,
-                            "scheduled_in": after[2] - before[2]}
+            rec["sched"] = {
+                "cpu_s": (after[0] - before[0]) / 1e9,
+                "runqueue_wait_s": (after[1] - before[1]) / 1e9,
+                "scheduled_in": after[2] - before[2],
+            }
             out, err = probe.communicate(timeout=seconds + 60)
             rec["probe_during_wrk"] = json.loads(out) if out.strip() else {"failed": err[-300:]}
-            proc = subprocess.run([sys.executable, "-m", "bench.client", "closed", url, "--clients", str(clients),
-                                   "--duration", str(seconds), "--warmup", "1"], cwd=ROOT, capture_output=True,
-                                  text=True, timeout=seconds + 90,
-                                  env=stacks.env_for(stacks.Command("client", []), {}))
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.client",
+                    "closed",
+                    url,
+                    "--clients",
+                    str(clients),
+                    "--duration",
+                    str(seconds),
+                    "--warmup",
+                    "1",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=seconds + 90,
+                env=stacks.env_for(stacks.Command("client", []), {}),
+            )
             rec["client"] = json.loads(proc.stdout) if proc.stdout.strip() else {"failed": proc.stderr[-300:]}
             # Keep-alive connections stay on the worker that accepted them, and a
             # worker's share of them sets how long each waits (the client tells the
@@ -1090,9 +1288,11 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
             shutil.rmtree(running.workdir, ignore_errors=True)
         bench.emit(rec)
         w, c = rec.get("wrk", {}), rec.get("client", {})
-        log(f"study {key} {path} c={clients}{' +cpu hog' if row.cpu_hog else ''}: "
+        log(
+            f"study {key} {path} c={clients}{' +cpu hog' if row.cpu_hog else ''}: "
             f"wrk p99 {w.get('p99_ms')} little {w.get('little_ratio')}; "
-            f"client raw p99 {c.get('raw', {}).get('p99_ms')} corrected p99 {c.get('wrk_corrected', {}).get('p99_ms')}")
+            f"client raw p99 {c.get('raw', {}).get('p99_ms')} corrected p99 {c.get('wrk_corrected', {}).get('p99_ms')}"
+        )
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -1100,9 +1300,13 @@ def latency_study(bench: Bench, chosen: list[Stack]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: fewer cells, short runs; no docs unless --docs")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: fewer cells, short runs; no docs unless --docs"
+    )
     parser.add_argument("--out", default=str(RESULTS), help=f"JSON lines (default {RESULTS.relative_to(ROOT)})")
-    parser.add_argument("--docs", default=None, help="rewrite this page's section (default docs/benchmarks.md for a full run)")
+    parser.add_argument(
+        "--docs", default=None, help="rewrite this page's section (default docs/benchmarks.md for a full run)"
+    )
     parser.add_argument("--no-docs", action="store_true", help="write JSON only")
     parser.add_argument("--stacks", default=None, help="comma-separated stack keys (default: all)")
     parser.add_argument("--paths", default=None, help="comma-separated paths, e.g. /hello,/read")
@@ -1110,11 +1314,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=None, help="measured seconds per run (integer)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds per run (integer)")
     parser.add_argument("--no-extras", action="store_true", help="skip the slow-query experiment and latency study")
-    parser.add_argument("--study-only", action="store_true",
-                        help=f"run the latency study alone (no cells, no slow-query experiment), JSON to "
-                             f"{STUDY_RESULTS.relative_to(ROOT)} unless --out; never rewrites the docs")
-    parser.add_argument("--max-user-connections", type=int, default=BENCH_MAX_USER_CONNECTIONS,
-                        help=f"MAX_USER_CONNECTIONS of the benchmark's account (default {BENCH_MAX_USER_CONNECTIONS})")
+    parser.add_argument(
+        "--study-only",
+        action="store_true",
+        help=f"run the latency study alone (no cells, no slow-query experiment), JSON to "
+        f"{STUDY_RESULTS.relative_to(ROOT)} unless --out; never rewrites the docs",
+    )
+    parser.add_argument(
+        "--max-user-connections",
+        type=int,
+        default=BENCH_MAX_USER_CONNECTIONS,
+        help=f"MAX_USER_CONNECTIONS of the benchmark's account (default {BENCH_MAX_USER_CONNECTIONS})",
+    )
     args = parser.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
     if args.paths:
@@ -1153,19 +1364,44 @@ def main(argv: list[str] | None = None) -> int:
         nginx_conf.write(probe_dir, app_port=18000, workers=stacks.WORKERS, listen_port=18080)
         nginx_source = dict(nginx_conf.last_source)
         nginx_source["config"] = (probe_dir / "nginx" / "nginx.conf").read_text()
-    bench.emit({
-        "type": "meta", "quick": args.quick, "argv": sys.argv[1:] if argv is None else argv,
-        "command": ".venv/bin/python -m bench.run" + (" " + " ".join(sys.argv[1:] if argv is None else argv)
-                                                       if (sys.argv[1:] if argv is None else argv) else ""),
-        "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
-        "wrk_command": wrk_command(0, plan["duration"]).replace("-c0", "-cCLIENTS"),
-        "wrk_timeout_s": WRK_TIMEOUT_S, "reference": stacks.REFERENCE,
-        "stacks": [{"key": s.key, "label": s.label, "series": s.series, "paths": list(s.paths), "bound": s.bound,
-                    "settings": s.settings, "note": s.note, "probe_only": list(s.probe_only)} for s in chosen],
-        "versions": stacks.versions(), "machine": machine(), "server": server_facts(), "git": git_state(),
-        "loadavg_start": list(os.getloadavg()), "mysql_account": f"{BENCH_USER}@127.0.0.1",
-        "max_user_connections": args.max_user_connections, "nginx": nginx_source,
-    })
+    bench.emit(
+        {
+            "type": "meta",
+            "quick": args.quick,
+            "argv": sys.argv[1:] if argv is None else argv,
+            "command": ".venv/bin/python -m bench.run"
+            + (
+                " " + " ".join(sys.argv[1:] if argv is None else argv)
+                if (sys.argv[1:] if argv is None else argv)
+                else ""
+            ),
+            "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
+            "wrk_command": wrk_command(0, plan["duration"]).replace("-c0", "-cCLIENTS"),
+            "wrk_timeout_s": WRK_TIMEOUT_S,
+            "reference": stacks.REFERENCE,
+            "stacks": [
+                {
+                    "key": s.key,
+                    "label": s.label,
+                    "series": s.series,
+                    "paths": list(s.paths),
+                    "bound": s.bound,
+                    "settings": s.settings,
+                    "note": s.note,
+                    "probe_only": list(s.probe_only),
+                }
+                for s in chosen
+            ],
+            "versions": stacks.versions(),
+            "machine": machine(),
+            "server": server_facts(),
+            "git": git_state(),
+            "loadavg_start": list(os.getloadavg()),
+            "mysql_account": f"{BENCH_USER}@127.0.0.1",
+            "max_user_connections": args.max_user_connections,
+            "nginx": nginx_source,
+        }
+    )
     bench.monitor = Monitor()
     bench.monitor.start()
     matrix: list[dict[str, Any]] = []
@@ -1190,10 +1426,12 @@ def main(argv: list[str] | None = None) -> int:
                 matrix.append(rec)
                 w = rec.get("wrk", {})
                 c = rec.get("connections", {})
-                log(f"[{done}/{total}] {stack.key:22s} {path:6s} c={clients:<4d} r{rnd} {w.get('rps', 0):8.1f} req/s "
+                log(
+                    f"[{done}/{total}] {stack.key:22s} {path:6s} c={clients:<4d} r{rnd} {w.get('rps', 0):8.1f} req/s "
                     f"p50 {w.get('p50_ms', 0):7.1f} p99 {w.get('p99_ms', 0):8.1f} ms  non2xx {w.get('non2xx')} "
                     f"to {w.get('timeouts')} conns {c.get('peak_ours')} new/1k {c.get('new_per_1000')}"
-                    + (f"  FAILED {rec['failed'][:200]}" if rec.get("failed") else ""))
+                    + (f"  FAILED {rec['failed'][:200]}" if rec.get("failed") else "")
+                )
         if plan["extras"]:
             keys = {s.key for s in chosen}
             if "gp-gevent" in keys and not plan.get("study_only"):
@@ -1207,8 +1445,9 @@ def main(argv: list[str] | None = None) -> int:
             latency_study(bench, chosen)
     finally:
         bench.monitor.close()
-        bench.emit({"type": "end", "loadavg_end": list(os.getloadavg()),
-                    "elapsed_s": round(time.monotonic() - started, 1)})
+        bench.emit(
+            {"type": "end", "loadavg_end": list(os.getloadavg()), "elapsed_s": round(time.monotonic() - started, 1)}
+        )
         shutil.rmtree(bench.tmp, ignore_errors=True)
     log(f"run {bench.run_id} done in {time.monotonic() - started:.0f}s; results in {bench.out_path}")
     docs = None if args.no_docs else (args.docs or (None if args.quick else str(ROOT / "docs" / "benchmarks.md")))

@@ -67,8 +67,9 @@ class Stack:
     workers: int = WORKERS  # worker processes (the latency study's one-worker rows have 1)
 
 
-def django_env(backend: str, conn_max_age: str = "0", tuned: bool = False,
-               pool_size: int = GREENPOOL_MAX_SIZE) -> dict[str, str]:
+def django_env(
+    backend: str, conn_max_age: str = "0", tuned: bool = False, pool_size: int = GREENPOOL_MAX_SIZE
+) -> dict[str, str]:
     env = {
         "DJANGO_SETTINGS_MODULE": "bench.django_settings",
         "GREENPOOL_BENCH_BACKEND": backend,
@@ -87,25 +88,63 @@ def control_dir(workdir: Path) -> str:
     return str(workdir / "control")
 
 
-def _greenpool(server: str, *, tuned: bool = False, worker_ports: bool = False, extra: tuple[str, ...] = (),
-               pool_size: int = GREENPOOL_MAX_SIZE, workers: int = WORKERS,
-               env: dict[str, str] | None = None) -> Callable[[Ports, Path], list[Command]]:
+def _greenpool(
+    server: str,
+    *,
+    tuned: bool = False,
+    worker_ports: bool = False,
+    extra: tuple[str, ...] = (),
+    pool_size: int = GREENPOOL_MAX_SIZE,
+    workers: int = WORKERS,
+    env: dict[str, str] | None = None,
+) -> Callable[[Ports, Path], list[Command]]:
     def commands(ports: Ports, workdir: Path) -> list[Command]:
-        argv = [str(VENV_BIN / "greenpool-serve"), "--server", server, "-w", str(workers),
-                "-b", f"127.0.0.1:{ports.app}", "--control-dir", control_dir(workdir), "--log-level", "warning", *extra]
+        argv = [
+            str(VENV_BIN / "greenpool-serve"),
+            "--server",
+            server,
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{ports.app}",
+            "--control-dir",
+            control_dir(workdir),
+            "--log-level",
+            "warning",
+            *extra,
+        ]
         if worker_ports:
             argv.append("--worker-ports")
-        return [Command("app", argv, {**django_env("greenpool", tuned=tuned, pool_size=pool_size), **(env or {})},
-                        stop_signal="INT")]
+        return [
+            Command(
+                "app",
+                argv,
+                {**django_env("greenpool", tuned=tuned, pool_size=pool_size), **(env or {})},
+                stop_signal="INT",
+            )
+        ]
+
     return commands
 
 
-def _gunicorn(worker_class: str, backend: str, conn_max_age: str = "0", *, tuned: bool = False,
-              workers: int = WORKERS) -> Callable[[Ports, Path], list[Command]]:
+def _gunicorn(
+    worker_class: str, backend: str, conn_max_age: str = "0", *, tuned: bool = False, workers: int = WORKERS
+) -> Callable[[Ports, Path], list[Command]]:
     def commands(ports: Ports, workdir: Path) -> list[Command]:
-        argv = [str(VENV_BIN / "gunicorn"), "-k", worker_class, "-w", str(workers), "-b", f"127.0.0.1:{ports.app}",
-                "--log-level", "warning", "bench.wsgi:application"]
+        argv = [
+            str(VENV_BIN / "gunicorn"),
+            "-k",
+            worker_class,
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{ports.app}",
+            "--log-level",
+            "warning",
+            "bench.wsgi:application",
+        ]
         return [Command("app", argv, django_env(backend, conn_max_age, tuned), stop_signal="INT")]
+
     return commands
 
 
@@ -116,17 +155,47 @@ UWSGI_CORES = 1000
 def _uwsgi_gevent(ports: Ports, workdir: Path) -> list[Command]:
     # --gevent-early-monkey-patch: patched before Django is imported (with --gevent-monkey-patch
     # greenpool refuses every request, docs/deployment.md). SIGINT: uWSGI 2.0 takes TERM as "reload".
-    argv = [str(VENV_BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{ports.app}", "--master", "--processes", str(WORKERS),
-            "--gevent", str(UWSGI_CORES), "--gevent-early-monkey-patch", "--home", sys.prefix, "--chdir", str(ROOT),
-            "--module", "bench.wsgi:application", "--need-app", "--listen", "1024", "--disable-logging"]
+    argv = [
+        str(VENV_BIN / "uwsgi"),
+        "--http-socket",
+        f"127.0.0.1:{ports.app}",
+        "--master",
+        "--processes",
+        str(WORKERS),
+        "--gevent",
+        str(UWSGI_CORES),
+        "--gevent-early-monkey-patch",
+        "--home",
+        sys.prefix,
+        "--chdir",
+        str(ROOT),
+        "--module",
+        "bench.wsgi:application",
+        "--need-app",
+        "--listen",
+        "1024",
+        "--disable-logging",
+    ]
     return [Command("app", argv, django_env("greenpool"), stop_signal="INT")]
 
 
 def _tornado_stock(mode: str, conn_max_age: str = "none") -> Callable[[Ports, Path], list[Command]]:
     def commands(ports: Ports, workdir: Path) -> list[Command]:
-        argv = [sys.executable, "-m", "bench.tornado_stock", "--bind", f"127.0.0.1:{ports.app}",
-                "--workers", str(WORKERS), "--mode", mode, "--threads", str(TORNADO_THREADS)]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.tornado_stock",
+            "--bind",
+            f"127.0.0.1:{ports.app}",
+            "--workers",
+            str(WORKERS),
+            "--mode",
+            mode,
+            "--threads",
+            str(TORNADO_THREADS),
+        ]
         return [Command("app", argv, django_env("django", conn_max_age))]
+
     return commands
 
 
@@ -148,87 +217,223 @@ BOUND = WORKERS * GREENPOOL_MAX_SIZE
 # 200 clients waiting on SELECT SLEEP(0.05) want up to 200 connections; 20 per worker
 # keeps 2 workers at 40 (the benchmark account's limit is 100).
 SLOW_POOL_SIZE = 20
-GP_SETTINGS = ('ENGINE "greenpool.backends.mysql", CONN_MAX_AGE 0, CONN_HEALTH_CHECKS True, '
-               'OPTIONS pool {max_size 5, min_size 5, timeout 10}')
+GP_SETTINGS = (
+    'ENGINE "greenpool.backends.mysql", CONN_MAX_AGE 0, CONN_HEALTH_CHECKS True, '
+    "OPTIONS pool {max_size 5, min_size 5, timeout 10}"
+)
 
 STACKS: tuple[Stack, ...] = (
-    Stack("gp-gevent", "greenpool-serve gevent", "greenpool", _greenpool("gevent"), bound=BOUND, control=True,
-          settings=f"`greenpool-serve -w 2` (gevent.pywsgi, 1000 connections per worker); {GP_SETTINGS}"),
-    Stack("gp-gevent-cb4", "greenpool-serve gevent --callback-batch 4", "greenpool",
-          _greenpool("gevent", extra=("--callback-batch", "4")), bound=BOUND, control=True,
-          settings="as greenpool-serve gevent, with --callback-batch 4 (gevent's CFFI loop, which may poll "
-                   "after every 4 callbacks instead of 50)"),
-    Stack("gp-gevent-reuseport", "greenpool-serve gevent --reuse-port", "greenpool",
-          _greenpool("gevent", extra=("--reuse-port",)), paths=(), bound=BOUND, control=True,
-          settings="as greenpool-serve gevent, with --reuse-port (each worker its own SO_REUSEPORT socket); "
-                   "latency study only"),
-    Stack("gp-gevent-pool20", f"greenpool-serve gevent, max_size {SLOW_POOL_SIZE}", "greenpool",
-          _greenpool("gevent", pool_size=SLOW_POOL_SIZE), paths=(), bound=WORKERS * SLOW_POOL_SIZE, control=True,
-          settings=f"as greenpool-serve gevent, with a pool sized for slow queries: max_size = min_size = "
-                   f"{SLOW_POOL_SIZE}; slow-query experiment and its memory comparison only"),
-    Stack("gp-gevent-nometrics", "greenpool-serve gevent, pool metrics off", "greenpool",
-          _greenpool("gevent", env={"GREENPOOL_DEMO_POOL_METRICS": "0"}), paths=(), bound=BOUND, control=True,
-          settings="as greenpool-serve gevent, with OPTIONS pool metrics False (no wait or hold histograms); "
-                   "bench.ab only, for what the histograms cost per request"),
-    Stack("gp-gevent-w1", "greenpool-serve gevent, 1 worker", "greenpool", _greenpool("gevent", workers=1), paths=(),
-          bound=GREENPOOL_MAX_SIZE, control=True, workers=1,
-          settings="as greenpool-serve gevent, with -w 1; latency study only (one worker's share of the clients)"),
-    Stack("gp-tornado", "greenpool-serve tornado (executor)", "greenpool", _greenpool("tornado"), bound=BOUND,
-          control=True, settings=f"`greenpool-serve -w 2 --server tornado` (10 executor threads); {GP_SETTINGS}"),
-    Stack("gp-nginx", "nginx + greenpool-serve gevent", "greenpool", _greenpool_nginx, bound=BOUND, control=True,
-          needs_nginx=True, worker_ports=WORKERS,
-          settings="nginx (config below) -> `greenpool-serve -w 2 --worker-ports`, least_conn, upstream keepalive; "
-                   + GP_SETTINGS),
-    Stack("tornado-stock", "Tornado WSGIContainer + executor, CONN_MAX_AGE=None", "tornado",
-          _tornado_stock("executor"),
-          settings="Tornado 6 HTTPServer + WSGIContainer(executor=ThreadPoolExecutor(10)), 2 processes; "
-                   "Django's ENGINE django.db.backends.mysql, CONN_MAX_AGE None"),
-    Stack("tornado-ioloop", "Tornado WSGIContainer on the IOLoop thread", "tornado", _tornado_stock("ioloop"),
-          paths=("/hello",), probe_only=DB_PATHS,
-          settings="Tornado 6 HTTPServer + WSGIContainer(app) (no executor: Django on the IOLoop thread), 2 processes; "
-                   "Django's ENGINE django.db.backends.mysql, CONN_MAX_AGE None"),
-    Stack("sync-cma0", "gunicorn sync, CONN_MAX_AGE=0", "gunicorn", _gunicorn("sync", "django", "0"), paths=DB_PATHS,
-          settings="`gunicorn -w 2` (sync); Django's ENGINE django.db.backends.mysql on PyMySQL, CONN_MAX_AGE 0 "
-                   "(Django's default)"),
-    Stack("sync-persist", "gunicorn sync, CONN_MAX_AGE=None", "gunicorn", _gunicorn("sync", "django", "none"),
-          settings="`gunicorn -w 2` (sync); Django's ENGINE django.db.backends.mysql on PyMySQL, CONN_MAX_AGE None"),
-    Stack("sync-persist-w1", "gunicorn sync, CONN_MAX_AGE=None, 1 worker", "gunicorn",
-          _gunicorn("sync", "django", "none", workers=1), paths=(), workers=1,
-          settings="as gunicorn sync, CONN_MAX_AGE=None, with -w 1; latency study only"),
-    Stack("gevent-cma0", "gunicorn gevent, CONN_MAX_AGE=0", "gunicorn", _gunicorn("gevent", "django", "0"),
-          paths=DB_PATHS,
-          settings="`gunicorn -k gevent -w 2` (1000 connections per worker); Django's ENGINE "
-                   "django.db.backends.mysql on PyMySQL, CONN_MAX_AGE 0"),
-    Stack("gevent-persist", "gunicorn gevent, CONN_MAX_AGE=None", "gunicorn", _gunicorn("gevent", "django", "none"),
-          settings="`gunicorn -k gevent -w 2`; Django's ENGINE django.db.backends.mysql on PyMySQL, CONN_MAX_AGE None"),
-    Stack("gevent-greenpool", "gunicorn gevent + greenpool ENGINE", "gunicorn", _gunicorn("gevent", "greenpool"),
-          bound=BOUND,
-          settings="`gunicorn -k gevent -w 2` (1000 connections per worker), the ENGINE swap alone; " + GP_SETTINGS),
-    Stack("uwsgi-gevent-greenpool", "uWSGI gevent + greenpool ENGINE", "uwsgi", _uwsgi_gevent, bound=BOUND,
-          settings=f"`uwsgi --http-socket --master --processes 2 --gevent {UWSGI_CORES} --gevent-early-monkey-patch "
-                   "--listen 1024` (the app loaded in the master, then forked; --http-socket closes the connection "
-                   "after each answer), the ENGINE swap alone; " + GP_SETTINGS),
-    Stack("gevent-dbpool", "gunicorn gevent + django-db-connection-pool", "gunicorn",
-          _gunicorn("gevent", "dbpool", "0"), paths=DB_PATHS,
-          settings="`gunicorn -k gevent -w 2`; ENGINE dj_db_conn_pool.backends.mysql with its default POOL_OPTIONS "
-                   "(pool_size 10, max_overflow 10, pre_ping, recycle 15 min)"),
-    Stack("bare", "bare gevent.pywsgi hello-world (ceiling)", "bare", _bare, paths=("/hello",),
-          settings="bench/bare_hello.py: gevent.pywsgi.WSGIServer, TCP_NODELAY, 2 forked processes, no Django"),
+    Stack(
+        "gp-gevent",
+        "greenpool-serve gevent",
+        "greenpool",
+        _greenpool("gevent"),
+        bound=BOUND,
+        control=True,
+        settings=f"`greenpool-serve -w 2` (gevent.pywsgi, 1000 connections per worker); {GP_SETTINGS}",
+    ),
+    Stack(
+        "gp-gevent-cb4",
+        "greenpool-serve gevent --callback-batch 4",
+        "greenpool",
+        _greenpool("gevent", extra=("--callback-batch", "4")),
+        bound=BOUND,
+        control=True,
+        settings="as greenpool-serve gevent, with --callback-batch 4 (gevent's CFFI loop, which may poll "
+        "after every 4 callbacks instead of 50)",
+    ),
+    Stack(
+        "gp-gevent-reuseport",
+        "greenpool-serve gevent --reuse-port",
+        "greenpool",
+        _greenpool("gevent", extra=("--reuse-port",)),
+        paths=(),
+        bound=BOUND,
+        control=True,
+        settings="as greenpool-serve gevent, with --reuse-port (each worker its own SO_REUSEPORT socket); "
+        "latency study only",
+    ),
+    Stack(
+        "gp-gevent-pool20",
+        f"greenpool-serve gevent, max_size {SLOW_POOL_SIZE}",
+        "greenpool",
+        _greenpool("gevent", pool_size=SLOW_POOL_SIZE),
+        paths=(),
+        bound=WORKERS * SLOW_POOL_SIZE,
+        control=True,
+        settings=f"as greenpool-serve gevent, with a pool sized for slow queries: max_size = min_size = "
+        f"{SLOW_POOL_SIZE}; slow-query experiment and its memory comparison only",
+    ),
+    Stack(
+        "gp-gevent-nometrics",
+        "greenpool-serve gevent, pool metrics off",
+        "greenpool",
+        _greenpool("gevent", env={"GREENPOOL_DEMO_POOL_METRICS": "0"}),
+        paths=(),
+        bound=BOUND,
+        control=True,
+        settings="as greenpool-serve gevent, with OPTIONS pool metrics False (no wait or hold histograms); "
+        "bench.ab only, for what the histograms cost per request",
+    ),
+    Stack(
+        "gp-gevent-w1",
+        "greenpool-serve gevent, 1 worker",
+        "greenpool",
+        _greenpool("gevent", workers=1),
+        paths=(),
+        bound=GREENPOOL_MAX_SIZE,
+        control=True,
+        workers=1,
+        settings="as greenpool-serve gevent, with -w 1; latency study only (one worker's share of the clients)",
+    ),
+    Stack(
+        "gp-tornado",
+        "greenpool-serve tornado (executor)",
+        "greenpool",
+        _greenpool("tornado"),
+        bound=BOUND,
+        control=True,
+        settings=f"`greenpool-serve -w 2 --server tornado` (10 executor threads); {GP_SETTINGS}",
+    ),
+    Stack(
+        "gp-nginx",
+        "nginx + greenpool-serve gevent",
+        "greenpool",
+        _greenpool_nginx,
+        bound=BOUND,
+        control=True,
+        needs_nginx=True,
+        worker_ports=WORKERS,
+        settings="nginx (config below) -> `greenpool-serve -w 2 --worker-ports`, least_conn, upstream keepalive; "
+        + GP_SETTINGS,
+    ),
+    Stack(
+        "tornado-stock",
+        "Tornado WSGIContainer + executor, CONN_MAX_AGE=None",
+        "tornado",
+        _tornado_stock("executor"),
+        settings="Tornado 6 HTTPServer + WSGIContainer(executor=ThreadPoolExecutor(10)), 2 processes; "
+        "Django's ENGINE django.db.backends.mysql, CONN_MAX_AGE None",
+    ),
+    Stack(
+        "tornado-ioloop",
+        "Tornado WSGIContainer on the IOLoop thread",
+        "tornado",
+        _tornado_stock("ioloop"),
+        paths=("/hello",),
+        probe_only=DB_PATHS,
+        settings="Tornado 6 HTTPServer + WSGIContainer(app) (no executor: Django on the IOLoop thread), 2 processes; "
+        "Django's ENGINE django.db.backends.mysql, CONN_MAX_AGE None",
+    ),
+    Stack(
+        "sync-cma0",
+        "gunicorn sync, CONN_MAX_AGE=0",
+        "gunicorn",
+        _gunicorn("sync", "django", "0"),
+        paths=DB_PATHS,
+        settings="`gunicorn -w 2` (sync); Django's ENGINE django.db.backends.mysql on PyMySQL, CONN_MAX_AGE 0 "
+        "(Django's default)",
+    ),
+    Stack(
+        "sync-persist",
+        "gunicorn sync, CONN_MAX_AGE=None",
+        "gunicorn",
+        _gunicorn("sync", "django", "none"),
+        settings="`gunicorn -w 2` (sync); Django's ENGINE django.db.backends.mysql on PyMySQL, CONN_MAX_AGE None",
+    ),
+    Stack(
+        "sync-persist-w1",
+        "gunicorn sync, CONN_MAX_AGE=None, 1 worker",
+        "gunicorn",
+        _gunicorn("sync", "django", "none", workers=1),
+        paths=(),
+        workers=1,
+        settings="as gunicorn sync, CONN_MAX_AGE=None, with -w 1; latency study only",
+    ),
+    Stack(
+        "gevent-cma0",
+        "gunicorn gevent, CONN_MAX_AGE=0",
+        "gunicorn",
+        _gunicorn("gevent", "django", "0"),
+        paths=DB_PATHS,
+        settings="`gunicorn -k gevent -w 2` (1000 connections per worker); Django's ENGINE "
+        "django.db.backends.mysql on PyMySQL, CONN_MAX_AGE 0",
+    ),
+    Stack(
+        "gevent-persist",
+        "gunicorn gevent, CONN_MAX_AGE=None",
+        "gunicorn",
+        _gunicorn("gevent", "django", "none"),
+        settings="`gunicorn -k gevent -w 2`; Django's ENGINE django.db.backends.mysql on PyMySQL, CONN_MAX_AGE None",
+    ),
+    Stack(
+        "gevent-greenpool",
+        "gunicorn gevent + greenpool ENGINE",
+        "gunicorn",
+        _gunicorn("gevent", "greenpool"),
+        bound=BOUND,
+        settings="`gunicorn -k gevent -w 2` (1000 connections per worker), the ENGINE swap alone; " + GP_SETTINGS,
+    ),
+    Stack(
+        "uwsgi-gevent-greenpool",
+        "uWSGI gevent + greenpool ENGINE",
+        "uwsgi",
+        _uwsgi_gevent,
+        bound=BOUND,
+        settings=f"`uwsgi --http-socket --master --processes 2 --gevent {UWSGI_CORES} --gevent-early-monkey-patch "
+        "--listen 1024` (the app loaded in the master, then forked; --http-socket closes the connection "
+        "after each answer), the ENGINE swap alone; " + GP_SETTINGS,
+    ),
+    Stack(
+        "gevent-dbpool",
+        "gunicorn gevent + django-db-connection-pool",
+        "gunicorn",
+        _gunicorn("gevent", "dbpool", "0"),
+        paths=DB_PATHS,
+        settings="`gunicorn -k gevent -w 2`; ENGINE dj_db_conn_pool.backends.mysql with its default POOL_OPTIONS "
+        "(pool_size 10, max_overflow 10, pre_ping, recycle 15 min)",
+    ),
+    Stack(
+        "bare",
+        "bare gevent.pywsgi hello-world (ceiling)",
+        "bare",
+        _bare,
+        paths=("/hello",),
+        settings="bench/bare_hello.py: gevent.pywsgi.WSGIServer, TCP_NODELAY, 2 forked processes, no Django",
+    ),
 )
 
 # The "tuned" series: PyMySQL with ssl_disabled=True (no TLS context built per connect).
 # Only the stacks that connect often are affected: the others connect once per worker
 # or thread, and greenpool's pooled connections already reuse one TLS context.
 TUNED: tuple[Stack, ...] = (
-    Stack("sync-cma0+tuned", "gunicorn sync, CONN_MAX_AGE=0, ssl_disabled", "gunicorn",
-          _gunicorn("sync", "django", "0", tuned=True), paths=("/read",), series="tuned",
-          settings="as gunicorn sync, CONN_MAX_AGE=0, with OPTIONS ssl_disabled True"),
-    Stack("gevent-cma0+tuned", "gunicorn gevent, CONN_MAX_AGE=0, ssl_disabled", "gunicorn",
-          _gunicorn("gevent", "django", "0", tuned=True), paths=("/read",), series="tuned",
-          settings="as gunicorn gevent, CONN_MAX_AGE=0, with OPTIONS ssl_disabled True"),
-    Stack("gevent-persist+tuned", "gunicorn gevent, CONN_MAX_AGE=None, ssl_disabled", "gunicorn",
-          _gunicorn("gevent", "django", "none", tuned=True), paths=("/read",), series="tuned",
-          settings="as gunicorn gevent, CONN_MAX_AGE=None, with OPTIONS ssl_disabled True"),
+    Stack(
+        "sync-cma0+tuned",
+        "gunicorn sync, CONN_MAX_AGE=0, ssl_disabled",
+        "gunicorn",
+        _gunicorn("sync", "django", "0", tuned=True),
+        paths=("/read",),
+        series="tuned",
+        settings="as gunicorn sync, CONN_MAX_AGE=0, with OPTIONS ssl_disabled True",
+    ),
+    Stack(
+        "gevent-cma0+tuned",
+        "gunicorn gevent, CONN_MAX_AGE=0, ssl_disabled",
+        "gunicorn",
+        _gunicorn("gevent", "django", "0", tuned=True),
+        paths=("/read",),
+        series="tuned",
+        settings="as gunicorn gevent, CONN_MAX_AGE=0, with OPTIONS ssl_disabled True",
+    ),
+    Stack(
+        "gevent-persist+tuned",
+        "gunicorn gevent, CONN_MAX_AGE=None, ssl_disabled",
+        "gunicorn",
+        _gunicorn("gevent", "django", "none", tuned=True),
+        paths=("/read",),
+        series="tuned",
+        settings="as gunicorn gevent, CONN_MAX_AGE=None, with OPTIONS ssl_disabled True",
+    ),
 )
 
 ALL: dict[str, Stack] = {s.key: s for s in STACKS + TUNED}
@@ -238,16 +443,32 @@ REFERENCE = "sync-persist"
 
 # The stacks whose /read cells the targets compare: measured in every round (bench.run
 # FULL["rounds"]); the others once.
-ROUND_STACKS = ("gp-gevent", "gp-gevent-cb4", "gp-tornado", "sync-persist", "gevent-persist", "gevent-persist+tuned", "gevent-dbpool",
-                "tornado-stock", "gevent-greenpool", "uwsgi-gevent-greenpool")
+ROUND_STACKS = (
+    "gp-gevent",
+    "gp-gevent-cb4",
+    "gp-tornado",
+    "sync-persist",
+    "gevent-persist",
+    "gevent-persist+tuned",
+    "gevent-dbpool",
+    "tornado-stock",
+    "gevent-greenpool",
+    "uwsgi-gevent-greenpool",
+)
 
 
 def gunicorn_sync_with(workers: int) -> Stack:
     """gunicorn sync, CONN_MAX_AGE=None with as many workers as the memory comparison needs
     (at least 2: its key never clashes with the latency study's sync-persist-w1)."""
-    return Stack(f"sync-persist-w{workers}", f"gunicorn sync, CONN_MAX_AGE=None, {workers} workers", "gunicorn",
-                 _gunicorn("sync", "django", "none", workers=workers), paths=("/slow",), workers=workers,
-                 settings=f"`gunicorn -w {workers}` (sync); CONN_MAX_AGE None")
+    return Stack(
+        f"sync-persist-w{workers}",
+        f"gunicorn sync, CONN_MAX_AGE=None, {workers} workers",
+        "gunicorn",
+        _gunicorn("sync", "django", "none", workers=workers),
+        paths=("/slow",),
+        workers=workers,
+        settings=f"`gunicorn -w {workers}` (sync); CONN_MAX_AGE None",
+    )
 
 
 def nginx_available() -> str | None:
@@ -261,8 +482,18 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("Django", "gevent", "greenlet", "PyMySQL", "gunicorn", "uWSGI", "tornado", "django-db-connection-pool",
-                 "SQLAlchemy", "greenpool"):
+    for dist in (
+        "Django",
+        "gevent",
+        "greenlet",
+        "PyMySQL",
+        "gunicorn",
+        "uWSGI",
+        "tornado",
+        "django-db-connection-pool",
+        "SQLAlchemy",
+        "greenpool",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -278,7 +509,9 @@ def versions() -> dict[str, str]:
 
 
 def env_for(command: Command, base: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_BENCH_") and k != "DJANGO_SETTINGS_MODULE"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_BENCH_") and k != "DJANGO_SETTINGS_MODULE"
+    }
     env.update(base)
     env.update(command.env)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -31,8 +31,8 @@ logger = logging.getLogger("greenpool")
 LATE_PATCH_MESSAGE = (
     "gevent monkey-patched this process after Django's database connection handler was created "
     "(django.db was imported before gevent.monkey.patch_all()), so Django keeps one connection per OS thread "
-    "while every request runs in a greenlet of its own; each request would fail with \"DatabaseWrapper objects "
-    "created in a thread can only be used in that same thread\". Patch before Django is imported: under uWSGI "
+    'while every request runs in a greenlet of its own; each request would fail with "DatabaseWrapper objects '
+    'created in a thread can only be used in that same thread". Patch before Django is imported: under uWSGI '
     "use --gevent-early-monkey-patch instead of --gevent-monkey-patch; with any other server, call "
     "gevent.monkey.patch_all() before anything imports Django (the first lines of wsgi.py), or use a worker "
     "that patches before loading the application (gunicorn -k gevent, greenpool-serve)"

@@ -51,12 +51,11 @@ def install(app: Any) -> None:
     if not isinstance(app, Celery):
         raise TypeError(f"greenpool.celery.install() needs a celery.Celery app, got {app!r}")
     # Strong references with fixed ids: a second install() replaces, never adds.
-    signals.worker_process_init.connect(_keep_pools_in_child, weak=False,
-                                        dispatch_uid="greenpool.celery.keep_pools_in_child")
-    signals.worker_process_shutdown.connect(_close_pools, weak=False,
-                                            dispatch_uid="greenpool.celery.close_pools_child")
-    signals.worker_shutdown.connect(_close_pools, weak=False,
-                                    dispatch_uid="greenpool.celery.close_pools_worker")
+    signals.worker_process_init.connect(
+        _keep_pools_in_child, weak=False, dispatch_uid="greenpool.celery.keep_pools_in_child"
+    )
+    signals.worker_process_shutdown.connect(_close_pools, weak=False, dispatch_uid="greenpool.celery.close_pools_child")
+    signals.worker_shutdown.connect(_close_pools, weak=False, dispatch_uid="greenpool.celery.close_pools_worker")
 
 
 def _keep_pools_in_child(**_: Any) -> None:

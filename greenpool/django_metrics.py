@@ -27,6 +27,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         collector = metrics.Collector(lambda: metrics.read_spool(directory))
     else:
         collector = metrics.Collector(lambda: [({}, metrics.snapshot())])
-    body, content_type = metrics.render(collector, openmetrics="application/openmetrics-text"
-                                        in request.headers.get("Accept", ""))
+    body, content_type = metrics.render(
+        collector, openmetrics="application/openmetrics-text" in request.headers.get("Accept", "")
+    )
     return HttpResponse(body, content_type=content_type)

@@ -26,10 +26,16 @@ def make_server(directory: str, host: str, port: int) -> ThreadingHTTPServer:
                 body, status, content_type = b"not found: only /metrics is served here\n", 404, "text/plain"
             else:
                 # Only the other processes' files: this exporter runs no pool of its own.
-                collector = metrics.Collector(lambda: [(labels, snap) for labels, snap in metrics.read_spool(directory)
-                                                       if snap.get("pools") or snap.get("holds")])
-                body, content_type = metrics.render(collector, "application/openmetrics-text"
-                                                    in self.headers.get("Accept", ""))
+                collector = metrics.Collector(
+                    lambda: [
+                        (labels, snap)
+                        for labels, snap in metrics.read_spool(directory)
+                        if snap.get("pools") or snap.get("holds")
+                    ]
+                )
+                body, content_type = metrics.render(
+                    collector, "application/openmetrics-text" in self.headers.get("Accept", "")
+                )
                 status = 200
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -48,7 +54,9 @@ def make_server(directory: str, host: str, port: int) -> ThreadingHTTPServer:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m greenpool.metrics_exporter", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", required=True, help=f"the spool directory ({metrics.SPOOL_ENV} of the processes)")
-    parser.add_argument("--bind", default="127.0.0.1:9108", help="HOST:PORT to serve /metrics on (default 127.0.0.1:9108)")
+    parser.add_argument(
+        "--bind", default="127.0.0.1:9108", help="HOST:PORT to serve /metrics on (default 127.0.0.1:9108)"
+    )
     args = parser.parse_args(argv)
     host, _, port = args.bind.rpartition(":")
     if not host or not port.isdigit():

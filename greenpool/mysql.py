@@ -118,9 +118,11 @@ class PooledConnection(pymysql.connections.Connection):
     def connect(self, sock: Any = None) -> None:
         super().connect(sock)
         if self._sock is not None and self._sock.family in (socket.AF_INET, socket.AF_INET6):
-            for option, value in ((socket.TCP_KEEPIDLE, TCP_KEEPALIVE_IDLE),
-                                  (socket.TCP_KEEPINTVL, TCP_KEEPALIVE_INTERVAL),
-                                  (socket.TCP_KEEPCNT, TCP_KEEPALIVE_COUNT)):
+            for option, value in (
+                (socket.TCP_KEEPIDLE, TCP_KEEPALIVE_IDLE),
+                (socket.TCP_KEEPINTVL, TCP_KEEPALIVE_INTERVAL),
+                (socket.TCP_KEEPCNT, TCP_KEEPALIVE_COUNT),
+            ):
                 self._sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
     def reopen(self) -> None:
@@ -315,8 +317,9 @@ class PooledConnection(pymysql.connections.Connection):
         return f"<PooledConnection {user}@{self.host}:{self.port} id={self.thread_id() if self.open else None} {state}>"
 
 
-def connect_factory(params: dict[str, Any], track_state: bool = False,
-                    reply_wait: float = 0.0) -> Callable[[], PooledConnection]:
+def connect_factory(
+    params: dict[str, Any], track_state: bool = False, reply_wait: float = 0.0
+) -> Callable[[], PooledConnection]:
     """Return ``connect()`` for a pool: one PooledConnection per call, with
     parameters fixed once (the SSL context is shared through the cache).
     ``track_state`` asks the server to report session-state changes, for

@@ -147,8 +147,13 @@ class Pool:
         validate({option: arguments[option] for option in OPTIONS})
         _require(callable(connect), "connect", connect, "a callable")
         for hook_name, hook in (
-            ("check", check), ("reset", reset), ("reconnect", reconnect), ("close_conn", close_conn), ("ping", ping),
-            ("retry_connect", retry_connect), ("probe", probe),
+            ("check", check),
+            ("reset", reset),
+            ("reconnect", reconnect),
+            ("close_conn", close_conn),
+            ("ping", ping),
+            ("retry_connect", retry_connect),
+            ("probe", probe),
         ):
             _require(hook is None or callable(hook), hook_name, hook, "None or a callable")
         try:
@@ -385,8 +390,12 @@ class Pool:
             # Logged: a probe that always fails turns every checkout into a
             # ping (or, without a check, a reconnect), and nothing else would
             # show why (it once raised on every descriptor from 1024 up).
-            logger.debug("pool %r: checkout probe failed, treating the connection as suspect: %s: %s",
-                         self.name, type(exc).__name__, exc)
+            logger.debug(
+                "pool %r: checkout probe failed, treating the connection as suspect: %s: %s",
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
             return True
 
     def putconn(self, conn: Any, discard: bool = False) -> None:
@@ -398,12 +407,17 @@ class Pool:
         if record is None or record.conn is not conn:
             if record is not None:  # another connection reused the id: put it back
                 self._out[id(conn)] = record
-            raise PoolError(f"pool {self.name!r}: putconn of a connection this pool does not have checked out: {conn!r}")
+            raise PoolError(
+                f"pool {self.name!r}: putconn of a connection this pool does not have checked out: {conn!r}"
+            )
         if self.leak_threshold is not None:
             held = time.monotonic() - record.checked_out_at
             if held > self.leak_threshold:
                 logger.warning(
-                    "pool %r: connection returned after %.1fs (leak_threshold=%.1fs)", self.name, held, self.leak_threshold
+                    "pool %r: connection returned after %.1fs (leak_threshold=%.1fs)",
+                    self.name,
+                    held,
+                    self.leak_threshold,
                 )
             record.stack = None
         if discard:
@@ -740,8 +754,13 @@ class Pool:
                 # do not reconnect in the same instant.
                 interval = backoff * (0.5 + random.random())
                 backoff = min(backoff * 2, self.reconnect_backoff_max)
-                logger.info("pool %r: maintenance (refill, keepalive, shrink) failed, retrying in %.2fs: %s: %s",
-                            self.name, interval, type(exc).__name__, exc)
+                logger.info(
+                    "pool %r: maintenance (refill, keepalive, shrink) failed, retrying in %.2fs: %s: %s",
+                    self.name,
+                    interval,
+                    type(exc).__name__,
+                    exc,
+                )
             self._wake.wait(interval)
             self._wake.clear()
 
@@ -768,8 +787,11 @@ class Pool:
                 why = record.why_retire(now, self.max_idle, self._slots - len(to_close) > self.min_size)
                 if why is not None:
                     to_close.append((record, why))
-                elif (self.keepalive is not None and self._ping is not None
-                      and not record.alive_within(self.keepalive, now)):
+                elif (
+                    self.keepalive is not None
+                    and self._ping is not None
+                    and not record.alive_within(self.keepalive, now)
+                ):
                     to_ping.append(record)
                 else:
                     keep.append(record)

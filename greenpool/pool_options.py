@@ -48,32 +48,90 @@ class Option:
             raise ValueError(f"invalid pool option {self.name}={value!r}: expected {self.expected}")
 
 
-OPTIONS: dict[str, Option] = {option.name: option for option in (
-    Option("min_size", 0, _int_at_least(0), "an int >= 0",
-           "connections opened when the pool opens and kept through idle periods"),
-    Option("max_size", 10, _int_at_least(1), "an int >= 1", "most connections the pool holds"),
-    Option("timeout", 30.0, _seconds_above(0), "seconds > 0",
-           "seconds a checkout waits for a free connection before PoolTimeout"),
-    Option("max_waiting", 0, _int_at_least(0), "an int >= 0 (0: no limit)",
-           "most checkouts waiting at once before TooManyRequests (0: no limit)"),
-    Option("max_lifetime", 3600.0, _seconds_above(0), "seconds > 0",
-           "seconds after which a connection is replaced (5 % jitter)"),
-    Option("max_idle", 600.0, _seconds_above(0), "seconds > 0",
-           "seconds idle after which a connection above min_size is closed"),
-    Option("check_window", 1.0, lambda value: _is_seconds(value) and value >= 0, "seconds >= 0",
-           "with health checks (CONN_HEALTH_CHECKS): skip the checkout ping for a connection used this recently"),
-    Option("keepalive", None, _optional_seconds, "None or seconds > 0",
-           "ping idle connections unused this long (None: never)"),
-    Option("leak_threshold", None, _optional_seconds, "None or seconds > 0",
-           "log a connection held longer than this many seconds, with the stack that took it"),
-    Option("reconnect_backoff", 0.1, _seconds_above(0), "seconds > 0",
-           "first wait between failed connects, doubled after each failure"),
-    Option("reconnect_backoff_max", 5.0, _seconds_above(0), "seconds > 0",
-           "longest wait between failed connects of the background refill"),
-    Option("metrics", True, lambda value: isinstance(value, bool), "True or False",
-           "record the checkout-wait and hold-time histograms of /metrics (docs/observability.md); "
-           "False: counters and gauges only"),
-)}
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option(
+            "min_size",
+            0,
+            _int_at_least(0),
+            "an int >= 0",
+            "connections opened when the pool opens and kept through idle periods",
+        ),
+        Option("max_size", 10, _int_at_least(1), "an int >= 1", "most connections the pool holds"),
+        Option(
+            "timeout",
+            30.0,
+            _seconds_above(0),
+            "seconds > 0",
+            "seconds a checkout waits for a free connection before PoolTimeout",
+        ),
+        Option(
+            "max_waiting",
+            0,
+            _int_at_least(0),
+            "an int >= 0 (0: no limit)",
+            "most checkouts waiting at once before TooManyRequests (0: no limit)",
+        ),
+        Option(
+            "max_lifetime",
+            3600.0,
+            _seconds_above(0),
+            "seconds > 0",
+            "seconds after which a connection is replaced (5 % jitter)",
+        ),
+        Option(
+            "max_idle",
+            600.0,
+            _seconds_above(0),
+            "seconds > 0",
+            "seconds idle after which a connection above min_size is closed",
+        ),
+        Option(
+            "check_window",
+            1.0,
+            lambda value: _is_seconds(value) and value >= 0,
+            "seconds >= 0",
+            "with health checks (CONN_HEALTH_CHECKS): skip the checkout ping for a connection used this recently",
+        ),
+        Option(
+            "keepalive",
+            None,
+            _optional_seconds,
+            "None or seconds > 0",
+            "ping idle connections unused this long (None: never)",
+        ),
+        Option(
+            "leak_threshold",
+            None,
+            _optional_seconds,
+            "None or seconds > 0",
+            "log a connection held longer than this many seconds, with the stack that took it",
+        ),
+        Option(
+            "reconnect_backoff",
+            0.1,
+            _seconds_above(0),
+            "seconds > 0",
+            "first wait between failed connects, doubled after each failure",
+        ),
+        Option(
+            "reconnect_backoff_max",
+            5.0,
+            _seconds_above(0),
+            "seconds > 0",
+            "longest wait between failed connects of the background refill",
+        ),
+        Option(
+            "metrics",
+            True,
+            lambda value: isinstance(value, bool),
+            "True or False",
+            "record the checkout-wait and hold-time histograms of /metrics (docs/observability.md); "
+            "False: counters and gauges only",
+        ),
+    )
+}
 
 DEFAULTS: dict[str, Any] = {name: option.default for name, option in OPTIONS.items()}
 
@@ -84,8 +142,11 @@ def validate(values: dict[str, Any]) -> None:
     for name, value in values.items():
         OPTIONS[name].check(value)
     if values["min_size"] > values["max_size"]:
-        raise ValueError(f"invalid pool option min_size={values['min_size']!r}: "
-                         f"expected <= max_size ({values['max_size']})")
+        raise ValueError(
+            f"invalid pool option min_size={values['min_size']!r}: expected <= max_size ({values['max_size']})"
+        )
     if values["reconnect_backoff_max"] < values["reconnect_backoff"]:
-        raise ValueError(f"invalid pool option reconnect_backoff_max={values['reconnect_backoff_max']!r}: "
-                         f"expected >= reconnect_backoff ({values['reconnect_backoff']})")
+        raise ValueError(
+            f"invalid pool option reconnect_backoff_max={values['reconnect_backoff_max']!r}: "
+            f"expected >= reconnect_backoff ({values['reconnect_backoff']})"
+        )

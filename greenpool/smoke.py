@@ -31,12 +31,22 @@ def main() -> int:
         "autocommit": True,
         "connect_timeout": 5,
     }
-    pool = Pool(mysql.connect_factory(params), min_size=2, max_size=5, timeout=10, name="smoke",
-                check=mysql.check, reset=mysql.make_reset(False))
+    pool = Pool(
+        mysql.connect_factory(params),
+        min_size=2,
+        max_size=5,
+        timeout=10,
+        name="smoke",
+        check=mysql.check,
+        reset=mysql.make_reset(False),
+    )
     try:
         pool.open(wait=True, timeout=10)
     except Exception as exc:
-        print(f"smoke: could not open a pool to {params['user']}@{params['host']}:{params['port']}: {exc}", file=sys.stderr)
+        print(
+            f"smoke: could not open a pool to {params['user']}@{params['host']}:{params['port']}: {exc}",
+            file=sys.stderr,
+        )
         return 1
 
     def work(i: int) -> None:

@@ -70,8 +70,12 @@ def _admin(mysql_params):
     import pymysql
 
     return pymysql.connect(
-        host=mysql_params["host"], port=int(mysql_params["port"]), user=mysql_params["user"],
-        password=mysql_params["password"], autocommit=True, ssl_disabled=True,
+        host=mysql_params["host"],
+        port=int(mysql_params["port"]),
+        user=mysql_params["user"],
+        password=mysql_params["password"],
+        autocommit=True,
+        ssl_disabled=True,
     )
 
 
@@ -321,7 +325,9 @@ def _leak_state(conn):
 def test_reset_session_leaves_no_state_for_the_next_request(handler, django_db):
     from django.db import ProgrammingError
 
-    conn = handler(OPTIONS={"pool": {"max_size": 1, "reset_session": True}, "init_command": "SET @init = 'ran'"})["default"]
+    conn = handler(OPTIONS={"pool": {"max_size": 1, "reset_session": True}, "init_command": "SET @init = 'ran'"})[
+        "default"
+    ]
     _leak_state(conn)
     first = query_one(conn, "SELECT CONNECTION_ID()")
     conn.close()
@@ -360,7 +366,9 @@ def test_auto_reset_resets_a_session_that_changed(handler, statement):
     conn.close()
     assert raw.greenpool_resets == 1
     assert query_one(conn, "SELECT @secret, IS_USED_LOCK('greenpool-auto-lock'), @@tx_isolation") == (
-        None, None, "READ-COMMITTED",
+        None,
+        None,
+        "READ-COMMITTED",
     )
     assert "ANSI_QUOTES" not in query_one(conn, "SELECT @@sql_mode")[0]
 
@@ -431,8 +439,12 @@ def proxied(handler, django_db):
     from tests.support.proxy import TCPProxy
 
     with TCPProxy(django_db["host"], int(django_db["port"])) as proxy:
-        conn = handler(HOST=proxy.host, PORT=str(proxy.port), CONN_HEALTH_CHECKS=False,
-                       OPTIONS={"pool": {"max_size": 1, "timeout": 5}})["default"]
+        conn = handler(
+            HOST=proxy.host,
+            PORT=str(proxy.port),
+            CONN_HEALTH_CHECKS=False,
+            OPTIONS={"pool": {"max_size": 1, "timeout": 5}},
+        )["default"]
         query_one(conn, "SELECT 1")  # the pool's one connection, with Django's set-up done
         conn.close()
         yield conn, proxy

@@ -49,8 +49,13 @@ def project_env(mysql_params, mysql_admin):
 
 def django_admin(env, *args, input_text=None, timeout=180):
     return subprocess.run(
-        [sys.executable, "-m", "django", *args], env=env, cwd=ROOT, input=input_text,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "django", *args],
+        env=env,
+        cwd=ROOT,
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -68,11 +73,16 @@ def test_migrate_creates_tables(project_env, mysql_admin):
     result = django_admin(env, "migrate", "--noinput")
     assert result.returncode == 0, result.stderr[-3000:]
     with mysql_admin.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'sample_note'", (db,))
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'sample_note'",
+            (db,),
+        )
         assert cur.fetchone() == (1,)
 
 
-@pytest.mark.skipif(not (shutil.which("mariadb") or shutil.which("mysql")), reason="no mysql/mariadb client binary for dbshell")
+@pytest.mark.skipif(
+    not (shutil.which("mariadb") or shutil.which("mysql")), reason="no mysql/mariadb client binary for dbshell"
+)
 def test_dbshell_connects_with_the_same_settings(project_env):
     env, db = project_env
     result = django_admin(env, "dbshell", input_text="SELECT DATABASE();\n", timeout=60)
@@ -88,9 +98,25 @@ def test_backend_works_under_gunicorns_gevent_worker(project_env, mysql_admin):
     env, db = project_env
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--worker-connections", "200",
-         "-b", f"127.0.0.1:{port}", "tests.djproject.wsgi:application"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            "2",
+            "--worker-connections",
+            "200",
+            "-b",
+            f"127.0.0.1:{port}",
+            "tests.djproject.wsgi:application",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=30)

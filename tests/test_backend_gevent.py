@@ -283,7 +283,10 @@ def test_reply_wait_pauses_on_a_connection_whose_replies_come_late_and_resumes(m
     # 3 late replies in a row the connection waits for one statement in 16 only.
     # 5 ms, not less: the 16th statement's SELECT 1 must answer within the wait on
     # a loaded CI machine too.
-    out = run_script(mysql_params, REPLY_WAIT_SCRIPT + """
+    out = run_script(
+        mysql_params,
+        REPLY_WAIT_SCRIPT
+        + """
 verdict["slow"] = ticks_during("SELECT SLEEP(0.02)", 3)
 verdict["misses"] = raw.greenpool_reply_misses
 with connection.cursor() as c:
@@ -296,7 +299,9 @@ with connection.cursor() as c:
 verdict["misses_after"] = raw.greenpool_reply_misses
 stop[0] = True
 print(json.dumps(verdict))
-""", pool={"max_size": 1, "reply_wait": 0.005})
+""",
+        pool={"max_size": 1, "reply_wait": 0.005},
+    )
     assert out["slow"] >= 3, out  # each SLEEP yielded after its 5 ms
     assert out["misses"] == 3 and out["skipped"] == 15 and out["misses_while_paused"] == 3, out
     assert out["misses_after"] == 0, out

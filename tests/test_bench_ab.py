@@ -5,14 +5,23 @@ from bench.ab import summarize
 
 
 def _rec(stack, rnd, rps, p99, cpu, timeouts=0):
-    return {"stack": stack, "round": rnd, "wrk": {"rps": rps, "p99_ms": p99, "timeouts": timeouts},
-            "cpu": {"stack_us_per_request": cpu}}
+    return {
+        "stack": stack,
+        "round": rnd,
+        "wrk": {"rps": rps, "p99_ms": p99, "timeouts": timeouts},
+        "cpu": {"stack_us_per_request": cpu},
+    }
 
 
 def test_ratios_are_taken_round_by_round_against_the_first_stack():
-    records = [_rec("a", 0, 100, 10, 1000), _rec("b", 0, 90, 20, 1100),
-               _rec("b", 1, 120, 30, 900), _rec("a", 1, 200, 10, 1000),
-               _rec("a", 2, 100, 10, 1000), _rec("b", 2, 110, 5, 1000)]
+    records = [
+        _rec("a", 0, 100, 10, 1000),
+        _rec("b", 0, 90, 20, 1100),
+        _rec("b", 1, 120, 30, 900),
+        _rec("a", 1, 200, 10, 1000),
+        _rec("a", 2, 100, 10, 1000),
+        _rec("b", 2, 110, 5, 1000),
+    ]
     summary = summarize(records, ["a", "b"])
     rps = summary["b"]["req/s"]
     # per round: 0.9, 0.6, 1.1 -- not the ratio of the medians (110 / 100 = 1.1)
@@ -23,7 +32,11 @@ def test_ratios_are_taken_round_by_round_against_the_first_stack():
 
 
 def test_a_round_missing_a_figure_is_left_out_not_counted_as_zero():
-    records = [_rec("a", 0, 100, 10, 1000), {"stack": "b", "round": 0, "failed": "did not start"},
-               _rec("a", 1, 100, 10, 1000), _rec("b", 1, 50, 10, 1000)]
+    records = [
+        _rec("a", 0, 100, 10, 1000),
+        {"stack": "b", "round": 0, "failed": "did not start"},
+        _rec("a", 1, 100, 10, 1000),
+        _rec("b", 1, 50, 10, 1000),
+    ]
     rps = summarize(records, ["a", "b"])["b"]["req/s"]
     assert rps["rounds"] == [50] and rps["ratio_median"] == 0.5

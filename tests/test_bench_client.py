@@ -62,8 +62,9 @@ def test_a_closed_run_reports_each_workers_connections_and_latencies():
         worker = workers.setdefault(environ["REMOTE_PORT"], next(next_worker))
         if worker == "1-slow":
             gevent.sleep(0.02)
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2"),
-                                  ("X-Greenpool-Worker", worker)])
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2"), ("X-Greenpool-Worker", worker)]
+        )
         return [b"ok"]
 
     class Server(gevent.pywsgi.WSGIServer):

@@ -35,16 +35,27 @@ def test_refuses_unbalanced_markers(tmp_path):
 
 
 def _cell(rps, p99, non2xx=0, cpu=1000.0, new=0, peak=10):
-    return {"type": "cell", "wrk": {"requests": int(rps * 4), "rps": rps, "p99_ms": p99, "non2xx": non2xx,
-                                    "timeouts": 0, "socket_errors": 0},
-            "cpu": {"stack_us_per_request": cpu}, "connections": {"peak_ours": peak, "peak_ours_warmup": peak, "new": new}}
+    return {
+        "type": "cell",
+        "wrk": {
+            "requests": int(rps * 4),
+            "rps": rps,
+            "p99_ms": p99,
+            "non2xx": non2xx,
+            "timeouts": 0,
+            "socket_errors": 0,
+        },
+        "cpu": {"stack_us_per_request": cpu},
+        "connections": {"peak_ours": peak, "peak_ours_warmup": peak, "new": new},
+    }
 
 
 def test_rounds_merge_to_the_medians_and_keep_every_rounds_errors():
     from bench.report import clean, merge_rounds
 
-    merged = merge_rounds([_cell(900, 300, cpu=1500), _cell(700, 500, non2xx=2, cpu=1700, peak=11),
-                           _cell(800, 100, cpu=1600, new=1)])
+    merged = merge_rounds(
+        [_cell(900, 300, cpu=1500), _cell(700, 500, non2xx=2, cpu=1700, peak=11), _cell(800, 100, cpu=1600, new=1)]
+    )
     assert merged["wrk"]["rps"] == 800
     assert merged["wrk"]["p99_ms"] == 300  # median of the rounds' p99, not the median round's
     assert merged["cpu"]["stack_us_per_request"] == 1600
@@ -73,19 +84,38 @@ def test_rounds_keep_whose_connections_were_counted_in_the_round_with_the_most()
 
 
 def _study(stack, workers, hog, p50, p99):
-    return {"type": "latency_study", "stack": stack, "label": stack, "path": "/read", "clients": 50 * workers,
-            "workers": workers, "cpu_hog": hog, "client": {"raw": {"p50_ms": p50, "p99_ms": p99}}}
+    return {
+        "type": "latency_study",
+        "stack": stack,
+        "label": stack,
+        "path": "/read",
+        "clients": 50 * workers,
+        "workers": workers,
+        "cpu_hog": hog,
+        "client": {"raw": {"p50_ms": p50, "p99_ms": p99}},
+    }
 
 
 def test_one_worker_rows_compare_each_setting_with_sync_and_stay_out_of_the_two_worker_lines():
     from bench.report import Run, findings
 
-    meta = {"type": "meta", "stacks": [{"key": "gp-gevent", "label": "greenpool-serve gevent"},
-                                       {"key": "sync-persist", "label": "gunicorn sync"}],
-            "reference": "sync-persist", "plan": {"paths": ["/read"], "concurrency": [100]}}
-    rows = [meta, _study("gp-gevent", 2, False, 150.0, 450.0), _study("sync-persist", 2, False, 150.0, 210.0),
-            _study("gp-gevent-w1", 1, False, 100.0, 130.0), _study("sync-persist-w1", 1, False, 100.0, 125.0),
-            _study("gp-gevent-w1", 1, True, 200.0, 600.0)]
+    meta = {
+        "type": "meta",
+        "stacks": [
+            {"key": "gp-gevent", "label": "greenpool-serve gevent"},
+            {"key": "sync-persist", "label": "gunicorn sync"},
+        ],
+        "reference": "sync-persist",
+        "plan": {"paths": ["/read"], "concurrency": [100]},
+    }
+    rows = [
+        meta,
+        _study("gp-gevent", 2, False, 150.0, 450.0),
+        _study("sync-persist", 2, False, 150.0, 210.0),
+        _study("gp-gevent-w1", 1, False, 100.0, 130.0),
+        _study("sync-persist-w1", 1, False, 100.0, 125.0),
+        _study("gp-gevent-w1", 1, True, 200.0, 600.0),
+    ]
     rows[-1]["wrk"] = {"requests": 1000}
     rows[-1]["sched"] = {"cpu_s": 3.0, "runqueue_wait_s": 2.5, "scheduled_in": 1500}
     lines = [line for line in findings(Run(rows)) if line.startswith("- /read, ")]
@@ -105,7 +135,12 @@ def test_one_worker_rows_compare_each_setting_with_sync_and_stay_out_of_the_two_
 def test_the_study_table_has_the_scheduler_column_only_when_a_row_recorded_it():
     from bench.report import Run, study_section
 
-    meta = {"type": "meta", "stacks": [], "reference": "sync-persist", "plan": {"paths": ["/read"], "concurrency": [100]}}
+    meta = {
+        "type": "meta",
+        "stacks": [],
+        "reference": "sync-persist",
+        "plan": {"paths": ["/read"], "concurrency": [100]},
+    }
     row = _study("gp-gevent-w1", 1, True, 200.0, 600.0)
     row["wrk"] = {"requests": 1000, "rps": 250.0, "p50_ms": 190.0, "p99_ms": 610.0}
     without = study_section(Run([meta, row]))
@@ -126,7 +161,8 @@ def test_the_connection_split_is_reported_only_where_recorded():
     reuse["client_connections_per_worker"] = [47, 53]
     assert connection_split_finding(shared, reuse) == (
         "- The second client's connections on each worker in its /read run: shared socket 68 / 32; "
-        "--reuse-port 47 / 53 (a worker serving more of them makes each wait longer; docs/tuning.md).")
+        "--reuse-port 47 / 53 (a worker serving more of them makes each wait longer; docs/tuning.md)."
+    )
 
 
 def test_the_split_comes_with_each_workers_latencies_where_the_client_recorded_them():
@@ -136,8 +172,10 @@ def test_the_split_comes_with_each_workers_latencies_where_the_client_recorded_t
     shared["client_connections_per_worker"] = [53, 47]
     shared["client"]["per_worker"] = [
         {"worker": "0-101", "connections": 53, "requests": 2000, "p50_ms": 245.5, "p99_ms": 341.0},
-        {"worker": "1-102", "connections": 47, "requests": 2600, "p50_ms": 161.2, "p99_ms": 256.5}]
+        {"worker": "1-102", "connections": 47, "requests": 2600, "p50_ms": 161.2, "p99_ms": 256.5},
+    ]
     assert connection_split_finding(shared, None) == (
         "- The second client's connections on each worker in its /read run: shared socket 53 / 47 "
         "(its latencies by the worker that answered: p50 245.5 / 161.2 ms, p99 341.0 / 256.5 ms) "
-        "(a worker serving more of them makes each wait longer; docs/tuning.md).")
+        "(a worker serving more of them makes each wait longer; docs/tuning.md)."
+    )

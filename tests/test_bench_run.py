@@ -18,8 +18,13 @@ def test_client_socket_owners_names_the_process_holding_a_server_connection(mysq
 
     if mysql_params["host"] not in ("127.0.0.1", "localhost"):
         pytest.skip("the owners are read for connections to 127.0.0.1")
-    conn = pymysql.connect(host="127.0.0.1", port=int(mysql_params["port"]), user=mysql_params["user"],
-                           password=mysql_params["password"], ssl_disabled=True)
+    conn = pymysql.connect(
+        host="127.0.0.1",
+        port=int(mysql_params["port"]),
+        user=mysql_params["user"],
+        password=mysql_params["password"],
+        ssl_disabled=True,
+    )
     try:
         local_port = conn._sock.getsockname()[1]
         owners = run.client_socket_owners(int(mysql_params["port"]))
@@ -34,8 +39,15 @@ def test_sched_stats_counts_a_process_cpu_time_and_ignores_a_gone_one():
 
     # The child burns 0.3 s of its own CPU time (not of the wall clock, which a
     # busy machine stretches), says so, then sleeps.
-    child = subprocess.Popen([sys.executable, "-c", "import time\nwhile time.process_time() < 0.3:\n    pass\n"
-                              "print('burnt', flush=True)\ntime.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nwhile time.process_time() < 0.3:\n    pass\nprint('burnt', flush=True)\ntime.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline() == "burnt\n"
         cpu_ns, _wait_ns, scheduled_in = run.sched_stats([child.pid])

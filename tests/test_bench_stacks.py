@@ -42,12 +42,16 @@ def test_the_tuned_series_only_adds_ssl_disabled(tmp_path):
         assert mine.env == {**theirs.env, "GREENPOOL_BENCH_TUNED": "1"}, stack.key
         assert theirs.env.get("GREENPOOL_BENCH_TUNED") != "1", twin.key
     # What the flag does: bench.django_settings adds OPTIONS ssl_disabled and nothing else.
-    show = ("import json; from bench import django_settings as s; "
-            "print(json.dumps(s.DATABASES['default']['OPTIONS'], sort_keys=True, default=str))")
+    show = (
+        "import json; from bench import django_settings as s; "
+        "print(json.dumps(s.DATABASES['default']['OPTIONS'], sort_keys=True, default=str))"
+    )
     options = {}
     for tuned in ("1", ""):
         env = {**os.environ, "GREENPOOL_BENCH_BACKEND": "django", "GREENPOOL_BENCH_TUNED": tuned}
-        out = subprocess.run([sys.executable, "-c", show], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", show], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         options[tuned] = json.loads(out.stdout)
     assert options["1"] == {**options[""], "ssl_disabled": True}

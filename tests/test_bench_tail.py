@@ -105,12 +105,32 @@ def test_percentiles_count_the_slow_ones():
 def test_report_rewrites_the_section_from_recorded_results(tmp_path):
     from bench.tail_anatomy import report
 
-    parts = {"app": percentiles([5.0, 7.0]), "wait": percentiles([1.0, 2.0]), "hold": percentiles([2.0, 30.0]),
-             "query": percentiles([0.3, 0.4, 12.0])}
-    meta = {"run": "r1", "time": "t", "type": "meta", "versions": {}, "machine": {"nproc": 2}, "git": {"commit": "c"},
-            "loadavg_start": [1.0], "loadavg_end": [1.0], "warmup": 2, "wrk_command": "wrk ..."}
-    rec = {"run": "r1", "type": "tail_anatomy", "stack": "gp-gevent", "label": "greenpool-serve gevent",
-           "wrk": {"rps": 700.0, "p50_ms": 100.0, "p99_ms": 300.0}, "parts": parts}
+    parts = {
+        "app": percentiles([5.0, 7.0]),
+        "wait": percentiles([1.0, 2.0]),
+        "hold": percentiles([2.0, 30.0]),
+        "query": percentiles([0.3, 0.4, 12.0]),
+    }
+    meta = {
+        "run": "r1",
+        "time": "t",
+        "type": "meta",
+        "versions": {},
+        "machine": {"nproc": 2},
+        "git": {"commit": "c"},
+        "loadavg_start": [1.0],
+        "loadavg_end": [1.0],
+        "warmup": 2,
+        "wrk_command": "wrk ...",
+    }
+    rec = {
+        "run": "r1",
+        "type": "tail_anatomy",
+        "stack": "gp-gevent",
+        "label": "greenpool-serve gevent",
+        "wrk": {"rps": 700.0, "p50_ms": 100.0, "p99_ms": 300.0},
+        "parts": parts,
+    }
     results = tmp_path / "tail.jsonl"
     results.write_text(json.dumps(meta) + "\n" + json.dumps(rec) + "\n")
     page = tmp_path / "benchmarks.md"

@@ -58,13 +58,14 @@ def database(mysql_params):
 
 
 def test_importing_greenpool_and_its_backend_does_not_import_celery():
-    script = ("import sys\n"
-              "import greenpool, greenpool.pool, greenpool.registry, greenpool.mysql\n"
-              "from greenpool.backends.mysql import base\n"
-              "print(sorted(m for m in sys.modules if m == 'celery' or m.startswith('celery.')))\n")
+    script = (
+        "import sys\n"
+        "import greenpool, greenpool.pool, greenpool.registry, greenpool.mysql\n"
+        "from greenpool.backends.mysql import base\n"
+        "print(sorted(m for m in sys.modules if m == 'celery' or m.startswith('celery.')))\n"
+    )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.celeryproj.settings"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"importing greenpool imported {done.stdout.strip()}"
 
@@ -109,8 +110,10 @@ def assert_pools_kept_and_bounded(results: list[dict], worker: CeleryWorker) -> 
     for pid, ids in sessions.items():
         # A prefork or solo process runs one task at a time: one connection for all of them.
         bound = 1 if worker.pool in ONE_PROCESS_PER_SLOT or worker.concurrency == 1 else MAX_SIZE
-        assert len(ids) <= bound, (f"-P {worker.pool}: process {pid} used {len(ids)} server connections "
-                                   f"for {len(results)} tasks (bound {bound}): the pool was not kept across tasks")
+        assert len(ids) <= bound, (
+            f"-P {worker.pool}: process {pid} used {len(ids)} server connections "
+            f"for {len(results)} tasks (bound {bound}): the pool was not kept across tasks"
+        )
     return sessions
 
 
@@ -118,22 +121,33 @@ def assert_pools_kept_and_bounded(results: list[dict], worker: CeleryWorker) -> 
 def test_each_worker_process_keeps_one_bounded_pool_across_tasks(pool, broker, database, mysql_params, tmp_path):
     if pool == "eventlet" and not eventlet_installed():
         pytest.skip("eventlet is not installed (setup.cfg's test extra installs it)")
-    with CeleryWorker(broker, mysql_params, database, pool=pool, concurrency=POOL_CONCURRENCY[pool],
-                      workdir=tmp_path, max_size=str(MAX_SIZE)) as worker:
+    with CeleryWorker(
+        broker,
+        mysql_params,
+        database,
+        pool=pool,
+        concurrency=POOL_CONCURRENCY[pool],
+        workdir=tmp_path,
+        max_size=str(MAX_SIZE),
+    ) as worker:
         results = worker.run("celeryproj.reads", reads_args(TASKS), timeout=120)
         sessions = assert_pools_kept_and_bounded(results, worker)
         used = set().union(*sessions.values())
         # Between tasks the pool holds its connections open: the server still has them.
         assert used <= server_sessions(mysql_params, database), "a connection was closed between tasks"
     # Gone with the worker's processes (each closes its pools at exit).
-    wait_until("the worker's server sessions end after it stopped",
-               lambda: not server_sessions(mysql_params, database), timeout=15)
+    wait_until(
+        "the worker's server sessions end after it stopped",
+        lambda: not server_sessions(mysql_params, database),
+        timeout=15,
+    )
 
 
 def test_prefork_child_never_uses_the_connection_its_parent_opened(broker, database, mysql_params, tmp_path):
     record = tmp_path / "parent-session"
-    with CeleryWorker(broker, mysql_params, database, pool="prefork", concurrency=2, workdir=tmp_path,
-                      parent_session_file=str(record)) as worker:
+    with CeleryWorker(
+        broker, mysql_params, database, pool="prefork", concurrency=2, workdir=tmp_path, parent_session_file=str(record)
+    ) as worker:
         parent_pid, parent_conn = map(int, record.read_text().split())
         results = worker.run("celeryproj.reads", reads_args(50), timeout=60)
         assert parent_pid not in {r["pid"] for r in results}, "tasks ran in the worker's main process"
@@ -153,24 +167,30 @@ def test_children_close_their_pools_when_they_exit(broker, throwaway_mariadb, tm
     db = throwaway_mariadb.params()
     with project_database(db) as database:
         aborted_before = aborted_clients(db)
-        with CeleryWorker(broker, db, database, pool="prefork", concurrency=1, workdir=tmp_path,
-                          args=("--max-tasks-per-child", "10")) as worker:
+        with CeleryWorker(
+            broker, db, database, pool="prefork", concurrency=1, workdir=tmp_path, args=("--max-tasks-per-child", "10")
+        ) as worker:
             results = worker.run("celeryproj.reads", reads_args(30), timeout=60)
             sessions = per_process(results)
             assert len(sessions) >= 3, f"expected children to be replaced every 10 tasks, saw {len(sessions)}"
             assert all(len(ids) == 1 for ids in sessions.values()), sessions
             last = results[-1]["conn"]
-            wait_until("the exited children's sessions end",
-                       lambda: server_sessions(db, database) <= {last}, timeout=15)
-        wait_until("the last child's session ends after the worker stopped",
-                   lambda: not server_sessions(db, database), timeout=15)
+            wait_until(
+                "the exited children's sessions end", lambda: server_sessions(db, database) <= {last}, timeout=15
+            )
+        wait_until(
+            "the last child's session ends after the worker stopped",
+            lambda: not server_sessions(db, database),
+            timeout=15,
+        )
         # Each child said goodbye (COM_QUIT through its pool's close) rather than
         # leaving the server to find a dead socket.
         assert aborted_clients(db) == aborted_before, "a child exited without closing its pool's connections"
 
 
 def test_soft_time_limit_mid_query_leaves_no_transaction_and_no_half_read_connection(
-        broker, database, mysql_params, tmp_path):
+    broker, database, mysql_params, tmp_path
+):
     with CeleryWorker(broker, mysql_params, database, pool="prefork", concurrency=1, workdir=tmp_path) as worker:
         child = worker.run("celeryproj.echo", [[1]], timeout=30)[0]["pid"]
         # Outside a transaction, nothing else reads the connection before its
@@ -189,10 +209,14 @@ def test_soft_time_limit_mid_query_leaves_no_transaction_and_no_half_read_connec
         answers = worker.run("celeryproj.echo", [[1000 + i] for i in range(5)], timeout=30)
         assert [a["value"] for a in answers] == [1000 + i for i in range(5)]
         assert {a["pid"] for a in answers} == {child}, "the child did not survive its soft time limits"
-        wait_until("the interrupted transaction ends on the server",
-                   lambda: not open_transactions(mysql_params, database), timeout=15)
-    assert query(mysql_params, f"SELECT hits FROM `{database}`.greenpool_celery_item WHERE id = 7") == [(0,)], \
+        wait_until(
+            "the interrupted transaction ends on the server",
+            lambda: not open_transactions(mysql_params, database),
+            timeout=15,
+        )
+    assert query(mysql_params, f"SELECT hits FROM `{database}`.greenpool_celery_item WHERE id = 7") == [(0,)], (
         "the interrupted task's UPDATE was committed"
+    )
 
 
 DIGITS = "(" + " UNION ALL ".join(f"SELECT {d} AS i" for d in range(10)) + ")"
@@ -216,16 +240,22 @@ def test_soft_time_limit_between_two_reads_of_a_result_sends_the_connection_to_d
         raise SoftTimeLimitExceeded()
 
     conv = {**pymysql.converters.conversions, pymysql.constants.FIELD_TYPE.LONGLONG: int_that_signals}
-    pool = Pool(mysql.connect_factory({**mysql_params, "autocommit": True, "conv": conv}), max_size=1,
-                name="soft-limit", reset=mysql.make_reset(False))
+    pool = Pool(
+        mysql.connect_factory({**mysql_params, "autocommit": True, "conv": conv}),
+        max_size=1,
+        name="soft-limit",
+        reset=mysql.make_reset(False),
+    )
     previous = signal.signal(signal.SIGUSR1, soft_limit)
     try:
         conn = pool.getconn()
         first_session = conn.thread_id()
         with conn.cursor() as cur, pytest.raises(SoftTimeLimitExceeded):
             # 100,000 rows of a BIGINT, far more than one read holds.
-            cur.execute("SELECT a.i + 10 * b.i + 100 * c.i + 1000 * d.i + 10000 * e.i FROM "
-                        + ", ".join(f"{DIGITS} {name}" for name in "abcde"))
+            cur.execute(
+                "SELECT a.i + 10 * b.i + 100 * c.i + 1000 * d.i + 10000 * e.i FROM "
+                + ", ".join(f"{DIGITS} {name}" for name in "abcde")
+            )
         assert rows_parsed[0] == 1000 and conn.open
         with pytest.raises(pymysql.err.InterfaceError, match="interrupted mid-command"):
             conn.query("SELECT 1")  # would read the rest of the 100,000 rows as its answer
@@ -248,20 +278,29 @@ def test_hard_time_limit_kills_the_child_and_the_next_task_is_served(broker, dat
         assert state == "FAILURE" and type(error).__name__ == "TimeLimitExceeded", (state, error)
         after = worker.run("celeryproj.echo", [[2]], timeout=60)[0]
         assert after["value"] == 2 and after["pid"] != before["pid"], (before, after)
-        wait_until("the killed child's transaction ends on the server",
-                   lambda: not open_transactions(mysql_params, database), timeout=15)
-        wait_until("the killed child's session ends on the server",
-                   lambda: before["conn"] not in server_sessions(mysql_params, database), timeout=15)
-    assert query(mysql_params, f"SELECT hits FROM `{database}`.greenpool_celery_item WHERE id = 9") == [(0,)], \
+        wait_until(
+            "the killed child's transaction ends on the server",
+            lambda: not open_transactions(mysql_params, database),
+            timeout=15,
+        )
+        wait_until(
+            "the killed child's session ends on the server",
+            lambda: before["conn"] not in server_sessions(mysql_params, database),
+            timeout=15,
+        )
+    assert query(mysql_params, f"SELECT hits FROM `{database}`.greenpool_celery_item WHERE id = 9") == [(0,)], (
         "the killed task's UPDATE was committed"
+    )
 
 
 def test_time_limit_under_gevent_interrupts_the_query_and_the_next_tasks_are_served(
-        broker, database, mysql_params, tmp_path):
+    broker, database, mysql_params, tmp_path
+):
     # Celery's gevent pool enforces time_limit with a gevent.Timeout in the task's
     # greenlet (soft limits are not enforced there): the process lives on.
-    with CeleryWorker(broker, mysql_params, database, pool="gevent", concurrency=10, workdir=tmp_path,
-                      max_size=str(MAX_SIZE)) as worker:
+    with CeleryWorker(
+        broker, mysql_params, database, pool="gevent", concurrency=10, workdir=tmp_path, max_size=str(MAX_SIZE)
+    ) as worker:
         child = worker.run("celeryproj.echo", [[1]], timeout=30)[0]["pid"]
         interrupted = [worker.send("celeryproj.update_then_sleep", [11 + i, 2], time_limit=0.5) for i in range(3)]
         for result in interrupted:
@@ -271,10 +310,14 @@ def test_time_limit_under_gevent_interrupts_the_query_and_the_next_tasks_are_ser
         assert [a["value"] for a in answers] == [2000 + i for i in range(20)]
         assert {a["pid"] for a in answers} == {child}
         assert len({a["conn"] for a in answers}) <= MAX_SIZE
-        wait_until("the interrupted transactions end on the server",
-                   lambda: not open_transactions(mysql_params, database), timeout=15)
-    assert query(mysql_params, f"SELECT SUM(hits) FROM `{database}`.greenpool_celery_item WHERE id BETWEEN 11 AND 13") \
-        == [(0,)], "an interrupted task's UPDATE was committed"
+        wait_until(
+            "the interrupted transactions end on the server",
+            lambda: not open_transactions(mysql_params, database),
+            timeout=15,
+        )
+    assert query(
+        mysql_params, f"SELECT SUM(hits) FROM `{database}`.greenpool_celery_item WHERE id BETWEEN 11 AND 13"
+    ) == [(0,)], "an interrupted task's UPDATE was committed"
 
 
 def test_eager_tasks_run_in_the_calling_process_on_its_pool(broker, database, mysql_params):
@@ -286,11 +329,17 @@ def test_eager_tasks_run_in_the_calling_process_on_its_pool(broker, database, my
 
 
 def test_beat_schedules_tasks_that_the_worker_runs_on_its_kept_pool(broker, database, mysql_params, tmp_path):
-    with CeleryWorker(broker, mysql_params, database, pool="prefork", concurrency=1, workdir=tmp_path) as worker, \
-            CeleryBeat(broker, mysql_params, database, worker.queue, tmp_path) as beat:
+    with (
+        CeleryWorker(broker, mysql_params, database, pool="prefork", concurrency=1, workdir=tmp_path) as worker,
+        CeleryBeat(broker, mysql_params, database, worker.queue, tmp_path) as beat,
+    ):
         ticks = wait_until(
             "beat's record_tick ran 4 times",
-            lambda: len(rows := query(mysql_params, f"SELECT conn, pid FROM `{database}`.greenpool_celery_tick")) >= 4
-            and rows, timeout=30)
+            lambda: (
+                len(rows := query(mysql_params, f"SELECT conn, pid FROM `{database}`.greenpool_celery_tick")) >= 4
+                and rows
+            ),
+            timeout=30,
+        )
         assert beat.proc is not None and beat.proc.poll() is None, "celery beat exited"
     assert len({conn for conn, _ in ticks}) == 1, f"beat's tasks ran on {len(set(ticks))} connections: {ticks}"

@@ -38,9 +38,24 @@ def test_metrics_view_under_gunicorn_shows_every_worker_and_the_views_that_held_
     env = {**env, "GREENPOOL_METRICS_DIR": str(spool)}
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-b", f"127.0.0.1:{port}",
-         "tests.djproject.wsgi:application"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "tests.djproject.wsgi:application",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
@@ -55,8 +70,13 @@ def test_metrics_view_under_gunicorn_shows_every_worker_and_the_views_that_held_
 
         text = _get(port, "/metrics").decode()
         assert _pids_in(text, "greenpool_pool_connections") == worker_pids
-        holds = [s for f in text_string_to_metric_families(text) if f.name == "greenpool_pool_connection_hold_seconds"
-                 for s in f.samples if s.name.endswith("_count")]
+        holds = [
+            s
+            for f in text_string_to_metric_families(text)
+            if f.name == "greenpool_pool_connection_hold_seconds"
+            for s in f.samples
+            if s.name.endswith("_count")
+        ]
         assert {s.labels["view"] for s in holds} == {"conn"}  # the URL pattern's name
 
         # A worker killed without cleaning up: gunicorn replaces it; its file goes at the next scrape.

@@ -94,8 +94,15 @@ def test_refill_after_restart_is_gradual_and_desynchronised(throwaway_mariadb):
     restart. While the server is down their retries back off; when it is back
     each refills one connection at a time, never several connects at once."""
     params = throwaway_mariadb.params()
-    connect_params = dict(host=params["host"], port=int(params["port"]), user=params["user"],
-                          password=params["password"], database=params["database"], autocommit=True, connect_timeout=2)
+    connect_params = dict(
+        host=params["host"],
+        port=int(params["port"]),
+        user=params["user"],
+        password=params["password"],
+        database=params["database"],
+        autocommit=True,
+        connect_timeout=2,
+    )
     attempts: list[tuple[str, float, float, bool]] = []  # (pool, start, end, ok)
     lock = threading.Lock()
 
@@ -117,8 +124,17 @@ def test_refill_after_restart_is_gradual_and_desynchronised(throwaway_mariadb):
         return connect
 
     pools = [
-        Pool(recording_connect(name), name=name, min_size=3, max_size=3, keepalive=0.3, ping=gpmysql.check,
-             reconnect_backoff=0.1, reconnect_backoff_max=1.0, concurrency="threads")
+        Pool(
+            recording_connect(name),
+            name=name,
+            min_size=3,
+            max_size=3,
+            keepalive=0.3,
+            ping=gpmysql.check,
+            reconnect_backoff=0.1,
+            reconnect_backoff_max=1.0,
+            concurrency="threads",
+        )
         for name in ("worker-1", "worker-2")
     ]
     try:

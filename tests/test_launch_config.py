@@ -90,7 +90,10 @@ def test_app_without_callable_means_application():
         ({"GREENPOOL_BIND": "127.0.0.1:99999"}, "port must be 0-65535"),
         ({"GREENPOOL_KEEP_ALIVE": "0"}, "seconds > 0"),
         # inf would lift the bound of a wait (the boot limit, a graceful stop).
-        ({"GREENPOOL_DB_BOOT_TIMEOUT": "inf"}, "GREENPOOL_DB_BOOT_TIMEOUT='inf': expected a finite number of seconds > 0"),
+        (
+            {"GREENPOOL_DB_BOOT_TIMEOUT": "inf"},
+            "GREENPOOL_DB_BOOT_TIMEOUT='inf': expected a finite number of seconds > 0",
+        ),
         ({"GREENPOOL_GRACEFUL_TIMEOUT": "inf"}, "expected a finite number of seconds"),
         ({"GREENPOOL_KEEP_ALIVE": "nan"}, "expected a finite number of seconds"),
         ({"GREENPOOL_TIMEOUT": "inf"}, "--timeout must be 0 (off) or at least 1 second"),
@@ -144,7 +147,9 @@ def test_callback_batch_without_cffi_is_refused_at_start(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "_cffi_backend" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "_cffi_backend" else real(name, *a)
+    )
     with pytest.raises(LaunchError) as info:
         resolve(["--callback-batch", "4"])
     assert info.value.code == ExitCode.USAGE and "needs the cffi package" in info.value.message
@@ -170,8 +175,14 @@ def test_timeout_of_zero_or_at_least_one_second_is_accepted(value, expected):
 def _cli(*args, env=None):
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "greenpool.launch", *args], capture_output=True, text=True,
-                          timeout=60, env=full_env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "greenpool.launch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_bad_flag_exits_with_usage_code_and_names_the_flag():
@@ -212,7 +223,8 @@ def test_settings_docs_page_is_generated_from_the_settings_list():
 
 
 def test_markdown_command_prints_the_page():
-    proc = subprocess.run([sys.executable, "-m", "greenpool.launch.config", "--markdown"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenpool.launch.config", "--markdown"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0
     assert proc.stdout == config.markdown()

@@ -74,11 +74,17 @@ def test_text_line_carries_utc_time_pid_tag_level_and_logger(local_zone_far_from
 
 
 def test_json_line_is_one_object_with_the_documented_keys():
-    line = logs.JsonFormatter("master").format(_record("boot \"quoted\"\nsecond line"))
+    line = logs.JsonFormatter("master").format(_record('boot "quoted"\nsecond line'))
     assert "\n" not in line
     entry = json.loads(line)
-    assert entry == {"time": "2026-12-04T21:37:03.500+00:00", "level": "WARNING", "pid": os.getpid(),
-                     "worker": "master", "logger": "greenpool.launch", "message": "boot \"quoted\"\nsecond line"}
+    assert entry == {
+        "time": "2026-12-04T21:37:03.500+00:00",
+        "level": "WARNING",
+        "pid": os.getpid(),
+        "worker": "master",
+        "logger": "greenpool.launch",
+        "message": 'boot "quoted"\nsecond line',
+    }
 
 
 def test_json_line_carries_the_traceback_of_an_exception():
@@ -94,19 +100,30 @@ def test_json_line_carries_the_traceback_of_an_exception():
 def _setup(tmp_path: Path, log_format: str) -> tuple[Path, Path]:
     access_path = tmp_path / "access.log"
     error_path = tmp_path / "error.log"
-    logs.setup_logging({"error_logfile": str(error_path), "access_logfile": str(access_path),
-                        "log_level": "info", "log_format": log_format}, "tornado.3")
+    logs.setup_logging(
+        {
+            "error_logfile": str(error_path),
+            "access_logfile": str(access_path),
+            "log_level": "info",
+            "log_format": log_format,
+        },
+        "tornado.3",
+    )
     return error_path, access_path
 
 
-def test_access_line_in_text_is_common_log_format_in_utc_with_duration_and_worker(restore_logging, tmp_path,
-                                                                                 local_zone_far_from_utc):
+def test_access_line_in_text_is_common_log_format_in_utc_with_duration_and_worker(
+    restore_logging, tmp_path, local_zone_far_from_utc
+):
     _, access_path = _setup(tmp_path, "text")
     logs.log_access("10.0.0.9", "GET /read?x=1 HTTP/1.1", 200, 123, 0.0042113, "3-4242")
     logs.log_access(None, "BROKEN", 400, None, 0.0, "3-4242")
     first, second = access_path.read_text().splitlines()
-    assert re.fullmatch(r'10\.0\.0\.9 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /read\?x=1 HTTP/1\.1" '
-                        r"200 123 0\.004211 3-4242", first), first
+    assert re.fullmatch(
+        r'10\.0\.0\.9 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /read\?x=1 HTTP/1\.1" '
+        r"200 123 0\.004211 3-4242",
+        first,
+    ), first
     assert re.fullmatch(r'- - - \[.* \+0000\] "BROKEN" 400 - 0\.000000 3-4242', second), second
 
 
@@ -118,18 +135,30 @@ def test_access_line_in_json_splits_the_request_line(restore_logging, tmp_path):
     entries = [json.loads(line) for line in access_path.read_text().splitlines()]
     assert entries[0]["worker"] == "tornado.3"
     assert {k: entries[0][k] for k in logs.ACCESS_FIELDS} == {
-        "remote": "10.0.0.9", "method": "POST", "path": "/tx", "protocol": "HTTP/1.1", "status": 201,
-        "length": 7, "duration_s": 0.25}
-    assert (entries[1]["remote"], entries[1]["method"], entries[1]["path"], entries[1]["status"]) == \
-        ("-", "NOT-A-REQUEST-LINE", None, 400)
+        "remote": "10.0.0.9",
+        "method": "POST",
+        "path": "/tx",
+        "protocol": "HTTP/1.1",
+        "status": 201,
+        "length": 7,
+        "duration_s": 0.25,
+    }
+    assert (entries[1]["remote"], entries[1]["method"], entries[1]["path"], entries[1]["status"]) == (
+        "-",
+        "NOT-A-REQUEST-LINE",
+        None,
+        400,
+    )
     (server_line,) = error_path.read_text().splitlines()
     assert json.loads(server_line)["message"] == "serving"
     assert "status" not in json.loads(server_line)
 
 
 def test_no_access_logfile_disables_the_access_log(restore_logging, tmp_path):
-    logs.setup_logging({"error_logfile": str(tmp_path / "e.log"), "access_logfile": None, "log_level": "info",
-                        "log_format": "text"}, "master")
+    logs.setup_logging(
+        {"error_logfile": str(tmp_path / "e.log"), "access_logfile": None, "log_level": "info", "log_format": "text"},
+        "master",
+    )
     logs.log_access("1.2.3.4", "GET / HTTP/1.1", 200, 1, 0.1, "0-1")
     assert logging.getLogger(logs.ACCESS_LOGGER).disabled
     assert (tmp_path / "e.log").read_text() == ""

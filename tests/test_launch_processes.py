@@ -24,8 +24,9 @@ def test_a_process_is_running_with_its_own_start_time_only():
 
 
 def test_a_process_that_exited_and_a_pid_that_is_not_one_are_not_running():
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                           check=True, timeout=30)
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True, timeout=30
+    )
     assert not processes.running(int(child.stdout))  # reaped already (PIDs are not reused this fast)
     for not_a_pid in (None, True, "1", 0, -1):
         assert not processes.running(not_a_pid)

@@ -59,10 +59,22 @@ class Server(ServeProcess):
     """tests.support.serve.ServeProcess on this test's own database of the shared server,
     with the demo's pool at max_size 5 (the bounds the tests below assert)."""
 
-    def __init__(self, tmp_path: Path, mysql_params: dict, database: str, *args: str,
-                 env: dict[str, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(tmp_path, {**mysql_params, "database": database}, *args,
-                         env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "5", **(env or {})}, **kwargs)
+    def __init__(
+        self,
+        tmp_path: Path,
+        mysql_params: dict,
+        database: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            tmp_path,
+            {**mysql_params, "database": database},
+            *args,
+            env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "5", **(env or {})},
+            **kwargs,
+        )
 
 
 def free_port_range(count: int) -> int:
@@ -177,7 +189,8 @@ def test_demo_endpoints_are_served_with_worker_header_and_access_log(serve, kind
 def _chicago_settings(tmp_path: Path) -> dict[str, str]:
     """The demo with Django's default TIME_ZONE, which Django puts into each worker's TZ."""
     (tmp_path / "chicagosettings.py").write_text(
-        "from greenpool.demo.settings import *\nTIME_ZONE = 'America/Chicago'\n")
+        "from greenpool.demo.settings import *\nTIME_ZONE = 'America/Chicago'\n"
+    )
     return {"DJANGO_SETTINGS_MODULE": "chicagosettings"}
 
 
@@ -204,8 +217,9 @@ def test_master_and_worker_lines_share_one_utc_clock_when_django_sets_another_zo
 @pytest.mark.parametrize("kind", SERVERS)
 def test_json_log_format_writes_one_object_per_line_for_server_and_access_lines(serve, tmp_path, kind):
     started = time.time()
-    server = serve("--log-format", "json", "--access-logfile", "-", server=kind, workers=1,
-                   env=_chicago_settings(tmp_path))
+    server = serve(
+        "--log-format", "json", "--access-logfile", "-", server=kind, workers=1, env=_chicago_settings(tmp_path)
+    )
     assert server.get("/hello?x=1")[0] == 200
     server.wait_log(r'"path": "/hello\?x=1"')
     server.stop()
@@ -215,8 +229,12 @@ def test_json_log_format_writes_one_object_per_line_for_server_and_access_lines(
         assert started - 2 <= _utc_seconds(entry["time"]) <= time.time() + 2, entry
         assert {"level", "pid", "logger", "message"} <= entry.keys()
     (access,) = [e for e in entries if e["logger"] == "greenpool.access"]
-    assert (access["method"], access["path"], access["protocol"], access["status"]) == ("GET", "/hello?x=1",
-                                                                                      "HTTP/1.1", 200)
+    assert (access["method"], access["path"], access["protocol"], access["status"]) == (
+        "GET",
+        "/hello?x=1",
+        "HTTP/1.1",
+        200,
+    )
     assert access["duration_s"] >= 0 and access["length"] > 0
     assert any("workers ready" in e["message"] for e in entries if e["worker"] == "master")
 
@@ -269,8 +287,11 @@ def test_gevent_worker_patches_before_django_or_ssl_is_imported(serve):
     statements = ast.parse(BOOT_CODE["gevent"]).body
     patch_at = next(i for i, node in enumerate(statements) if "patch_all" in ast.unparse(node))
     before = [ast.unparse(node) for node in statements[:patch_at]]
-    assert before == ["import sys", "_before = sorted((m for m in ('django', 'ssl', 'pymysql', 'greenpool') if m in "
-                      "sys.modules))", "from gevent import monkey"], before
+    assert before == [
+        "import sys",
+        "_before = sorted((m for m in ('django', 'ssl', 'pymysql', 'greenpool') if m in sys.modules))",
+        "from gevent import monkey",
+    ], before
     server = serve(server="gevent", workers=1)
     server.get("/read")
     info = server.stats()["workers"][0]["worker"]
@@ -290,16 +311,26 @@ def test_stats_command_prints_every_worker_and_its_pool(serve):
     server = serve(server="gevent", workers=2)
     for _ in range(10):
         server.get("/read")
-    proc = subprocess.run([sys.executable, "-m", "greenpool.launch", "stats", "--control-dir", server.control_dir],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenpool.launch", "stats", "--control-dir", server.control_dir],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"master {server.proc.pid} (gevent)" in proc.stdout
     pids = server.worker_pids()
     for pid in pids.values():
         assert re.search(rf"^\d\s+{pid} ready", proc.stdout, re.M), proc.stdout
         assert re.search(rf"^\d\s+{pid} default\s+\d/5", proc.stdout, re.M), proc.stdout
-    data = json.loads(subprocess.run([sys.executable, "-m", "greenpool.launch", "stats", "--control-dir",
-                                      server.control_dir, "--json"], capture_output=True, text=True, timeout=30).stdout)
+    data = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "greenpool.launch", "stats", "--control-dir", server.control_dir, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    )
     assert sum(w["requests"]["total"] for w in data["workers"]) == 10
     # One checkout per request (the three reads of /read share it), plus the
     # one each worker makes at boot to check that the database answers.
@@ -479,8 +510,7 @@ def test_plain_wsgi_app_without_django_is_served(serve, tmp_path):
 @pytest.mark.parametrize("kind", SERVERS)
 def test_bad_pool_settings_exit_with_config_error_at_boot(serve, tmp_path, kind):
     (tmp_path / "badsettings.py").write_text(
-        "from greenpool.demo.settings import *\n"
-        "DATABASES['default']['OPTIONS']['pool'] = {'max_size': 0}\n"
+        "from greenpool.demo.settings import *\nDATABASES['default']['OPTIONS']['pool'] = {'max_size': 0}\n"
     )
     server = serve(server=kind, wait=False, env={"DJANGO_SETTINGS_MODULE": "badsettings"})
     assert server.wait_exit() == ExitCode.CONFIG_ERROR
@@ -504,8 +534,15 @@ def test_check_config_loads_the_app_and_opens_the_pools(tmp_path, mysql_params, 
         assert "configuration OK" in ok.log()
     finally:
         ok.stop()
-    dead = Server(tmp_path, mysql_params, database, "--check-config", "--db-boot-timeout", "0.5",
-                  env={"GREENPOOL_MYSQL_PORT": str(free_port())})
+    dead = Server(
+        tmp_path,
+        mysql_params,
+        database,
+        "--check-config",
+        "--db-boot-timeout",
+        "0.5",
+        env={"GREENPOOL_MYSQL_PORT": str(free_port())},
+    )
     dead.start(wait=False)
     try:
         assert dead.wait_exit() == ExitCode.DATABASE_UNAVAILABLE, dead.log()
@@ -532,7 +569,7 @@ def _plain(tmp_path: Path) -> str:
 def _without_control_dir(server: Server, tmpdir: Path) -> Server:
     """The server as a user starts it: the default control directory, under TMPDIR."""
     at = server.cmd.index("--control-dir")
-    del server.cmd[at:at + 2]
+    del server.cmd[at : at + 2]
     server.env["TMPDIR"] = str(tmpdir)
     return server
 
@@ -546,8 +583,9 @@ def short_tmpdir():
 
 
 def _stats_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "greenpool.launch", "stats", *args], capture_output=True, text=True,
-                          timeout=30, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "greenpool.launch", "stats", *args], capture_output=True, text=True, timeout=30, env=env
+    )
 
 
 def test_default_control_dir_is_created_private_and_stats_finds_it(tmp_path, mysql_params, database, short_tmpdir):
@@ -556,7 +594,10 @@ def test_default_control_dir_is_created_private_and_stats_finds_it(tmp_path, mys
     try:
         server.start()
         root = tmpdir / f"greenpool-serve-{os.getuid()}"
-        assert (root.stat().st_mode & 0o777, (root / f"127.0.0.1_{server.port}").stat().st_mode & 0o777) == (0o700, 0o700)
+        assert (root.stat().st_mode & 0o777, (root / f"127.0.0.1_{server.port}").stat().st_mode & 0o777) == (
+            0o700,
+            0o700,
+        )
         proc = _stats_cli(server.env, "--bind", f"127.0.0.1:{server.port}")
         assert proc.returncode == 0, proc.stderr
         assert f"master {server.proc.pid} (gevent)" in proc.stdout
@@ -568,8 +609,9 @@ def test_default_control_dir_is_created_private_and_stats_finds_it(tmp_path, mys
 def test_long_unix_bind_gets_a_short_default_control_dir(tmp_path, mysql_params, database, short_tmpdir):
     tmpdir = short_tmpdir
     path = str(tmp_path / ("s" * (100 - len(str(tmp_path)) - 1)))  # a legal socket path, 100 bytes
-    server = _without_control_dir(Server(tmp_path, mysql_params, database, _plain(tmp_path), workers=1,
-                                         bind=[f"unix:{path}"]), tmpdir)
+    server = _without_control_dir(
+        Server(tmp_path, mysql_params, database, _plain(tmp_path), workers=1, bind=[f"unix:{path}"]), tmpdir
+    )
     try:
         server.start()
         proc = _stats_cli(server.env, "--bind", f"unix:{path}")
@@ -751,8 +793,9 @@ def test_check_config_kills_a_worker_that_hangs_and_fails(tmp_path, monkeypatch,
 
     (tmp_path / "hangapp.py").write_text("import time\ntime.sleep(120)\napp = None\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    m = master_module.Master(config_module.resolve({"app": "hangapp:app", "control_dir": str(tmp_path / "ctl")},
-                                                   environ={}))
+    m = master_module.Master(
+        config_module.resolve({"app": "hangapp:app", "control_dir": str(tmp_path / "ctl")}, environ={})
+    )
     m.boot_timeout = 1.0  # 60 s or more from the settings
     caplog.set_level(logging.ERROR, logger="greenpool.launch")
     started = time.monotonic()
@@ -772,11 +815,24 @@ def test_check_config_stopped_by_a_signal_kills_its_worker_first(tmp_path, stop)
     (tmp_path / "hangapp.py").write_text(
         "import os, time\n"
         f"open({str(tmp_path / 'worker.pid')!r}, 'w').write(str(os.getpid()))\n"
-        "time.sleep(120)\napp = None\n")
+        "time.sleep(120)\napp = None\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    master = subprocess.Popen([sys.executable, "-m", "greenpool.launch", "--check-config", "--control-dir",
-                               str(tmp_path / "ctl"), "hangapp:app"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    master = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "greenpool.launch",
+            "--check-config",
+            "--control-dir",
+            str(tmp_path / "ctl"),
+            "hangapp:app",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     pid_file = tmp_path / "worker.pid"
     worker_pid = None
     try:

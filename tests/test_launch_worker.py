@@ -15,7 +15,9 @@ import pytest
 
 from greenpool.launch import worker
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the accept queue's length is read from Linux's tcp_info")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the accept queue's length is read from Linux's tcp_info"
+)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,9 @@ from greenpool.launch import worker
 from greenpool.launch.worker_tornado import accept_batch
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the accept queue's length is read from Linux's tcp_info")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the accept queue's length is read from Linux's tcp_info"
+)
 def test_one_wake_up_accepts_this_workers_share_of_the_waiting_connections():
     # Workers sharing a socket are all woken by a connect; one that took every waiting
     # connection (Tornado's own handler takes up to 128) left its siblings idle, and

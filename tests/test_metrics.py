@@ -40,8 +40,12 @@ def test_view_labels_are_bounded_per_process():
         holds.observe("default", f"view-{n}", 0.5)
     holds.observe("default", "view-0", 0.5)  # a known view keeps its own label
     by_view = {(e["pool"], e["view"]): sum(e["counts"]) for e in holds.snapshot()}
-    assert by_view == {("default", "view-0"): 2, ("default", "view-1"): 1, ("default", "view-2"): 1,
-                       ("default", metrics.OTHER_VIEW): 7}
+    assert by_view == {
+        ("default", "view-0"): 2,
+        ("default", "view-1"): 1,
+        ("default", "view-2"): 1,
+        ("default", metrics.OTHER_VIEW): 7,
+    }
 
 
 def test_pool_records_how_long_each_checkout_waited():
@@ -67,8 +71,11 @@ def test_pool_records_how_long_each_checkout_waited():
 
 def test_rendered_series_have_prometheus_names_units_and_labels():
     db = FakeDB()
-    pool = registry.get_pool("metrics-test", "fp", lambda: Pool(db.connect, max_size=2, timeout=5,
-                                                                  concurrency="threads", name="metrics-test"))
+    pool = registry.get_pool(
+        "metrics-test",
+        "fp",
+        lambda: Pool(db.connect, max_size=2, timeout=5, concurrency="threads", name="metrics-test"),
+    )
     try:
         pool.putconn(pool.getconn())
         metrics.set_view("app:orders")
@@ -118,15 +125,26 @@ def test_spool_shows_every_live_process_and_forgets_the_dead(tmp_path, monkeypat
     without cleaning up."""
     spool = tmp_path / "spool"
     env = {**os.environ, metrics.SPOOL_ENV: str(spool)}
-    children = [subprocess.Popen([sys.executable, "-c", SPOOL_CHILD.format(root=ROOT)], env=env, text=True,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(2)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", SPOOL_CHILD.format(root=ROOT)],
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     try:
         for child in children:
             assert child.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             entries = metrics.read_spool(str(spool))
-            if sum(snap["pools"].get("default", {}).get("stats", {}).get("requests_num", 0) for _, snap in entries) == 2:
+            if (
+                sum(snap["pools"].get("default", {}).get("stats", {}).get("requests_num", 0) for _, snap in entries)
+                == 2
+            ):
                 break
             time.sleep(0.05)
         pids = {int(labels["pid"]) for labels, _ in entries}

@@ -21,8 +21,12 @@ pytestmark = pytest.mark.mysql
 def _checkouts_by_pid(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    return {s.labels["pid"]: s.value for f in text_string_to_metric_families(text)
-            if f.name == "greenpool_pool_checkouts" for s in f.samples}
+    return {
+        s.labels["pid"]: s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "greenpool_pool_checkouts"
+        for s in f.samples
+    }
 
 
 def test_exporter_shows_every_celery_child_with_its_checkouts(tmp_path, mysql_params):
@@ -39,8 +43,20 @@ def test_exporter_shows_every_celery_child_with_its_checkouts(tmp_path, mysql_pa
             results = worker.run("celeryproj.reads", [[[1, 2, 3]]] * 40)
             children = {str(pid) for pid in per_process(results)}
             exporter = subprocess.Popen(
-                [sys.executable, "-m", "greenpool.metrics_exporter", "--dir", str(spool), "--bind", f"127.0.0.1:{port}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "greenpool.metrics_exporter",
+                    "--dir",
+                    str(spool),
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
             try:
                 wait_for_port("127.0.0.1", port, timeout=20)
                 # Each child rewrites its file every few seconds (metrics.SPOOL_INTERVAL).
@@ -64,7 +80,11 @@ def test_exporter_that_cannot_bind_says_so(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "greenpool.metrics_exporter", "--dir", str(tmp_path),
-                               "--bind", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "greenpool.metrics_exporter", "--dir", str(tmp_path), "--bind", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert done.returncode == 5
     assert f"cannot bind 127.0.0.1:{port}" in done.stderr

@@ -45,8 +45,13 @@ def demo_db(mysql_params):
 @pytest.fixture
 def serving(tmp_path, demo_db):
     metrics_port = free_port()
-    server = ServeProcess(tmp_path, demo_db, f"--metrics-bind=127.0.0.1:{metrics_port}", workers=WORKERS,
-                          env={"GREENPOOL_DEMO_POOL_MAX_SIZE": str(MAX_SIZE), "GREENPOOL_DEMO_POOL_TIMEOUT": "5"})
+    server = ServeProcess(
+        tmp_path,
+        demo_db,
+        f"--metrics-bind=127.0.0.1:{metrics_port}",
+        workers=WORKERS,
+        env={"GREENPOOL_DEMO_POOL_MAX_SIZE": str(MAX_SIZE), "GREENPOOL_DEMO_POOL_TIMEOUT": "5"},
+    )
     server.start()
     try:
         yield server, metrics_port
@@ -85,8 +90,10 @@ def test_prometheus_scrapes_pools_holds_and_requests_of_every_worker(tmp_path, s
         # Which views held connections, and for how long.
         holds = prom.value(f'sum(greenpool_pool_connection_hold_seconds_count{{view="{READ_VIEW}"}})')
         assert holds is not None and holds >= 1
-        slow_p50 = prom.value('histogram_quantile(0.5, sum by (le) (greenpool_pool_connection_hold_seconds_bucket'
-                              '{view="greenpool.demo.views.slow"}))')
+        slow_p50 = prom.value(
+            "histogram_quantile(0.5, sum by (le) (greenpool_pool_connection_hold_seconds_bucket"
+            '{view="greenpool.demo.views.slow"}))'
+        )
         assert slow_p50 is not None and slow_p50 >= 0.05  # each /slow holds its connection through SLEEP(0.05)
         assert prom.value("sum(greenpool_pool_checkout_wait_seconds_count)") >= len(samples)
 

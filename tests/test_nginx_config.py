@@ -16,8 +16,21 @@ from tests.support.nginx import Nginx, render
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "nginx" / "example.conf"
-EXAMPLE_ARGS = ["--workers", "4", "--worker-ports", "--bind", "0.0.0.0:8001", "--upstream-host", "198.51.100.11",
-                "--upstream-host", "198.51.100.12", "--listen", "80", "--server-name", "example.com,www.example.com"]
+EXAMPLE_ARGS = [
+    "--workers",
+    "4",
+    "--worker-ports",
+    "--bind",
+    "0.0.0.0:8001",
+    "--upstream-host",
+    "198.51.100.11",
+    "--upstream-host",
+    "198.51.100.12",
+    "--listen",
+    "80",
+    "--server-name",
+    "example.com,www.example.com",
+]
 
 
 def directives(text: str) -> list[str]:
@@ -26,30 +39,54 @@ def directives(text: str) -> list[str]:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "greenpool.launch", "nginx-config", *args], capture_output=True,
-                          text=True, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "greenpool.launch", "nginx-config", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 def test_one_upstream_server_per_worker_port_with_failure_limits():
-    text = render("-w", "3", "--worker-ports", "-b", "127.0.0.1:8001", "--max-fails", "2", "--fail-timeout", "5",
-                  standalone=False)
+    text = render(
+        "-w", "3", "--worker-ports", "-b", "127.0.0.1:8001", "--max-fails", "2", "--fail-timeout", "5", standalone=False
+    )
     servers = [d for d in directives(text) if d.startswith("server ") and d.endswith(";")]
     assert servers == [f"server 127.0.0.1:{p} max_fails=2 fail_timeout=5s;" for p in (8001, 8002, 8003)]
 
 
 def test_a_shared_socket_is_one_server_per_host_and_a_wildcard_bind_is_reached_on_loopback():
     text = render("-w", "4", "-b", "0.0.0.0:9000", standalone=False)
-    assert [d for d in directives(text) if d.startswith("server 1")] == ["server 127.0.0.1:9000 max_fails=3 fail_timeout=10s;"]
+    assert [d for d in directives(text) if d.startswith("server 1")] == [
+        "server 127.0.0.1:9000 max_fails=3 fail_timeout=10s;"
+    ]
     text = render("-w", "2", "--worker-ports", "-b", "[::]:9000", standalone=False)
     assert "server [::1]:9001 max_fails=3 fail_timeout=10s;" in directives(text)
 
 
 def test_every_upstream_host_gets_every_worker_port():
-    text = render("-w", "2", "--worker-ports", "-b", "0.0.0.0:8001", "--upstream-host", "10.1.0.2,10.1.0.3",
-                  "--upstream-host", "fd00::7", standalone=False)
+    text = render(
+        "-w",
+        "2",
+        "--worker-ports",
+        "-b",
+        "0.0.0.0:8001",
+        "--upstream-host",
+        "10.1.0.2,10.1.0.3",
+        "--upstream-host",
+        "fd00::7",
+        standalone=False,
+    )
     servers = [d.split()[1] for d in directives(text) if d.startswith("server ") and d.endswith(";")]
-    assert servers == ["10.1.0.2:8001", "10.1.0.2:8002", "10.1.0.3:8001", "10.1.0.3:8002", "[fd00::7]:8001",
-                       "[fd00::7]:8002"]
+    assert servers == [
+        "10.1.0.2:8001",
+        "10.1.0.2:8002",
+        "10.1.0.3:8001",
+        "10.1.0.3:8002",
+        "[fd00::7]:8001",
+        "[fd00::7]:8002",
+    ]
 
 
 def test_unix_socket_workers(tmp_path):
@@ -62,16 +99,23 @@ def test_unix_socket_workers(tmp_path):
 def test_the_directives_the_deployment_relies_on():
     text = render("-w", "2", "--worker-ports", "-b", "127.0.0.1:8001", "--keep-alive", "75", standalone=False)
     lines = directives(text)
-    upstream = lines[lines.index("upstream greenpool {"):]
-    upstream = upstream[:upstream.index("}")]
+    upstream = lines[lines.index("upstream greenpool {") :]
+    upstream = upstream[: upstream.index("}")]
     assert upstream[1:3] == ["zone greenpool 64k;", "least_conn;"]  # before keepalive, as nginx requires
     assert "keepalive 16;" in upstream and "keepalive_timeout 60s;" in upstream
-    location = lines[lines.index("location / {"):]
-    for expected in ("proxy_pass http://greenpool;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
-                     "proxy_set_header Host $http_host;", "proxy_set_header X-Real-IP $remote_addr;",
-                     "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-                     "proxy_set_header X-Forwarded-Proto $scheme;", "proxy_next_upstream error;",
-                     "proxy_connect_timeout 2s;", "proxy_read_timeout 60s;"):
+    location = lines[lines.index("location / {") :]
+    for expected in (
+        "proxy_pass http://greenpool;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_next_upstream error;",
+        "proxy_connect_timeout 2s;",
+        "proxy_read_timeout 60s;",
+    ):
         assert expected in location, expected
     # Connection errors only: never timeouts, never a replay of a POST that was sent.
     assert [d for d in lines if d.startswith("proxy_next_upstream")] == ["proxy_next_upstream error;"]
@@ -115,15 +159,20 @@ def test_reads_the_servers_config_file_and_environment(tmp_path):
     conf = tmp_path / "gp.conf.py"
     # One file for both commands: greenpool-serve ignores the nginx_* names, nginx-config
     # ignores the server-only ones (threads).
-    conf.write_text("workers = 2\nworker_ports = True\nbind = ['127.0.0.1:7001']\nthreads = 4\n"
-                    "nginx_listen = '127.0.0.1:7080'\n")
+    conf.write_text(
+        "workers = 2\nworker_ports = True\nbind = ['127.0.0.1:7001']\nthreads = 4\nnginx_listen = '127.0.0.1:7080'\n"
+    )
     proc = cli("-c", str(conf), env={"GREENPOOL_NGINX_CLIENT_MAX_BODY_SIZE": "1m", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     lines = directives(proc.stdout)
     assert "server 127.0.0.1:7002 max_fails=3 fail_timeout=10s;" in lines
     assert "listen 127.0.0.1:7080;" in lines and "client_max_body_size 1m;" in lines
-    serve = subprocess.run([sys.executable, "-m", "greenpool.launch", "-c", str(conf), "--print-config"],
-                           capture_output=True, text=True, timeout=60)
+    serve = subprocess.run(
+        [sys.executable, "-m", "greenpool.launch", "-c", str(conf), "--print-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert serve.returncode == 0, serve.stderr
     assert "nginx_listen" not in serve.stdout and "threads" in serve.stdout
 
@@ -137,7 +186,9 @@ def test_output_file_is_written(tmp_path):
 
 def test_nginx_example_is_current():
     assert EXAMPLE.read_text() == render(*EXAMPLE_ARGS, standalone=False), (
-        "nginx/example.conf is out of date: greenpool-serve nginx-config " + " ".join(EXAMPLE_ARGS) + " > nginx/example.conf"
+        "nginx/example.conf is out of date: greenpool-serve nginx-config "
+        + " ".join(EXAMPLE_ARGS)
+        + " > nginx/example.conf"
     )
 
 
@@ -147,10 +198,31 @@ SHAPES = {
     "worker ports": ["-w", "2", "--worker-ports", "-b", "127.0.0.1:8001"],
     "shared port": ["-w", "4", "-b", "0.0.0.0:8001"],
     "unix sockets": ["-w", "2", "--worker-ports", "-b", "unix:/tmp/greenpool-nginx-test.sock"],
-    "two hosts, ipv6 listen": ["-w", "2", "--worker-ports", "-b", "0.0.0.0:8001", "--upstream-host", "10.1.0.2",
-                               "--upstream-host", "fd00::7", "--listen", "[::1]:18080"],
-    "short timeouts": ["--keep-alive", "2", "--upstream-keepalive-timeout", "1.5", "--connect-timeout", "0.5",
-                       "--read-timeout", "5", "--client-max-body-size", "0"],
+    "two hosts, ipv6 listen": [
+        "-w",
+        "2",
+        "--worker-ports",
+        "-b",
+        "0.0.0.0:8001",
+        "--upstream-host",
+        "10.1.0.2",
+        "--upstream-host",
+        "fd00::7",
+        "--listen",
+        "[::1]:18080",
+    ],
+    "short timeouts": [
+        "--keep-alive",
+        "2",
+        "--upstream-keepalive-timeout",
+        "1.5",
+        "--connect-timeout",
+        "0.5",
+        "--read-timeout",
+        "5",
+        "--client-max-body-size",
+        "0",
+    ],
 }
 
 
@@ -168,10 +240,12 @@ def test_nginx_accepts_the_site_config_included_in_an_http_block(tmp_path):
     nginx.conf does (here in a main file of the test's own)."""
     site = tmp_path / "greenpool.conf"
     site.write_text(render(*EXAMPLE_ARGS, standalone=False))
-    main = ("pid nginx.pid;\nerror_log logs/error.log;\nevents {}\nhttp {\n"
-            "    client_body_temp_path tmp/body; proxy_temp_path tmp/proxy; fastcgi_temp_path tmp/fastcgi;\n"
-            "    uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;\n"
-            f"    access_log logs/access.log;\n    include {site};\n}}\n")
+    main = (
+        "pid nginx.pid;\nerror_log logs/error.log;\nevents {}\nhttp {\n"
+        "    client_body_temp_path tmp/body; proxy_temp_path tmp/proxy; fastcgi_temp_path tmp/fastcgi;\n"
+        "    uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;\n"
+        f"    access_log logs/access.log;\n    include {site};\n}}\n"
+    )
     output = Nginx(tmp_path / "nginx", main).check()
     assert "test is successful" in output
 

@@ -35,17 +35,45 @@ pytestmark = [pytest.mark.mysql, pytest.mark.nginx]
 class Stack:
     """greenpool-serve with one port per worker, and nginx in front of it."""
 
-    def __init__(self, tmp_path: Path, mysql_params: dict, db_name: str, *, server: str = "gevent", workers: int = 2,
-                 serve_args: tuple[str, ...] = (), nginx_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        mysql_params: dict,
+        db_name: str,
+        *,
+        server: str = "gevent",
+        workers: int = 2,
+        serve_args: tuple[str, ...] = (),
+        nginx_args: tuple[str, ...] = (),
+    ) -> None:
         self.app_port = free_port_range(workers)
         self.port = free_port()
         self.app_log = tmp_path / f"access-{uuid.uuid4().hex[:6]}.log"
-        self.app = Server(tmp_path, mysql_params, db_name, "--worker-ports", "--access-logfile", str(self.app_log),
-                          *serve_args, server=server, workers=workers, port=self.app_port)
+        self.app = Server(
+            tmp_path,
+            mysql_params,
+            db_name,
+            "--worker-ports",
+            "--access-logfile",
+            str(self.app_log),
+            *serve_args,
+            server=server,
+            workers=workers,
+            port=self.app_port,
+        )
         # nginx-config checks its keepalive_timeout against the workers' --keep-alive.
-        keep_alive = serve_args[serve_args.index("--keep-alive"):][:2] if "--keep-alive" in serve_args else ()
-        conf = render("-w", str(workers), "--worker-ports", "-b", f"127.0.0.1:{self.app_port}",
-                      "--listen", f"127.0.0.1:{self.port}", *keep_alive, *nginx_args)
+        keep_alive = serve_args[serve_args.index("--keep-alive") :][:2] if "--keep-alive" in serve_args else ()
+        conf = render(
+            "-w",
+            str(workers),
+            "--worker-ports",
+            "-b",
+            f"127.0.0.1:{self.app_port}",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            *keep_alive,
+            *nginx_args,
+        )
         self.nginx = Nginx(tmp_path / f"nginx-{uuid.uuid4().hex[:6]}", conf)
 
     def start(self) -> Stack:
@@ -60,11 +88,20 @@ class Stack:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def request(self, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None,
-                source: str | None = None, port: int | None = None,
-                timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout,
-                                          source_address=(source, 0) if source else None)
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        source: str | None = None,
+        port: int | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", port or self.port, timeout=timeout, source_address=(source, 0) if source else None
+        )
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -174,8 +211,10 @@ def test_request_in_flight_on_a_killed_worker_is_passed_on_only_if_idempotent(st
     time.sleep(2.5)  # a replay would have finished by now
     served = re.findall(rf'"{method} {re.escape(path)} HTTP/1.\d" (\d+) .* (\d+)-(\d+)$', s.app_access_log(), re.M)
     entry = [e for e in s.nginx.access_entries() if tag in e["request"]]
-    print(f"{method} in flight on killed worker {victim}: client got {status}; workers that served it: {served}; "
-          f"nginx: {entry}")
+    print(
+        f"{method} in flight on killed worker {victim}: client got {status}; workers that served it: {served}; "
+        f"nginx: {entry}"
+    )
     if method == "GET":
         assert status == 200 and headers["x-greenpool-worker"].endswith(f"-{survivor}")
         assert [int(pid) for _, _, pid in served] == [survivor]
@@ -205,7 +244,9 @@ class PostClient(threading.Thread):
         conn = http.client.HTTPConnection("127.0.0.1", self.s.port, timeout=30)
         while not self.stopped.is_set() and time.monotonic() < self.deadline:
             try:
-                conn.request("POST", self.path, body=b"a=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+                conn.request(
+                    "POST", self.path, body=b"a=1", headers={"Content-Type": "application/x-www-form-urlencoded"}
+                )
                 resp = conn.getresponse()
                 resp.read()
                 self.statuses[resp.status] = self.statuses.get(resp.status, 0) + 1
@@ -240,8 +281,13 @@ def test_rolling_restart_under_load_through_nginx_fails_no_request(stack, kind):
         posts["errors"] += p.errors
     passed_on = [e for e in s.nginx.access_entries() if "," in e["upstream"]]
     races = s.nginx.error_log().count("upstream prematurely closed")
-    print(f"HUP through nginx ({kind}): GET", _summary(result), "POST", posts,
-          f"nginx passed {len(passed_on)} on; {races} keep-alive race(s) in nginx's error log")
+    print(
+        f"HUP through nginx ({kind}): GET",
+        _summary(result),
+        "POST",
+        posts,
+        f"nginx passed {len(passed_on)} on; {races} keep-alive race(s) in nginx's error log",
+    )
     assert result["failed"] == 0 and result["retried"] == 0, result
     assert result["ok"] > 500
     assert set(posts["statuses"]) == {200} and not posts["errors"], posts

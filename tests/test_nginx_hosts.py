@@ -66,7 +66,20 @@ class Hosts:
             self.made.append(name)
             _ip("-n", name, "link", "set", "lo", "up")
         for host, (lb_end, app_end) in self.veth.items():
-            _ip("-n", self.ns["lb"], "link", "add", lb_end, "type", "veth", "peer", "name", app_end, "netns", self.ns[host])
+            _ip(
+                "-n",
+                self.ns["lb"],
+                "link",
+                "add",
+                lb_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                app_end,
+                "netns",
+                self.ns[host],
+            )
             _ip("-n", self.ns["lb"], "addr", "add", f"{self.lb_address(host)}/30", "dev", lb_end)
             _ip("-n", self.ns[host], "addr", "add", f"{self.app_address(host)}/30", "dev", app_end)
             _ip("-n", self.ns["lb"], "link", "set", lb_end, "up")
@@ -99,16 +112,35 @@ def _mysql_socket(mysql_admin) -> str:
         cur.execute("SELECT @@socket")
         path = cur.fetchone()[0]
     if not path or not os.path.exists(path) or not stat.S_ISSOCK(os.stat(path).st_mode):
-        pytest.skip(f"the MySQL server's unix socket ({path!r}) is not on this file system: "
-                    "the app hosts in their namespaces cannot reach the database")
+        pytest.skip(
+            f"the MySQL server's unix socket ({path!r}) is not on this file system: "
+            "the app hosts in their namespaces cannot reach the database"
+        )
     return path
 
 
 def ns_loadgen(hosts: Hosts, urls: list[str], clients: int, requests: int, duration: float) -> dict[str, Any]:
     """The load client inside lb (bounded in count and time)."""
-    proc = subprocess.run([*hosts.exec("lb"), sys.executable, "-m", "greenpool.launch.loadgen", *urls, "--clients",
-                           str(clients), "--requests", str(requests), "--duration", str(duration), "--timeout", "20"],
-                          capture_output=True, text=True, timeout=duration + 90)
+    proc = subprocess.run(
+        [
+            *hosts.exec("lb"),
+            sys.executable,
+            "-m",
+            "greenpool.launch.loadgen",
+            *urls,
+            "--clients",
+            str(clients),
+            "--requests",
+            str(requests),
+            "--duration",
+            str(duration),
+            "--timeout",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 90,
+    )
     assert proc.stdout, proc.stderr
     return json.loads(proc.stdout)
 
@@ -136,16 +168,30 @@ def hosts():
         h.delete()
 
 
-def test_two_app_hosts_behind_one_nginx_traffic_moves_off_a_host_that_goes_away(hosts, tmp_path, mysql_params,
-                                                                                mysql_admin, database):  # noqa: F811
+def test_two_app_hosts_behind_one_nginx_traffic_moves_off_a_host_that_goes_away(
+    hosts,
+    tmp_path,
+    mysql_params,
+    mysql_admin,
+    database,  # noqa: F811 - the fixture imported above
+):
     socket_path = _mysql_socket(mysql_admin)
     scale = load_scale()
     started: list[Server | Nginx] = []
 
     def app_host(host: str) -> Server:
-        server = Server(tmp_path, mysql_params, database, "--worker-ports", "--forwarded-allow-ips",
-                        hosts.lb_address(host), workers=2, port=APP_PORT, bind=[f"{hosts.app_address(host)}:{APP_PORT}"],
-                        env={"GREENPOOL_MYSQL_HOST": socket_path})
+        server = Server(
+            tmp_path,
+            mysql_params,
+            database,
+            "--worker-ports",
+            "--forwarded-allow-ips",
+            hosts.lb_address(host),
+            workers=2,
+            port=APP_PORT,
+            bind=[f"{hosts.app_address(host)}:{APP_PORT}"],
+            env={"GREENPOOL_MYSQL_HOST": socket_path},
+        )
         server.cmd = [*hosts.exec(host), *server.cmd]
         started.append(server)
         return server.start()
@@ -153,9 +199,27 @@ def test_two_app_hosts_behind_one_nginx_traffic_moves_off_a_host_that_goes_away(
     try:
         # One host after the other: the first migrates and seeds the shared database.
         servers = {"a": app_host("a"), "b": app_host("b")}
-        conf = render("-w", "2", "--worker-ports", "-b", f"0.0.0.0:{APP_PORT}", "--upstream-host", hosts.app_address("a"),
-                      "--upstream-host", hosts.app_address("b"), "--listen", f"127.0.0.1:{LB_PORT}",
-                      "--connect-timeout", "0.5", "--read-timeout", "3", "--max-fails", "2", "--fail-timeout", "6")
+        conf = render(
+            "-w",
+            "2",
+            "--worker-ports",
+            "-b",
+            f"0.0.0.0:{APP_PORT}",
+            "--upstream-host",
+            hosts.app_address("a"),
+            "--upstream-host",
+            hosts.app_address("b"),
+            "--listen",
+            f"127.0.0.1:{LB_PORT}",
+            "--connect-timeout",
+            "0.5",
+            "--read-timeout",
+            "3",
+            "--max-fails",
+            "2",
+            "--fail-timeout",
+            "6",
+        )
         nginx = Nginx(tmp_path / "nginx", conf, wrap=hosts.exec("lb"))
         started.append(nginx)
         nginx.start()
@@ -171,13 +235,22 @@ def test_two_app_hosts_behind_one_nginx_traffic_moves_off_a_host_that_goes_away(
         print("both hosts up:", _summary(both), spread)
         assert both["failed"] == 0, both
         assert spread["a"] > 0.2 * both["ok"] and spread["b"] > 0.2 * both["ok"], spread
-        who = subprocess.run([*hosts.exec("lb"), sys.executable, "-c",
-                              "import http.client, json\n"
-                              "seen = set()\n"
-                              "for _ in range(8):\n"
-                              f"    c = http.client.HTTPConnection('127.0.0.1', {LB_PORT}, timeout=10)\n"
-                              "    c.request('GET', '/whoami'); seen.add(json.loads(c.getresponse().read())['remote_addr']); c.close()\n"
-                              "print(json.dumps(sorted(seen)))\n"], capture_output=True, text=True, timeout=60)
+        who = subprocess.run(
+            [
+                *hosts.exec("lb"),
+                sys.executable,
+                "-c",
+                "import http.client, json\n"
+                "seen = set()\n"
+                "for _ in range(8):\n"
+                f"    c = http.client.HTTPConnection('127.0.0.1', {LB_PORT}, timeout=10)\n"
+                "    c.request('GET', '/whoami'); seen.add(json.loads(c.getresponse().read())['remote_addr']); c.close()\n"
+                "print(json.dumps(sorted(seen)))\n",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert json.loads(who.stdout) == ["127.0.0.1"], (who.stdout, who.stderr)
 
         # 2. Host a's server dies mid-load (master and workers killed): connections to it are
@@ -232,9 +305,26 @@ def test_two_app_hosts_behind_one_nginx_traffic_moves_off_a_host_that_goes_away(
 
 
 def _start_ns_loadgen(hosts: Hosts, urls: list[str], clients: int, duration: float) -> subprocess.Popen:
-    return subprocess.Popen([*hosts.exec("lb"), sys.executable, "-m", "greenpool.launch.loadgen", *urls, "--clients",
-                             str(clients), "--requests", str(10**6), "--duration", str(duration), "--timeout", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            *hosts.exec("lb"),
+            sys.executable,
+            "-m",
+            "greenpool.launch.loadgen",
+            *urls,
+            "--clients",
+            str(clients),
+            "--requests",
+            str(10**6),
+            "--duration",
+            str(duration),
+            "--timeout",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, duration: float) -> dict[str, Any]:

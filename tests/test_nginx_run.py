@@ -28,13 +28,26 @@ def start_demo_run(tmp_path, mysql_params, database, port: int, app_port: int) -
     ports, database and nginx prefix, in a session of its own; its output goes to
     the returned file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_")}
-    env.update({"GREENPOOL_RUN_PORT": str(port), "GREENPOOL_RUN_APP_PORT": str(app_port),
-                "GREENPOOL_RUN_PREFIX": str(tmp_path / "nginx"), "GREENPOOL_MYSQL_DATABASE": database,
-                **{f"GREENPOOL_MYSQL_{k.upper()}": str(v) for k, v in mysql_params.items() if k != "database"}})
+    env.update(
+        {
+            "GREENPOOL_RUN_PORT": str(port),
+            "GREENPOOL_RUN_APP_PORT": str(app_port),
+            "GREENPOOL_RUN_PREFIX": str(tmp_path / "nginx"),
+            "GREENPOOL_MYSQL_DATABASE": database,
+            **{f"GREENPOOL_MYSQL_{k.upper()}": str(v) for k, v in mysql_params.items() if k != "database"},
+        }
+    )
     out = tmp_path / "run.log"
     with open(out, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "greenpool.launch.demo_run"], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "greenpool.launch.demo_run"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return proc, out
 
 
@@ -107,8 +120,14 @@ def test_run_refuses_a_taken_port(tmp_path):
     taken = holder.getsockname()[1]
     try:
         env = dict(os.environ, GREENPOOL_RUN_PORT=str(taken), GREENPOOL_RUN_PREFIX=str(tmp_path / "n"))
-        proc = subprocess.run([sys.executable, "-m", "greenpool.launch.demo_run"], capture_output=True, text=True,
-                              env=env, timeout=60, cwd=tmp_path)
+        proc = subprocess.run(
+            [sys.executable, "-m", "greenpool.launch.demo_run"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            cwd=tmp_path,
+        )
     finally:
         holder.close()
     assert proc.returncode == 1

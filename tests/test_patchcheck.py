@@ -59,8 +59,13 @@ SCRIPT = textwrap.dedent(
 
 
 def run(order: str, params: dict) -> tuple[list, str]:
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT), order=order, params=params)],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(root=str(ROOT), order=order, params=params)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout), proc.stderr
 

@@ -201,7 +201,8 @@ def test_hand_overs_let_ready_sockets_run_between_them():
     b.close()
     assert served == list(range(20))
     assert served_before_read and served_before_read[0] <= 2, (
-        f"the ready socket was read only after {served_before_read} hand-overs")
+        f"the ready socket was read only after {served_before_read} hand-overs"
+    )
     pool.close()
 
 
@@ -583,8 +584,16 @@ def test_stats_carry_units_and_pop_resets_counters(db, conc):
     pool.putconn(conn)
     stats = pool.pop_stats()
     for key in (
-        "pool_size", "pool_available", "requests_waiting", "requests_num", "requests_wait_ms",
-        "requests_timeouts", "connections_num", "connections_errors", "connections_lost", "returns_bad",
+        "pool_size",
+        "pool_available",
+        "requests_waiting",
+        "requests_num",
+        "requests_wait_ms",
+        "requests_timeouts",
+        "connections_num",
+        "connections_errors",
+        "connections_lost",
+        "returns_bad",
     ):
         assert key in stats
     assert stats["requests_num"] == 1 and stats["requests_timeouts"] == 1 and stats["requests_wait_ms"] >= 0
@@ -610,8 +619,9 @@ def test_repr_is_informative():
 
 
 def test_forked_child_never_reuses_parents_pool(tmp_path):
-    script = textwrap.dedent(
-        """
+    script = (
+        textwrap.dedent(
+            """
         import os, sys
         sys.path.insert(0, %r)
         from greenpool import Pool
@@ -635,7 +645,9 @@ def test_forked_child_never_reuses_parents_pool(tmp_path):
         assert pool.getconn() is parent_conn
         print("fork-ok")
         """
-    ) % os.getcwd()
+        )
+        % os.getcwd()
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "fork-ok" in result.stdout
@@ -783,8 +795,9 @@ def test_request_waits_for_a_transient_connect_failure_to_pass(db, conc):
     (with back-off) until its timeout: an outage shorter than that costs
     latency, not an error."""
     db.connect_fails = True
-    pool = make_pool(db, conc, max_size=1, timeout=5, reconnect_backoff=0.02,
-                     retry_connect=lambda exc: isinstance(exc, FakeError))
+    pool = make_pool(
+        db, conc, max_size=1, timeout=5, reconnect_backoff=0.02, retry_connect=lambda exc: isinstance(exc, FakeError)
+    )
     results = []
 
     def request():
@@ -816,8 +829,9 @@ def test_request_connect_retries_back_off_within_the_pools_bounds(db, conc):
     # Each wait is backoff x random(0.5 ... 1.5); backoff doubles from
     # reconnect_backoff up to 1 s, and never past reconnect_backoff_max.
     db.connect_fails = True
-    pool = make_pool(db, conc, max_size=1, reconnect_backoff=0.01, reconnect_backoff_max=0.04,
-                     retry_connect=lambda exc: True)
+    pool = make_pool(
+        db, conc, max_size=1, reconnect_backoff=0.01, reconnect_backoff_max=0.04, retry_connect=lambda exc: True
+    )
     waits = []
     sleep = pool._prims.sleep  # this pool's own primitives object
 
@@ -832,7 +846,6 @@ def test_request_connect_retries_back_off_within_the_pools_bounds(db, conc):
     assert len(waits) >= 5
     assert all(0.005 <= w <= 0.04 * 1.5 for w in waits[:-1]), waits  # the last one is cut to the deadline
     assert max(waits[:-1]) > 0.02 * 1.5, "back-off grew past its start"
-
 
 
 def test_permanent_connect_failure_is_not_retried(db, conc):
@@ -854,8 +867,10 @@ def test_a_probe_that_raises_counts_as_suspect_and_says_why(db, conc, caplog):
     pool.putconn(conn)
     caplog.set_level(logging.DEBUG, logger="greenpool")
     assert pool.getconn() is conn and db.pings == 1  # used a moment ago, but pinged
-    assert ("checkout probe failed, treating the connection as suspect: "
-            "ValueError: filedescriptor out of range in select()" in caplog.text)
+    assert (
+        "checkout probe failed, treating the connection as suspect: "
+        "ValueError: filedescriptor out of range in select()" in caplog.text
+    )
     pool.putconn(conn)
     pool.close()
 

@@ -17,12 +17,22 @@ pytestmark = pytest.mark.mysql
 @pytest.fixture
 def pool(mysql_params):
     params = dict(
-        host=mysql_params["host"], port=int(mysql_params["port"]), user=mysql_params["user"],
-        password=mysql_params["password"], database=mysql_params["database"], autocommit=True,
+        host=mysql_params["host"],
+        port=int(mysql_params["port"]),
+        user=mysql_params["user"],
+        password=mysql_params["password"],
+        database=mysql_params["database"],
+        autocommit=True,
     )
     pool = Pool(
-        gpmysql.connect_factory(params), max_size=2, timeout=5, check=gpmysql.check, check_window=0,
-        reset=gpmysql.make_reset(False), concurrency="threads", name="mysql-test",
+        gpmysql.connect_factory(params),
+        max_size=2,
+        timeout=5,
+        check=gpmysql.check,
+        check_window=0,
+        reset=gpmysql.make_reset(False),
+        concurrency="threads",
+        name="mysql-test",
     )
     yield pool
     pool.close()
@@ -80,8 +90,9 @@ def test_checkin_with_nothing_to_roll_back_costs_no_round_trip(pool):
 
 def test_repr_of_a_pooled_connection_names_where_it_points_but_not_the_password():
     # defer_connect: the real class, without a server account that has this password.
-    conn = gpmysql.PooledConnection(host="db.example", port=3307, user="app_user", password="S3cret-1f9a",
-                                    defer_connect=True)
+    conn = gpmysql.PooledConnection(
+        host="db.example", port=3307, user="app_user", password="S3cret-1f9a", defer_connect=True
+    )
     assert repr(conn) == "<PooledConnection app_user@db.example:3307 id=None closed>"
 
 
@@ -94,8 +105,13 @@ def test_transient_and_permanent_connect_errors_are_told_apart(mysql_params):
         pymysql.connect(host="127.0.0.1", port=free_port(), user="root", connect_timeout=2)
     assert gpmysql.is_transient_connect_error(refused.value), refused.value
     with pytest.raises(pymysql.err.OperationalError) as denied:
-        pymysql.connect(host=mysql_params["host"], port=int(mysql_params["port"]), user="greenpool_no_such_user",
-                        password="wrong", connect_timeout=2)
+        pymysql.connect(
+            host=mysql_params["host"],
+            port=int(mysql_params["port"]),
+            user="greenpool_no_such_user",
+            password="wrong",
+            connect_timeout=2,
+        )
     assert not gpmysql.is_transient_connect_error(denied.value), denied.value
 
 
@@ -106,7 +122,9 @@ def test_a_name_that_does_not_resolve_is_permanent_and_a_resolver_that_cannot_an
 
     def lookup_failure(errno: int, text: str) -> pymysql.err.OperationalError:
         # As PyMySQL's connect() reports a resolver error: 2003, wrapping it.
-        exc = pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on 'db.example' ([Errno {errno}] {text})")
+        exc = pymysql.err.OperationalError(
+            2003, f"Can't connect to MySQL server on 'db.example' ([Errno {errno}] {text})"
+        )
         exc.original_exception = socket.gaierror(errno, text)
         return exc
 
@@ -157,8 +175,10 @@ def test_looks_dead_works_on_a_descriptor_above_1023(mysql_params, mysql_admin):
 
 def test_repr_of_an_open_connection_shows_the_user_as_text_and_its_thread_id(pool, mysql_params):
     with pool.connection() as conn:
-        expected = (f"<PooledConnection {mysql_params['user']}@{mysql_params['host']}:{mysql_params['port']} "
-                    f"id={thread_id(conn)} open>")
+        expected = (
+            f"<PooledConnection {mysql_params['user']}@{mysql_params['host']}:{mysql_params['port']} "
+            f"id={thread_id(conn)} open>"
+        )
         assert repr(conn) == expected
 
 
@@ -180,11 +200,24 @@ def test_connection_interrupted_while_setting_autocommit_is_not_reused(mysql_par
     # become the answer to the next request's first statement: PyMySQL closes
     # a connection whose read was interrupted, and the checkin discards it.
     with TCPProxy(mysql_params["host"], int(mysql_params["port"])) as proxy:
-        params = proxy.route(dict(host=mysql_params["host"], port=int(mysql_params["port"]), user=mysql_params["user"],
-                                  password=mysql_params["password"], database=mysql_params["database"],
-                                  autocommit=True))
-        pool = Pool(gpmysql.connect_factory(params), max_size=1, timeout=5, reset=gpmysql.make_reset(False),
-                    concurrency="threads", name="interrupted")
+        params = proxy.route(
+            dict(
+                host=mysql_params["host"],
+                port=int(mysql_params["port"]),
+                user=mysql_params["user"],
+                password=mysql_params["password"],
+                database=mysql_params["database"],
+                autocommit=True,
+            )
+        )
+        pool = Pool(
+            gpmysql.connect_factory(params),
+            max_size=1,
+            timeout=5,
+            reset=gpmysql.make_reset(False),
+            concurrency="threads",
+            name="interrupted",
+        )
         previous = signal.getsignal(signal.SIGALRM)
         try:
             conn = pool.getconn()

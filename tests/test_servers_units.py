@@ -77,12 +77,14 @@ def supervisor_options(tmp_path: Path, program_conf: str):
     """supervisord's own parser on a main file that includes ``program_conf``."""
     options_module = pytest.importorskip("supervisor.options", reason="pip install supervisor (the test extra has it)")
     main = tmp_path / "supervisord.conf"
-    main.write_text(f"[supervisord]\nlogfile={tmp_path}/supervisord.log\npidfile={tmp_path}/supervisord.pid\n"
-                    f"[unix_http_server]\nfile={tmp_path}/supervisor.sock\n"
-                    "[rpcinterface:supervisor]\n"
-                    "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
-                    f"[supervisorctl]\nserverurl=unix://{tmp_path}/supervisor.sock\n"
-                    f"[include]\nfiles={tmp_path}/program.conf\n")
+    main.write_text(
+        f"[supervisord]\nlogfile={tmp_path}/supervisord.log\npidfile={tmp_path}/supervisord.pid\n"
+        f"[unix_http_server]\nfile={tmp_path}/supervisor.sock\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        f"[supervisorctl]\nserverurl=unix://{tmp_path}/supervisor.sock\n"
+        f"[include]\nfiles={tmp_path}/program.conf\n"
+    )
     (tmp_path / "program.conf").write_text(program_conf)
     options = options_module.ServerOptions()
     try:
@@ -95,10 +97,12 @@ def supervisor_options(tmp_path: Path, program_conf: str):
 def localized(tmp_path: Path, text: str) -> str:
     """The program config with this machine's user, paths and log directory."""
     (tmp_path / "log").mkdir(exist_ok=True)
-    return (text.replace("user=greenpool", f"user={getpass.getuser()}")
-            .replace("/srv/mysite/venv/bin/greenpool-serve", str(SERVE))
-            .replace("directory=/srv/mysite", f"directory={tmp_path}")
-            .replace("/var/log/greenpool", str(tmp_path / "log")))
+    return (
+        text.replace("user=greenpool", f"user={getpass.getuser()}")
+        .replace("/srv/mysite/venv/bin/greenpool-serve", str(SERVE))
+        .replace("directory=/srv/mysite", f"directory={tmp_path}")
+        .replace("/var/log/greenpool", str(tmp_path / "log"))
+    )
 
 
 def test_supervisord_parses_the_program_with_term_and_a_long_enough_stop_wait(tmp_path):
@@ -127,17 +131,26 @@ def test_supervisord_runs_greenpool_serve_reloads_it_with_hup_and_stops_it(tmp_p
     text = text.replace("--workers 4 --worker-ports", "--workers 2")
     text = text.replace(" mysite.wsgi:application", "")
     env = ",".join(f'GREENPOOL_MYSQL_{k.upper()}="{v}"' for k, v in mysql_params.items() if k != "database")
-    text = re.sub(r"^environment=.*$", f'environment={env},GREENPOOL_MYSQL_DATABASE="{mysql_params["database"]}"',
-                  text, flags=re.M)
+    text = re.sub(
+        r"^environment=.*$",
+        f'environment={env},GREENPOOL_MYSQL_DATABASE="{mysql_params["database"]}"',
+        text,
+        flags=re.M,
+    )
     _, main = supervisor_options(tmp_path, text)
     bindir = Path(sys.executable).parent
-    supervisord = subprocess.Popen([str(bindir / "supervisord"), "-n", "-c", str(main)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+    supervisord = subprocess.Popen(
+        [str(bindir / "supervisord"), "-n", "-c", str(main)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     log = tmp_path / "log" / "greenpool.log"
 
     def ctl(*args: str) -> str:
-        proc = subprocess.run([str(bindir / "supervisorctl"), "-c", str(main), *args], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            [str(bindir / "supervisorctl"), "-c", str(main), *args], capture_output=True, text=True, timeout=60
+        )
         return proc.stdout + proc.stderr
 
     def wait_log(pattern: str, count: int = 1, timeout: float = 60) -> None:

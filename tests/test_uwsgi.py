@@ -61,10 +61,19 @@ def mysql_admin(mysql_params):
         conn.close()
 
 
-def serve(tmp_path: Path, mysql_params: dict[str, Any], database: str, mode: str, *extra: str,
-          early_patch: bool = True) -> UwsgiProcess:
-    return UwsgiProcess(tmp_path, mysql_params, database, *MODES[mode], *extra, processes=PROCESSES, cores=CORES,
-                        early_patch=early_patch)
+def serve(
+    tmp_path: Path, mysql_params: dict[str, Any], database: str, mode: str, *extra: str, early_patch: bool = True
+) -> UwsgiProcess:
+    return UwsgiProcess(
+        tmp_path,
+        mysql_params,
+        database,
+        *MODES[mode],
+        *extra,
+        processes=PROCESSES,
+        cores=CORES,
+        early_patch=early_patch,
+    )
 
 
 def load(server: UwsgiProcess, requests: int, duration: float) -> dict[str, Any]:
@@ -75,8 +84,13 @@ def load(server: UwsgiProcess, requests: int, duration: float) -> dict[str, Any]
 def assert_served_everything(result: dict[str, Any], server: UwsgiProcess) -> None:
     assert result["failed"] == 0 and set(result["statuses"]) == {"200"}, (result, server.log()[-4000:])
     log = server.log()
-    for trouble in ("gone away", "can only be used in that same thread", "monkey-patched", "Too many connections",
-                    "Traceback"):
+    for trouble in (
+        "gone away",
+        "can only be used in that same thread",
+        "monkey-patched",
+        "Too many connections",
+        "Traceback",
+    ):
         assert trouble not in log, f"{trouble!r} in uwsgi's log:\n{log[-6000:]}"
 
 
@@ -114,8 +128,9 @@ def test_each_worker_keeps_one_bounded_pool_at_hundreds_of_clients(tmp_path, mys
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_a_graceful_reload_under_load_fails_no_request_and_stays_within_the_bound(tmp_path, mysql_params, database,
-                                                                                  mode):
+def test_a_graceful_reload_under_load_fails_no_request_and_stays_within_the_bound(
+    tmp_path, mysql_params, database, mode
+):
     with serve(tmp_path, mysql_params, database, mode) as server, ConnectionWatch(mysql_params, database) as watch:
         results: list[dict[str, Any]] = []
         loader = threading.Thread(target=lambda: results.append(load(server, 1_000_000, scaled(12, 6))))
@@ -140,8 +155,10 @@ def test_a_graceful_reload_under_load_fails_no_request_and_stays_within_the_boun
 def test_max_requests_recycles_workers_without_failing_a_request(tmp_path, mysql_params, database, mode):
     # uWSGI recycles a worker only once it has lived --min-worker-lifetime (10 s by default).
     recycling = ("--max-requests", "150", "--min-worker-lifetime", "1")
-    with serve(tmp_path, mysql_params, database, mode, *recycling) as server, \
-            ConnectionWatch(mysql_params, database) as watch:
+    with (
+        serve(tmp_path, mysql_params, database, mode, *recycling) as server,
+        ConnectionWatch(mysql_params, database) as watch,
+    ):
         result = load(server, requests=scaled(4000, 1500), duration=scaled(30, 15))
     assert_served_everything(result, server)
     assert_one_bounded_pool_per_worker(server, watch, mode)

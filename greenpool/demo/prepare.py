@@ -42,8 +42,11 @@ def main() -> int:
         permanent = permanent_db_error(exc)
         if permanent is not None:
             # A wrong password, an unknown database or host: waiting will not help.
-            print(f"the demo database {where} cannot be used: {permanent}; check GREENPOOL_MYSQL_USER, "
-                  "_PASSWORD, _DATABASE and _HOST: waiting will not help", file=sys.stderr)
+            print(
+                f"the demo database {where} cannot be used: {permanent}; check GREENPOOL_MYSQL_USER, "
+                "_PASSWORD, _DATABASE and _HOST: waiting will not help",
+                file=sys.stderr,
+            )
             return int(ExitCode.CONFIG_ERROR)
         if unavailable_cause(exc) is None:
             raise

@@ -106,12 +106,14 @@ def reprs(request):
         cursor.execute("SELECT 1")
         cursor.fetchall()
         raw = connection.connection
-        return JsonResponse({
-            "pool": repr(connection.pool),
-            "connection": repr(raw),
-            "wrapper": repr(connection),
-            "stats": connection.pool.get_stats(),
-        })
+        return JsonResponse(
+            {
+                "pool": repr(connection.pool),
+                "connection": repr(raw),
+                "wrapper": repr(connection),
+                "stats": connection.pool.get_stats(),
+            }
+        )
 
 
 def bad_sql(request):

@@ -57,12 +57,14 @@ def slow(request):
 
 
 def whoami(request):
-    return JsonResponse({
-        "worker": _worker(request),
-        "pid": os.getpid(),
-        "remote_addr": request.META.get("REMOTE_ADDR"),
-        "scheme": request.scheme,
-    })
+    return JsonResponse(
+        {
+            "worker": _worker(request),
+            "pid": os.getpid(),
+            "remote_addr": request.META.get("REMOTE_ADDR"),
+            "scheme": request.scheme,
+        }
+    )
 
 
 def healthz(request):

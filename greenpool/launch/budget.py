@@ -42,9 +42,11 @@ def read_counts(conn: Any) -> ServerCounts:
     """The counters, read over a PyMySQL connection (two statements; MySQL 8 has no
     information_schema.GLOBAL_STATUS, so the status comes from SHOW)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT @@GLOBAL.max_connections, @@SESSION.max_user_connections,"
-                    " (SELECT COUNT(*) FROM information_schema.PROCESSLIST"
-                    "  WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1))")
+        cur.execute(
+            "SELECT @@GLOBAL.max_connections, @@SESSION.max_user_connections,"
+            " (SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+            "  WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1))"
+        )
         max_connections, user_limit, user_connected = cur.fetchone()
         cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
         connected = cur.fetchone()[1]
@@ -88,21 +90,35 @@ class Budget:
     def describe(self) -> str:
         counts = self.counts
         fleet = f"{self.hosts} hosts take {self.fleet}" if self.hosts > 1 else "1 host (--hosts)"
-        user = (f", max_user_connections {counts.user_limit} with {counts.user_connected - self.own} in use"
-                if counts.user_limit else "")
+        user = (
+            f", max_user_connections {counts.user_limit} with {counts.user_connected - self.own} in use"
+            if counts.user_limit
+            else ""
+        )
         share = f"{100 * self.fleet / self.free:.0f}% of what is free" if self.free else "more than is free"
-        return (f"connection budget of {self.server} ({', '.join(self.aliases)}): this host takes at most "
-                f"{self.this_host} = ({self.workers} workers + 1) x max_size {self.max_size}; {fleet}; "
-                f"the server has max_connections {counts.max_connections} with {counts.connected - self.own} in use"
-                f"{user}, so {self.free} free: {self.fleet} is {share} (the limit is "
-                f"{100 * self.share:g}%, --connection-budget)")
+        return (
+            f"connection budget of {self.server} ({', '.join(self.aliases)}): this host takes at most "
+            f"{self.this_host} = ({self.workers} workers + 1) x max_size {self.max_size}; {fleet}; "
+            f"the server has max_connections {counts.max_connections} with {counts.connected - self.own} in use"
+            f"{user}, so {self.free} free: {self.fleet} is {share} (the limit is "
+            f"{100 * self.share:g}%, --connection-budget)"
+        )
 
 
-def assess(server: str, aliases: list[str], max_size: int, settings: dict[str, Any], counts: ServerCounts,
-           own: int) -> Budget:
+def assess(
+    server: str, aliases: list[str], max_size: int, settings: dict[str, Any], counts: ServerCounts, own: int
+) -> Budget:
     """The budget of one server for the pools of ``aliases`` (their max_size summed)."""
-    return Budget(server, tuple(aliases), max_size, int(settings["workers"]), int(settings["hosts"]),
-                  float(settings["connection_budget"]), counts, own)
+    return Budget(
+        server,
+        tuple(aliases),
+        max_size,
+        int(settings["workers"]),
+        int(settings["hosts"]),
+        float(settings["connection_budget"]),
+        counts,
+        own,
+    )
 
 
 def check(settings: dict[str, Any]) -> list[Budget]:
@@ -131,15 +147,22 @@ def check(settings: dict[str, Any]) -> list[Budget]:
             logger.warning("connection budget of %s not checked: %s: %s", server, type(exc).__name__, exc)
             continue
         own = sum(pool.get_stats()["pool_size"] for _, pool in pools)
-        budget = assess(server, [alias for alias, _ in pools], sum(pool.max_size for _, pool in pools), settings,
-                        counts, own)
+        budget = assess(
+            server, [alias for alias, _ in pools], sum(pool.max_size for _, pool in pools), settings, counts, own
+        )
         budgets.append(budget)
         if not budget.over:
             logger.info("%s", budget.describe())
         elif settings["strict_connection_budget"]:
-            raise LaunchError(ExitCode.CONFIG_ERROR, f"{budget.describe()}; refusing to start "
-                              f"(--strict-connection-budget): lower max_size or --workers, or raise max_connections")
+            raise LaunchError(
+                ExitCode.CONFIG_ERROR,
+                f"{budget.describe()}; refusing to start "
+                f"(--strict-connection-budget): lower max_size or --workers, or raise max_connections",
+            )
         else:
-            logger.warning("%s; lower max_size or --workers, or raise max_connections "
-                           "(--strict-connection-budget refuses to start instead)", budget.describe())
+            logger.warning(
+                "%s; lower max_size or --workers, or raise max_connections "
+                "(--strict-connection-budget refuses to start instead)",
+                budget.describe(),
+            )
     return budgets

@@ -87,8 +87,10 @@ def _timeout(value: Any) -> float:
     except (TypeError, ValueError):
         number = float("nan")
     if number != 0 and not (number >= 1 and math.isfinite(number)):  # NaN fails both
-        raise ValueError(f"--timeout must be 0 (off) or at least 1 second (workers signal the master every "
-                         f"0.2 to 2 s), got {value!r}")
+        raise ValueError(
+            f"--timeout must be 0 (off) or at least 1 second (workers signal the master every "
+            f"0.2 to 2 s), got {value!r}"
+        )
     return number
 
 
@@ -291,166 +293,379 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     # -- what to serve
-    Setting("app", (), _app, None,
-            "The WSGI application, as module:callable (module alone means module:application). "
-            "Without it: DJANGO_SETTINGS_MODULE's WSGI_APPLICATION, and without that the bundled "
-            "demo site (greenpool.demo), which is migrated and seeded once at start.",
-            "Application", metavar="APP"),
-    Setting("server", ("--server",), _choice("gevent", "tornado"), "gevent",
-            "Worker type. gevent: monkey-patched worker, gevent.pywsgi with a bounded pool of "
-            "--worker-connections greenlets. tornado: Tornado HTTPServer, Django in a pool of "
-            "--threads executor threads (never on the IOLoop thread).",
-            "Application", choices=("gevent", "tornado")),
-    Setting("config", ("-c", "--config"), _optional_path, None,
-            "A Python file whose top-level names set these settings (workers = 4, "
-            "bind = ['127.0.0.1:8001']). Unknown names are an error.",
-            "Application", metavar="FILE", commands=("serve", "nginx-config")),
-    Setting("check_config", ("--check-config",), _boolean, False,
-            "Validate the settings, load the application in a worker-like process, open every "
-            "database pool once, then exit: 0 if all is well, else the named exit code (128 + the "
-            "signal's number when TERM, INT, QUIT or HUP stops it; its worker is killed first).",
-            "Application", kind="flag", env=False),
-    Setting("print_config", ("--print-config",), _boolean, False,
-            "Print every setting with its value and where the value came from, then exit.",
-            "Application", kind="flag", env=False),
+    Setting(
+        "app",
+        (),
+        _app,
+        None,
+        "The WSGI application, as module:callable (module alone means module:application). "
+        "Without it: DJANGO_SETTINGS_MODULE's WSGI_APPLICATION, and without that the bundled "
+        "demo site (greenpool.demo), which is migrated and seeded once at start.",
+        "Application",
+        metavar="APP",
+    ),
+    Setting(
+        "server",
+        ("--server",),
+        _choice("gevent", "tornado"),
+        "gevent",
+        "Worker type. gevent: monkey-patched worker, gevent.pywsgi with a bounded pool of "
+        "--worker-connections greenlets. tornado: Tornado HTTPServer, Django in a pool of "
+        "--threads executor threads (never on the IOLoop thread).",
+        "Application",
+        choices=("gevent", "tornado"),
+    ),
+    Setting(
+        "config",
+        ("-c", "--config"),
+        _optional_path,
+        None,
+        "A Python file whose top-level names set these settings (workers = 4, "
+        "bind = ['127.0.0.1:8001']). Unknown names are an error.",
+        "Application",
+        metavar="FILE",
+        commands=("serve", "nginx-config"),
+    ),
+    Setting(
+        "check_config",
+        ("--check-config",),
+        _boolean,
+        False,
+        "Validate the settings, load the application in a worker-like process, open every "
+        "database pool once, then exit: 0 if all is well, else the named exit code (128 + the "
+        "signal's number when TERM, INT, QUIT or HUP stops it; its worker is killed first).",
+        "Application",
+        kind="flag",
+        env=False,
+    ),
+    Setting(
+        "print_config",
+        ("--print-config",),
+        _boolean,
+        False,
+        "Print every setting with its value and where the value came from, then exit.",
+        "Application",
+        kind="flag",
+        env=False,
+    ),
     # -- sockets
-    Setting("bind", ("-b", "--bind"), _binds, ["127.0.0.1:8000"],
-            "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:PATH. Repeat the flag (or "
-            "separate with commas in the environment) to listen on several.",
-            "Sockets", kind="list", metavar="ADDRESS", commands=("serve", "stats", "nginx-config")),
-    Setting("worker_ports", ("--worker-ports",), _boolean, False,
-            "Give each worker its own port: worker i listens on the bound port + i (a unix "
-            "path gets .i appended). For nginx's least_conn over one upstream server per worker. "
-            "Without it all workers share one listening socket.",
-            "Sockets", kind="flag", commands=("serve", "nginx-config")),
-    Setting("reuse_port", ("--reuse-port",), _boolean, False,
-            "Shared port only: each worker binds its own socket with SO_REUSEPORT and the kernel "
-            "spreads connections evenly, instead of the workers accepting from one inherited socket. "
-            "Each worker then has its own listen queue: when a worker stops (HUP, --max-requests, "
-            "TTOU, a crash) the connections queued on its socket and not yet accepted are reset, "
-            "unless the kernel migrates them (net.ipv4.tcp_migrate_req=1, Linux 5.14+). Behind "
-            "nginx prefer the shared socket or --worker-ports.",
-            "Sockets", kind="flag"),
+    Setting(
+        "bind",
+        ("-b", "--bind"),
+        _binds,
+        ["127.0.0.1:8000"],
+        "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:PATH. Repeat the flag (or "
+        "separate with commas in the environment) to listen on several.",
+        "Sockets",
+        kind="list",
+        metavar="ADDRESS",
+        commands=("serve", "stats", "nginx-config"),
+    ),
+    Setting(
+        "worker_ports",
+        ("--worker-ports",),
+        _boolean,
+        False,
+        "Give each worker its own port: worker i listens on the bound port + i (a unix "
+        "path gets .i appended). For nginx's least_conn over one upstream server per worker. "
+        "Without it all workers share one listening socket.",
+        "Sockets",
+        kind="flag",
+        commands=("serve", "nginx-config"),
+    ),
+    Setting(
+        "reuse_port",
+        ("--reuse-port",),
+        _boolean,
+        False,
+        "Shared port only: each worker binds its own socket with SO_REUSEPORT and the kernel "
+        "spreads connections evenly, instead of the workers accepting from one inherited socket. "
+        "Each worker then has its own listen queue: when a worker stops (HUP, --max-requests, "
+        "TTOU, a crash) the connections queued on its socket and not yet accepted are reset, "
+        "unless the kernel migrates them (net.ipv4.tcp_migrate_req=1, Linux 5.14+). Behind "
+        "nginx prefer the shared socket or --worker-ports.",
+        "Sockets",
+        kind="flag",
+    ),
     # listen() takes a C int; the kernel caps it at net.core.somaxconn anyway.
-    Setting("backlog", ("--backlog",), _int_at_least(1, 65535), 2048,
-            "Listen queue length: connections that wait to be accepted (also while a worker restarts).",
-            "Sockets", metavar="INT"),
+    Setting(
+        "backlog",
+        ("--backlog",),
+        _int_at_least(1, 65535),
+        2048,
+        "Listen queue length: connections that wait to be accepted (also while a worker restarts).",
+        "Sockets",
+        metavar="INT",
+    ),
     # -- workers
-    Setting("workers", ("-w", "--workers"), _int_at_least(1), 1,
-            "Number of worker processes. Each has its own database pools, so the server sees at "
-            "most workers x max_size connections per alias. Start with the number of cores.",
-            "Workers", metavar="INT", commands=("serve", "nginx-config")),
-    Setting("worker_connections", ("--worker-connections",), _int_at_least(1), 1000,
-            "gevent: most connections one worker serves at once; past it, it stops accepting "
-            "until one ends. Requests beyond the pool's max_size wait for a database connection.",
-            "Workers", metavar="INT"),
-    Setting("callback_batch", ("--callback-batch",), _int_at_least(0), 0,
-            "gevent: run the worker's hub on gevent's CFFI libev loop, which may look at the clock "
-            "(and poll sockets and timers once the switch interval has passed) after every N "
-            "callbacks; gevent's default loop does so after every 50. Since pool hand-overs go "
-            "through the poll it no longer shortens the /read tail in the benchmark, and the CFFI "
-            "loop is slower (docs/tuning.md). Needs the cffi package. 0: gevent's default loop.",
-            "Workers", metavar="N"),
-    Setting("threads", ("--threads",), _int_at_least(1), 10,
-            "tornado: executor threads running Django per worker. 1 means one request at a time "
-            "and one database connection per process. More threads than the pool's max_size "
-            "only queue on the pool.",
-            "Workers", metavar="INT"),
-    Setting("timeout", ("-t", "--timeout"), _timeout, 30.0,
-            "A worker that has not signalled the master for this many seconds (a blocked event "
-            "loop) is killed and replaced. 0 turns the check off; otherwise at least 1 s (workers "
-            "send a heartbeat every 0.2 to 2 s).",
-            "Workers", metavar="SECONDS"),
-    Setting("graceful_timeout", ("--graceful-timeout",), _seconds(0, exclusive=True), 30.0,
-            "On TERM (and on HUP, --max-requests, TTOU), how long in-flight requests may take to "
-            "finish before the worker exits anyway.",
-            "Workers", metavar="SECONDS"),
-    Setting("keep_alive", ("--keep-alive",), _seconds(0, exclusive=True), 75.0,
-            "Seconds an idle keep-alive connection is kept open. Keep it longer than nginx's "
-            "upstream keepalive_timeout (60 s by default), or nginx reuses connections the "
-            "worker is closing and answers 502. Also the most a request's headers may take to "
-            "arrive after its request line (gevent: then a 400 and the connection is closed; "
-            "Tornado's idle_connection_timeout, set from it, bounds them too).",
-            "Workers", metavar="SECONDS", commands=("serve", "nginx-config")),
-    Setting("limit_request_line", ("--limit-request-line",), _int_at_least(64, 65536), 8190,
-            "Longest request line (method, target, version) in bytes; a longer one gets 414. "
-            "gunicorn's limit_request_line (default 4094); nginx's large_client_header_buffers "
-            "(8k) refuses longer ones before they reach a worker.",
-            "Workers", metavar="BYTES"),
-    Setting("limit_request_fields", ("--limit-request-fields",), _int_at_least(1, 32768), 100,
-            "Most header fields in a request; more get 431. gunicorn's limit_request_fields "
-            "(default 100).",
-            "Workers", metavar="INT"),
-    Setting("limit_request_field_size", ("--limit-request-field-size",), _int_at_least(64, 65536), 8190,
-            "Longest header field (name, colon and value) in bytes; a longer one gets 431. gunicorn's "
-            "limit_request_field_size (default 8190). Tornado also caps the whole header block at 64 KiB "
-            "(its max_header_size) and closes the connection past it without an answer.",
-            "Workers", metavar="BYTES"),
-    Setting("max_requests", ("--max-requests",), _int_at_least(0), 0,
-            "Replace a worker after it served this many requests (0: never). The replacement "
-            "starts first; the old worker then drains, so no request fails.",
-            "Workers", metavar="INT"),
-    Setting("max_requests_jitter", ("--max-requests-jitter",), _int_at_least(0), 0,
-            "Add a random 0..N to each worker's --max-requests, so workers do not all restart at once.",
-            "Workers", metavar="INT"),
+    Setting(
+        "workers",
+        ("-w", "--workers"),
+        _int_at_least(1),
+        1,
+        "Number of worker processes. Each has its own database pools, so the server sees at "
+        "most workers x max_size connections per alias. Start with the number of cores.",
+        "Workers",
+        metavar="INT",
+        commands=("serve", "nginx-config"),
+    ),
+    Setting(
+        "worker_connections",
+        ("--worker-connections",),
+        _int_at_least(1),
+        1000,
+        "gevent: most connections one worker serves at once; past it, it stops accepting "
+        "until one ends. Requests beyond the pool's max_size wait for a database connection.",
+        "Workers",
+        metavar="INT",
+    ),
+    Setting(
+        "callback_batch",
+        ("--callback-batch",),
+        _int_at_least(0),
+        0,
+        "gevent: run the worker's hub on gevent's CFFI libev loop, which may look at the clock "
+        "(and poll sockets and timers once the switch interval has passed) after every N "
+        "callbacks; gevent's default loop does so after every 50. Since pool hand-overs go "
+        "through the poll it no longer shortens the /read tail in the benchmark, and the CFFI "
+        "loop is slower (docs/tuning.md). Needs the cffi package. 0: gevent's default loop.",
+        "Workers",
+        metavar="N",
+    ),
+    Setting(
+        "threads",
+        ("--threads",),
+        _int_at_least(1),
+        10,
+        "tornado: executor threads running Django per worker. 1 means one request at a time "
+        "and one database connection per process. More threads than the pool's max_size "
+        "only queue on the pool.",
+        "Workers",
+        metavar="INT",
+    ),
+    Setting(
+        "timeout",
+        ("-t", "--timeout"),
+        _timeout,
+        30.0,
+        "A worker that has not signalled the master for this many seconds (a blocked event "
+        "loop) is killed and replaced. 0 turns the check off; otherwise at least 1 s (workers "
+        "send a heartbeat every 0.2 to 2 s).",
+        "Workers",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "graceful_timeout",
+        ("--graceful-timeout",),
+        _seconds(0, exclusive=True),
+        30.0,
+        "On TERM (and on HUP, --max-requests, TTOU), how long in-flight requests may take to "
+        "finish before the worker exits anyway.",
+        "Workers",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "keep_alive",
+        ("--keep-alive",),
+        _seconds(0, exclusive=True),
+        75.0,
+        "Seconds an idle keep-alive connection is kept open. Keep it longer than nginx's "
+        "upstream keepalive_timeout (60 s by default), or nginx reuses connections the "
+        "worker is closing and answers 502. Also the most a request's headers may take to "
+        "arrive after its request line (gevent: then a 400 and the connection is closed; "
+        "Tornado's idle_connection_timeout, set from it, bounds them too).",
+        "Workers",
+        metavar="SECONDS",
+        commands=("serve", "nginx-config"),
+    ),
+    Setting(
+        "limit_request_line",
+        ("--limit-request-line",),
+        _int_at_least(64, 65536),
+        8190,
+        "Longest request line (method, target, version) in bytes; a longer one gets 414. "
+        "gunicorn's limit_request_line (default 4094); nginx's large_client_header_buffers "
+        "(8k) refuses longer ones before they reach a worker.",
+        "Workers",
+        metavar="BYTES",
+    ),
+    Setting(
+        "limit_request_fields",
+        ("--limit-request-fields",),
+        _int_at_least(1, 32768),
+        100,
+        "Most header fields in a request; more get 431. gunicorn's limit_request_fields (default 100).",
+        "Workers",
+        metavar="INT",
+    ),
+    Setting(
+        "limit_request_field_size",
+        ("--limit-request-field-size",),
+        _int_at_least(64, 65536),
+        8190,
+        "Longest header field (name, colon and value) in bytes; a longer one gets 431. gunicorn's "
+        "limit_request_field_size (default 8190). Tornado also caps the whole header block at 64 KiB "
+        "(its max_header_size) and closes the connection past it without an answer.",
+        "Workers",
+        metavar="BYTES",
+    ),
+    Setting(
+        "max_requests",
+        ("--max-requests",),
+        _int_at_least(0),
+        0,
+        "Replace a worker after it served this many requests (0: never). The replacement "
+        "starts first; the old worker then drains, so no request fails.",
+        "Workers",
+        metavar="INT",
+    ),
+    Setting(
+        "max_requests_jitter",
+        ("--max-requests-jitter",),
+        _int_at_least(0),
+        0,
+        "Add a random 0..N to each worker's --max-requests, so workers do not all restart at once.",
+        "Workers",
+        metavar="INT",
+    ),
     # -- database
-    Setting("db_boot_timeout", ("--db-boot-timeout",), _seconds(0, exclusive=True), 5.0,
-            "At boot each worker opens every pool (min_size connections, at least one to check "
-            "the server answers) and waits this long for it.",
-            "Database", metavar="SECONDS"),
-    Setting("require_db", ("--require-db",), _boolean, False,
-            "Exit (code 6, DATABASE_UNAVAILABLE) when a database does not answer at boot. Without "
-            "it workers start anyway: pages that need the database answer 503 (with "
-            "greenpool.middleware.DatabaseUnavailableMiddleware) until it is back.",
-            "Database", kind="flag"),
-    Setting("hosts", ("--hosts",), _int_at_least(1), 1,
-            "App hosts that run this same greenpool-serve against the same databases (a fleet behind "
-            "one nginx). The connection budget counts each host's pools this many times.",
-            "Database", metavar="INT"),
-    Setting("connection_budget", ("--connection-budget",), _share, 0.8,
-            "At start, the first worker weighs every database server: hosts x (workers + 1) x max_size "
-            "(summed over the aliases on that server) against the connections it has free "
-            "(max_connections, and the account's max_user_connections, less those in use). Above this "
-            "share of what is free it logs a warning naming the numbers (docs/scaling.md).",
-            "Database", metavar="SHARE"),
-    Setting("strict_connection_budget", ("--strict-connection-budget",), _boolean, False,
-            "Refuse to start (exit 3, CONFIG_ERROR) when a server's connection budget is over "
-            "--connection-budget, instead of warning. --check-config checks it too.",
-            "Database", kind="flag"),
+    Setting(
+        "db_boot_timeout",
+        ("--db-boot-timeout",),
+        _seconds(0, exclusive=True),
+        5.0,
+        "At boot each worker opens every pool (min_size connections, at least one to check "
+        "the server answers) and waits this long for it.",
+        "Database",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "require_db",
+        ("--require-db",),
+        _boolean,
+        False,
+        "Exit (code 6, DATABASE_UNAVAILABLE) when a database does not answer at boot. Without "
+        "it workers start anyway: pages that need the database answer 503 (with "
+        "greenpool.middleware.DatabaseUnavailableMiddleware) until it is back.",
+        "Database",
+        kind="flag",
+    ),
+    Setting(
+        "hosts",
+        ("--hosts",),
+        _int_at_least(1),
+        1,
+        "App hosts that run this same greenpool-serve against the same databases (a fleet behind "
+        "one nginx). The connection budget counts each host's pools this many times.",
+        "Database",
+        metavar="INT",
+    ),
+    Setting(
+        "connection_budget",
+        ("--connection-budget",),
+        _share,
+        0.8,
+        "At start, the first worker weighs every database server: hosts x (workers + 1) x max_size "
+        "(summed over the aliases on that server) against the connections it has free "
+        "(max_connections, and the account's max_user_connections, less those in use). Above this "
+        "share of what is free it logs a warning naming the numbers (docs/scaling.md).",
+        "Database",
+        metavar="SHARE",
+    ),
+    Setting(
+        "strict_connection_budget",
+        ("--strict-connection-budget",),
+        _boolean,
+        False,
+        "Refuse to start (exit 3, CONFIG_ERROR) when a server's connection budget is over "
+        "--connection-budget, instead of warning. --check-config checks it too.",
+        "Database",
+        kind="flag",
+    ),
     # -- proxy
-    Setting("forwarded_allow_ips", ("--forwarded-allow-ips",), _ip_list, ["127.0.0.1", "::1"],
-            "Peers trusted to set X-Forwarded-For / X-Real-IP / X-Forwarded-Proto (nginx). Their "
-            "requests get REMOTE_ADDR and wsgi.url_scheme from those headers. * trusts every "
-            "peer; unix-socket peers are always trusted.",
-            "Proxy", kind="value", metavar="IPS"),
+    Setting(
+        "forwarded_allow_ips",
+        ("--forwarded-allow-ips",),
+        _ip_list,
+        ["127.0.0.1", "::1"],
+        "Peers trusted to set X-Forwarded-For / X-Real-IP / X-Forwarded-Proto (nginx). Their "
+        "requests get REMOTE_ADDR and wsgi.url_scheme from those headers. * trusts every "
+        "peer; unix-socket peers are always trusted.",
+        "Proxy",
+        kind="value",
+        metavar="IPS",
+    ),
     # -- logging and control
-    Setting("access_logfile", ("--access-logfile",), _log_target, None,
-            "Write an access log line per request here (- for standard output). Off by default.",
-            "Logging", metavar="FILE"),
-    Setting("error_logfile", ("--error-logfile",), _log_target, "-",
-            "Write the server log here (- for standard error).",
-            "Logging", metavar="FILE"),
-    Setting("log_level", ("--log-level",), _choice("debug", "info", "warning", "error", "critical"), "info",
-            "Level of the server log.",
-            "Logging", choices=("debug", "info", "warning", "error", "critical")),
-    Setting("log_format", ("--log-format",), _choice("text", "json"), "text",
-            "Format of the server log and the access log. text: one line per record, the time in UTC "
-            "with its offset (ISO 8601); access lines in Common Log Format plus duration and worker. "
-            "json: one JSON object per line (time, level, pid, worker, logger, message; access lines "
-            "add remote, method, path, protocol, status, length, duration_s) for log shippers.",
-            "Logging", choices=("text", "json")),
-    Setting("pid", ("-p", "--pid"), _optional_path, None,
-            "Write the master's process id to this file (removed at exit).",
-            "Logging", metavar="FILE"),
-    Setting("control_dir", ("--control-dir",), _optional_path, None,
-            "Directory for the workers' stats sockets (read by `greenpool-serve stats`). Default: "
-            "<tmp>/greenpool-serve-<uid>/<first bind>.",
-            "Logging", metavar="DIR", commands=("serve", "stats")),
-    Setting("metrics_bind", ("--metrics-bind",), _metrics_address, None,
-            "Serve /metrics (Prometheus text or OpenMetrics) for all workers on this address, from the "
-            "master: pools, checkout waits, connection holds by Django view, requests, restarts "
-            "(docs/observability.md). Off by default; keep it off public interfaces.",
-            "Logging", metavar="HOST:PORT"),
+    Setting(
+        "access_logfile",
+        ("--access-logfile",),
+        _log_target,
+        None,
+        "Write an access log line per request here (- for standard output). Off by default.",
+        "Logging",
+        metavar="FILE",
+    ),
+    Setting(
+        "error_logfile",
+        ("--error-logfile",),
+        _log_target,
+        "-",
+        "Write the server log here (- for standard error).",
+        "Logging",
+        metavar="FILE",
+    ),
+    Setting(
+        "log_level",
+        ("--log-level",),
+        _choice("debug", "info", "warning", "error", "critical"),
+        "info",
+        "Level of the server log.",
+        "Logging",
+        choices=("debug", "info", "warning", "error", "critical"),
+    ),
+    Setting(
+        "log_format",
+        ("--log-format",),
+        _choice("text", "json"),
+        "text",
+        "Format of the server log and the access log. text: one line per record, the time in UTC "
+        "with its offset (ISO 8601); access lines in Common Log Format plus duration and worker. "
+        "json: one JSON object per line (time, level, pid, worker, logger, message; access lines "
+        "add remote, method, path, protocol, status, length, duration_s) for log shippers.",
+        "Logging",
+        choices=("text", "json"),
+    ),
+    Setting(
+        "pid",
+        ("-p", "--pid"),
+        _optional_path,
+        None,
+        "Write the master's process id to this file (removed at exit).",
+        "Logging",
+        metavar="FILE",
+    ),
+    Setting(
+        "control_dir",
+        ("--control-dir",),
+        _optional_path,
+        None,
+        "Directory for the workers' stats sockets (read by `greenpool-serve stats`). Default: "
+        "<tmp>/greenpool-serve-<uid>/<first bind>.",
+        "Logging",
+        metavar="DIR",
+        commands=("serve", "stats"),
+    ),
+    Setting(
+        "metrics_bind",
+        ("--metrics-bind",),
+        _metrics_address,
+        None,
+        "Serve /metrics (Prometheus text or OpenMetrics) for all workers on this address, from the "
+        "master: pools, checkout waits, connection holds by Django view, requests, restarts "
+        "(docs/observability.md). Off by default; keep it off public interfaces.",
+        "Logging",
+        metavar="HOST:PORT",
+    ),
 )
 
 NGINX = ("nginx-config",)
@@ -459,50 +674,126 @@ NGINX = ("nginx-config",)
 #: workers, worker_ports and keep_alive above). greenpool/launch/nginx.py renders them
 #: into nginx/greenpool.conf.template, whose comments say why each directive is there.
 NGINX_SETTINGS: tuple[Setting, ...] = (
-    Setting("nginx_listen", ("--listen",), _listen, "127.0.0.1:8080",
-            "Where nginx listens: PORT, HOST:PORT, [IPV6]:PORT or unix:PATH.",
-            "nginx", metavar="ADDRESS", commands=NGINX),
-    Setting("nginx_server_name", ("--server-name",), _server_names, ["_"],
-            "nginx server_name: the host names this server block answers (_ matches any).",
-            "nginx", metavar="NAMES", commands=NGINX),
-    Setting("nginx_upstream_hosts", ("--upstream-host",), _hosts, [],
-            "The app hosts nginx balances over, each running greenpool-serve with the same --bind port "
-            "(and --worker-ports, --workers). Repeat the flag for more. Default: the --bind host itself "
-            "(127.0.0.1 for a wildcard bind).",
-            "nginx", kind="list", metavar="HOST", commands=NGINX),
-    Setting("nginx_max_fails", ("--max-fails",), _int_at_least(0), 3,
-            "Connection errors or timeouts within --fail-timeout after which nginx stops sending a "
-            "worker requests for --fail-timeout (0: never).",
-            "nginx", metavar="INT", commands=NGINX),
-    Setting("nginx_fail_timeout", ("--fail-timeout",), _seconds(0, exclusive=True), 10.0,
-            "The window in which --max-fails failures are counted, and how long a failed worker is "
-            "then left out.",
-            "nginx", metavar="SECONDS", commands=NGINX),
-    Setting("nginx_upstream_keepalive", ("--upstream-keepalive",), _int_at_least(1), 16,
-            "Idle connections to the workers that each nginx worker process keeps open for reuse.",
-            "nginx", metavar="INT", commands=NGINX),
-    Setting("nginx_upstream_keepalive_timeout", ("--upstream-keepalive-timeout",), _seconds(0, exclusive=True), 60.0,
-            "nginx closes an idle connection to a worker after this long. Must be shorter than "
-            "--keep-alive, so that nginx, not the worker, closes idle connections.",
-            "nginx", metavar="SECONDS", commands=NGINX),
-    Setting("nginx_connect_timeout", ("--connect-timeout",), _seconds(0, exclusive=True), 2.0,
-            "proxy_connect_timeout: how long nginx waits for a worker to accept a connection. Workers "
-            "accept at once (a restarting one's connections wait in the backlog), so only an app host "
-            "that is gone from the network reaches it.",
-            "nginx", metavar="SECONDS", commands=NGINX),
-    Setting("nginx_read_timeout", ("--read-timeout",), _seconds(0, exclusive=True), 60.0,
-            "proxy_read_timeout: how long nginx waits for a worker's answer (between two reads). "
-            "Longer than the slowest request the application should answer.",
-            "nginx", metavar="SECONDS", commands=NGINX),
-    Setting("nginx_client_max_body_size", ("--client-max-body-size",), _size, "10m",
-            "Largest request body nginx passes on (413 above it). Raise it in a location of its own for "
-            "upload endpoints.",
-            "nginx", metavar="SIZE", commands=NGINX),
-    Setting("nginx_client_timeout", ("--client-timeout",), _seconds(0, exclusive=True), 60.0,
-            "client_header_timeout and client_body_timeout: how long nginx waits for a client's headers, "
-            "and between two reads of its body, before it answers 408 and closes. nginx's default is 60 s; "
-            "shorter frees the connections of slow or stalled clients (slowloris) sooner.",
-            "nginx", metavar="SECONDS", commands=NGINX),
+    Setting(
+        "nginx_listen",
+        ("--listen",),
+        _listen,
+        "127.0.0.1:8080",
+        "Where nginx listens: PORT, HOST:PORT, [IPV6]:PORT or unix:PATH.",
+        "nginx",
+        metavar="ADDRESS",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_server_name",
+        ("--server-name",),
+        _server_names,
+        ["_"],
+        "nginx server_name: the host names this server block answers (_ matches any).",
+        "nginx",
+        metavar="NAMES",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_upstream_hosts",
+        ("--upstream-host",),
+        _hosts,
+        [],
+        "The app hosts nginx balances over, each running greenpool-serve with the same --bind port "
+        "(and --worker-ports, --workers). Repeat the flag for more. Default: the --bind host itself "
+        "(127.0.0.1 for a wildcard bind).",
+        "nginx",
+        kind="list",
+        metavar="HOST",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_max_fails",
+        ("--max-fails",),
+        _int_at_least(0),
+        3,
+        "Connection errors or timeouts within --fail-timeout after which nginx stops sending a "
+        "worker requests for --fail-timeout (0: never).",
+        "nginx",
+        metavar="INT",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_fail_timeout",
+        ("--fail-timeout",),
+        _seconds(0, exclusive=True),
+        10.0,
+        "The window in which --max-fails failures are counted, and how long a failed worker is then left out.",
+        "nginx",
+        metavar="SECONDS",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_upstream_keepalive",
+        ("--upstream-keepalive",),
+        _int_at_least(1),
+        16,
+        "Idle connections to the workers that each nginx worker process keeps open for reuse.",
+        "nginx",
+        metavar="INT",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_upstream_keepalive_timeout",
+        ("--upstream-keepalive-timeout",),
+        _seconds(0, exclusive=True),
+        60.0,
+        "nginx closes an idle connection to a worker after this long. Must be shorter than "
+        "--keep-alive, so that nginx, not the worker, closes idle connections.",
+        "nginx",
+        metavar="SECONDS",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_connect_timeout",
+        ("--connect-timeout",),
+        _seconds(0, exclusive=True),
+        2.0,
+        "proxy_connect_timeout: how long nginx waits for a worker to accept a connection. Workers "
+        "accept at once (a restarting one's connections wait in the backlog), so only an app host "
+        "that is gone from the network reaches it.",
+        "nginx",
+        metavar="SECONDS",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_read_timeout",
+        ("--read-timeout",),
+        _seconds(0, exclusive=True),
+        60.0,
+        "proxy_read_timeout: how long nginx waits for a worker's answer (between two reads). "
+        "Longer than the slowest request the application should answer.",
+        "nginx",
+        metavar="SECONDS",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_client_max_body_size",
+        ("--client-max-body-size",),
+        _size,
+        "10m",
+        "Largest request body nginx passes on (413 above it). Raise it in a location of its own for upload endpoints.",
+        "nginx",
+        metavar="SIZE",
+        commands=NGINX,
+    ),
+    Setting(
+        "nginx_client_timeout",
+        ("--client-timeout",),
+        _seconds(0, exclusive=True),
+        60.0,
+        "client_header_timeout and client_body_timeout: how long nginx waits for a client's headers, "
+        "and between two reads of its body, before it answers 408 and closes. nginx's default is 60 s; "
+        "shorter frees the connections of slow or stalled clients (slowloris) sooner.",
+        "nginx",
+        metavar="SECONDS",
+        commands=NGINX,
+    ),
 )
 
 SETTINGS = SETTINGS + NGINX_SETTINGS
@@ -548,7 +839,7 @@ def default_control_dir(address: Address) -> str:
     slug = address.slug()
     if len(slug) > _SLUG_MAX:
         digest = hashlib.sha256(str(address).encode()).hexdigest()[:12]
-        slug = f"{slug[-(_SLUG_MAX - 13):]}-{digest}"  # the end: the socket's file name
+        slug = f"{slug[-(_SLUG_MAX - 13) :]}-{digest}"  # the end: the socket's file name
     return os.path.join(control_root(), slug)
 
 
@@ -584,7 +875,7 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(
             prog=PROG,
             usage=f"{PROG} [OPTIONS] [APP]\n       {PROG} stats [--bind ADDRESS | --control-dir DIR] [--json]"
-                  f"\n       {PROG} nginx-config [OPTIONS] [--standalone] [-o FILE]",
+            f"\n       {PROG} nginx-config [OPTIONS] [--standalone] [-o FILE]",
             description="Run a Django (or any WSGI) application under gevent or Tornado: supervised "
             "worker processes, each with its own bounded MySQL connection pools.",
             epilog="Signals to the master: TERM graceful stop, INT/QUIT quick stop, HUP rolling restart, "
@@ -606,10 +897,19 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
             formatter_class=_Formatter,
             argument_default=argparse.SUPPRESS,
         )
-        parser.add_argument("--standalone", action="store_true", default=False,
-                            help="a complete nginx.conf (pid, logs and temporary files relative to nginx's -p prefix)")
-        parser.add_argument("-o", "--output", metavar="FILE", default=None,
-                            help="write to FILE (replaced atomically) instead of standard output")
+        parser.add_argument(
+            "--standalone",
+            action="store_true",
+            default=False,
+            help="a complete nginx.conf (pid, logs and temporary files relative to nginx's -p prefix)",
+        )
+        parser.add_argument(
+            "-o",
+            "--output",
+            metavar="FILE",
+            default=None,
+            help="write to FILE (replaced atomically) instead of standard output",
+        )
     else:
         parser = argparse.ArgumentParser(
             prog=f"{PROG} stats",
@@ -631,18 +931,35 @@ def build_parser(command: str = "serve") -> argparse.ArgumentParser:
         if setting.default not in (None, False, [], ""):
             help_text += f" (default: {_show(setting.default)})"
         if not setting.flags:
-            group.add_argument(setting.name, nargs="?", type=_argparse_type(setting), metavar=setting.metavar,
-                               help=help_text, default=None)
+            group.add_argument(
+                setting.name,
+                nargs="?",
+                type=_argparse_type(setting),
+                metavar=setting.metavar,
+                help=help_text,
+                default=None,
+            )
         elif setting.kind == "flag":
             action = argparse.BooleanOptionalAction if setting.env else "store_true"
             group.add_argument(*setting.flags, dest=setting.name, action=action, help=help_text)
         elif setting.kind == "list":
-            group.add_argument(*setting.flags, dest=setting.name, action="extend", type=_argparse_type(setting),
-                               metavar=setting.metavar, help=help_text)
+            group.add_argument(
+                *setting.flags,
+                dest=setting.name,
+                action="extend",
+                type=_argparse_type(setting),
+                metavar=setting.metavar,
+                help=help_text,
+            )
         else:
-            group.add_argument(*setting.flags, dest=setting.name, type=_argparse_type(setting),
-                               metavar=setting.metavar or setting.name.upper(), help=help_text,
-                               choices=None)
+            group.add_argument(
+                *setting.flags,
+                dest=setting.name,
+                type=_argparse_type(setting),
+                metavar=setting.metavar or setting.name.upper(),
+                help=help_text,
+                choices=None,
+            )
     return parser
 
 
@@ -680,7 +997,9 @@ def resolve(given: dict[str, Any], environ: dict[str, str] | None = None, comman
     values = {s.name: (list(s.default) if isinstance(s.default, list) else s.default) for s in relevant}
     sources = {s.name: "default" for s in relevant}
 
-    config_path = given.get("config") or (env.get("GREENPOOL_CONFIG") if "config" in {s.name for s in relevant} else None)
+    config_path = given.get("config") or (
+        env.get("GREENPOOL_CONFIG") if "config" in {s.name for s in relevant} else None
+    )
     if config_path:
         for name, raw in read_config_file(config_path).items():
             setting = SETTINGS_BY_NAME.get(name)
@@ -722,28 +1041,41 @@ def resolve(given: dict[str, Any], environ: dict[str, str] | None = None, comman
 def _cross_check(config: Config) -> None:
     addresses = config.addresses
     if config.reuse_port and config.worker_ports:
-        raise LaunchError(ExitCode.USAGE, "--reuse-port and --worker-ports exclude each other: "
-                          "one port shared by the kernel, or one port per worker")
+        raise LaunchError(
+            ExitCode.USAGE,
+            "--reuse-port and --worker-ports exclude each other: one port shared by the kernel, or one port per worker",
+        )
     if config.reuse_port and any(a.kind == "unix" for a in addresses):
         raise LaunchError(ExitCode.USAGE, "--reuse-port needs TCP addresses; unix sockets are shared by inheritance")
     if config.reuse_port and any(a.kind == "tcp" and a.port == 0 for a in addresses):
-        raise LaunchError(ExitCode.USAGE, "--reuse-port needs a fixed port (every worker binds the same one), not port 0")
+        raise LaunchError(
+            ExitCode.USAGE, "--reuse-port needs a fixed port (every worker binds the same one), not port 0"
+        )
     if config.worker_ports and any(a.kind == "tcp" and a.port == 0 for a in addresses):
-        raise LaunchError(ExitCode.USAGE, "--worker-ports needs a fixed port (worker i listens on port + i), not port 0")
+        raise LaunchError(
+            ExitCode.USAGE, "--worker-ports needs a fixed port (worker i listens on port + i), not port 0"
+        )
     if config.worker_ports:
         for a in addresses:
             if a.kind == "tcp" and a.port + config.workers - 1 > 65535:
-                raise LaunchError(ExitCode.USAGE, f"--worker-ports: {a} + {config.workers - 1} workers passes port 65535")
+                raise LaunchError(
+                    ExitCode.USAGE, f"--worker-ports: {a} + {config.workers - 1} workers passes port 65535"
+                )
     if config.callback_batch and config.server != "gevent":
         raise LaunchError(ExitCode.USAGE, "--callback-batch applies to the gevent worker only (--server gevent)")
     if config.callback_batch and importlib.util.find_spec("_cffi_backend") is None:
-        raise LaunchError(ExitCode.USAGE, "--callback-batch runs gevent's CFFI loop, which needs the cffi package: "
-                          "pip install cffi (or greenpool[cffi])")
+        raise LaunchError(
+            ExitCode.USAGE,
+            "--callback-batch runs gevent's CFFI loop, which needs the cffi package: "
+            "pip install cffi (or greenpool[cffi])",
+        )
     if len(set(map(str, addresses))) != len(addresses):
         raise LaunchError(ExitCode.USAGE, f"--bind lists an address twice: {', '.join(map(str, addresses))}")
 
 
-def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = None, command: str = "serve") -> tuple[Config, argparse.Namespace]:
+def parse_args(
+    argv: list[str] | None = None, environ: dict[str, str] | None = None, command: str = "serve"
+) -> tuple[Config, argparse.Namespace]:
     """Parse ``argv`` (argparse exits with 2 on a bad flag) and resolve."""
     parser = build_parser(command)
     namespace = parser.parse_args(argv)
@@ -779,7 +1111,7 @@ def markdown() -> str:
         "2. the environment variable `GREENPOOL_<NAME>` (`GREENPOOL_WORKERS=4`; lists comma-separated,",
         "   booleans as 1/0, true/false, yes/no, on/off);",
         "3. a `--config FILE` (or `GREENPOOL_CONFIG`): a Python file whose top-level names are setting",
-        "   names (`workers = 4`, `bind = [\"127.0.0.1:8001\"]`);",
+        '   names (`workers = 4`, `bind = ["127.0.0.1:8001"]`);',
         "",
         "and otherwise the default. `greenpool-serve --print-config` shows each value and where it came from.",
         "",
@@ -787,10 +1119,13 @@ def markdown() -> str:
     for section in SECTIONS:
         out += [f"## {section}", ""]
         if section == "nginx":
-            out += ["Settings of `greenpool-serve nginx-config`, which prints the nginx configuration for these",
-                    "workers ([deployment.md](deployment.md)). It also reads `config`, `bind`, `workers`,",
-                    "`worker_ports` and `keep_alive` above, so it can be given the same flags or the same",
-                    "`--config` file as the server; `greenpool-serve` itself ignores these.", ""]
+            out += [
+                "Settings of `greenpool-serve nginx-config`, which prints the nginx configuration for these",
+                "workers ([deployment.md](deployment.md)). It also reads `config`, `bind`, `workers`,",
+                "`worker_ports` and `keep_alive` above, so it can be given the same flags or the same",
+                "`--config` file as the server; `greenpool-serve` itself ignores these.",
+                "",
+            ]
         for s in SETTINGS:
             if s.section != section:
                 continue

@@ -100,8 +100,9 @@ class StopRequested(Exception):
     """Ctrl-C or TERM arrived while waiting for a process to be ready."""
 
 
-def wait_until(what: str, probe: Callable[[], bool], procs: dict[str, subprocess.Popen], timeout: float,
-               stop_requested: list[int]) -> None:
+def wait_until(
+    what: str, probe: Callable[[], bool], procs: dict[str, subprocess.Popen], timeout: float, stop_requested: list[int]
+) -> None:
     """Call probe() every 0.2 s until it is true, for at most ``timeout`` seconds,
     or until a signal handler appends to ``stop_requested``."""
     deadline = time.monotonic() + timeout
@@ -153,22 +154,44 @@ def main() -> int:
 
     nginx = nginx_module.find_nginx()
     if nginx is None:
-        say("no nginx found (on PATH, /usr/sbin, or $NGINX): install it (apt-get install nginx), or run "
-            "greenpool-serve alone: python -m greenpool.launch --worker-ports -w 2 -b 127.0.0.1:8001")
+        say(
+            "no nginx found (on PATH, /usr/sbin, or $NGINX): install it (apt-get install nginx), or run "
+            "greenpool-serve alone: python -m greenpool.launch --worker-ports -w 2 -b 127.0.0.1:8001"
+        )
         return 1
     taken = [p for p in [nginx_port, *range(app_port, app_port + workers)] if not port_free(p)]
     if taken:
-        say(f"port(s) {', '.join(map(str, taken))} on 127.0.0.1 are taken: choose others with "
-            "GREENPOOL_RUN_PORT / GREENPOOL_RUN_APP_PORT")
+        say(
+            f"port(s) {', '.join(map(str, taken))} on 127.0.0.1 are taken: choose others with "
+            "GREENPOOL_RUN_PORT / GREENPOOL_RUN_APP_PORT"
+        )
         return 1
 
     root = nginx_module.prepare_prefix(prefix)
     control = root.parent / "control"  # the workers' stats sockets, next to the nginx prefix
-    serve_args = ["--server", server, "--workers", str(workers), "--worker-ports", "--bind", f"127.0.0.1:{app_port}",
-                  "--control-dir", str(control)]
+    serve_args = [
+        "--server",
+        server,
+        "--workers",
+        str(workers),
+        "--worker-ports",
+        "--bind",
+        f"127.0.0.1:{app_port}",
+        "--control-dir",
+        str(control),
+    ]
     conf = root / "nginx.conf"
-    config, _ = nginx_module.resolve(["--workers", str(workers), "--worker-ports", "--bind", f"127.0.0.1:{app_port}",
-                                      "--listen", f"127.0.0.1:{nginx_port}"])
+    config, _ = nginx_module.resolve(
+        [
+            "--workers",
+            str(workers),
+            "--worker-ports",
+            "--bind",
+            f"127.0.0.1:{app_port}",
+            "--listen",
+            f"127.0.0.1:{nginx_port}",
+        ]
+    )
     nginx_module.write_atomically(str(conf), nginx_module.render(config, standalone=True))
     ok, output = nginx_module.syntax_check(nginx, root, conf)
     if not ok:
@@ -188,29 +211,49 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        app = subprocess.Popen([sys.executable, "-m", "greenpool.launch", *serve_args], stdin=subprocess.DEVNULL,
-                               preexec_fn=_die_with_parent(signal.SIGTERM))
-        say(f"greenpool-serve master pid {app.pid}: {workers} {server} workers on 127.0.0.1:{app_port}"
-            f"..{app_port + workers - 1}")
-        wait_until("greenpool-serve", lambda: all(get(p, "/hello")[0] == 200 for p in range(app_port, app_port + workers)),
-                   {"greenpool-serve": app}, READY_TIMEOUT, stop_requested)
-        proxy = subprocess.Popen(nginx_module.nginx_command(nginx, root, conf, "-g", "daemon off;"),
-                                 stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent(signal.SIGQUIT))
+        app = subprocess.Popen(
+            [sys.executable, "-m", "greenpool.launch", *serve_args],
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent(signal.SIGTERM),
+        )
+        say(
+            f"greenpool-serve master pid {app.pid}: {workers} {server} workers on 127.0.0.1:{app_port}"
+            f"..{app_port + workers - 1}"
+        )
+        wait_until(
+            "greenpool-serve",
+            lambda: all(get(p, "/hello")[0] == 200 for p in range(app_port, app_port + workers)),
+            {"greenpool-serve": app},
+            READY_TIMEOUT,
+            stop_requested,
+        )
+        proxy = subprocess.Popen(
+            nginx_module.nginx_command(nginx, root, conf, "-g", "daemon off;"),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent(signal.SIGQUIT),
+        )
         say(f"nginx pid {proxy.pid} on 127.0.0.1:{nginx_port} (logs in {root / 'logs'})")
-        wait_until("nginx", lambda: get(nginx_port, "/hello")[0] == 200, {"greenpool-serve": app, "nginx": proxy}, 30.0,
-                   stop_requested)
+        wait_until(
+            "nginx",
+            lambda: get(nginx_port, "/hello")[0] == 200,
+            {"greenpool-serve": app, "nginx": proxy},
+            30.0,
+            stop_requested,
+        )
         seen = {get(nginx_port, "/whoami")[1].get("x-greenpool-worker") for _ in range(4 * workers)}
         base = f"http://127.0.0.1:{nginx_port}"
-        show(f"\ngreenpool demo behind nginx: {base}/\n"
-              f"  {base}/hello    no database\n"
-              f"  {base}/read     three primary-key reads through the pool\n"
-              f"  {base}/tx       a counter update in a transaction\n"
-              f"  {base}/slow?s=0.5  SELECT SLEEP(0.5)\n"
-              f"  {base}/whoami   which worker answered, and the client address it sees\n"
-              f"workers answering through nginx: {', '.join(sorted(w for w in seen if w))}\n"
-              f"pool stats: {sys.executable} -m greenpool.launch stats --control-dir {control}\n"
-              f"rolling restart: kill -HUP {app.pid}\n"
-              "Ctrl-C stops both.\n")
+        show(
+            f"\ngreenpool demo behind nginx: {base}/\n"
+            f"  {base}/hello    no database\n"
+            f"  {base}/read     three primary-key reads through the pool\n"
+            f"  {base}/tx       a counter update in a transaction\n"
+            f"  {base}/slow?s=0.5  SELECT SLEEP(0.5)\n"
+            f"  {base}/whoami   which worker answered, and the client address it sees\n"
+            f"workers answering through nginx: {', '.join(sorted(w for w in seen if w))}\n"
+            f"pool stats: {sys.executable} -m greenpool.launch stats --control-dir {control}\n"
+            f"rolling restart: kill -HUP {app.pid}\n"
+            "Ctrl-C stops both.\n"
+        )
         while not stop_requested:
             if app.poll() is not None or proxy.poll() is not None:
                 say(f"{'greenpool-serve' if app.poll() is not None else 'nginx'} exited on its own: stopping")

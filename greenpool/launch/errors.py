@@ -38,8 +38,14 @@ class ExitCode(enum.IntEnum):
 
 #: Exit codes with which a worker says "I cannot boot, do not restart me".
 BOOT_FAILURES = frozenset(
-    {ExitCode.USAGE, ExitCode.CONFIG_ERROR, ExitCode.APP_LOAD_ERROR, ExitCode.BIND_ERROR,
-     ExitCode.DATABASE_UNAVAILABLE, ExitCode.WORKER_BOOT_ERROR}
+    {
+        ExitCode.USAGE,
+        ExitCode.CONFIG_ERROR,
+        ExitCode.APP_LOAD_ERROR,
+        ExitCode.BIND_ERROR,
+        ExitCode.DATABASE_UNAVAILABLE,
+        ExitCode.WORKER_BOOT_ERROR,
+    }
 )
 
 

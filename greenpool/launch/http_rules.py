@@ -54,8 +54,10 @@ class RequestRefused(ValueError):
     def response(self) -> bytes:
         """The whole answer: status line, headers and a one-line body naming the problem."""
         body = f"{self.status} {self.REASONS[self.status]}: {self.why}\n".encode("latin-1", "replace")
-        return (f"HTTP/1.1 {self.status} {self.REASONS[self.status]}\r\nConnection: close\r\n"
-                f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+        return (
+            f"HTTP/1.1 {self.status} {self.REASONS[self.status]}\r\nConnection: close\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode("latin-1") + body
 
 
 def check_request_line(line: bytes, limit: int) -> tuple[bytes, bytes, bytes]:

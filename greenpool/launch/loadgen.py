@@ -101,13 +101,21 @@ class _Conn:
                 if not self._fill():
                     raise ConnectionError("connection closed in a chunk")
             body += self.buf[:size]
-            self.buf = self.buf[size + 2:]
+            self.buf = self.buf[size + 2 :]
             if size == 0:
                 return body
 
 
-def run(urls: list[str], clients: int, requests: int, duration: float, timeout: float = 30.0,
-        keepalive: bool = True, retry_stale: bool = True, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def run(
+    urls: list[str],
+    clients: int,
+    requests: int,
+    duration: float,
+    timeout: float = 30.0,
+    keepalive: bool = True,
+    retry_stale: bool = True,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     targets = []
     for url in urls:
         parts = urlsplit(url)
@@ -211,9 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-H", "--header", action="append", default=[], help="extra header, 'Name: value'")
     args = parser.parse_args(argv)
     headers = dict(h.split(":", 1) for h in args.header)
-    result = run(args.urls, args.clients, args.requests, args.duration, args.timeout,
-                 keepalive=not args.no_keepalive, retry_stale=not args.no_retry_stale,
-                 headers={k.strip(): v.strip() for k, v in headers.items()})
+    result = run(
+        args.urls,
+        args.clients,
+        args.requests,
+        args.duration,
+        args.timeout,
+        keepalive=not args.no_keepalive,
+        retry_stale=not args.no_retry_stale,
+        headers={k.strip(): v.strip() for k, v in headers.items()},
+    )
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0 if result["failed"] == 0 else 1

@@ -56,9 +56,11 @@ class AccessTextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__
         length = fields.get("length")
-        return (f'{fields.get("remote", "-")} - - [{clf_timestamp(record.created)}] "{fields.get("request_line", "")}" '
-                f'{fields.get("status", 0)} {length if length is not None else "-"} '
-                f'{fields.get("duration_s", 0.0):.6f} {fields.get("worker_id", "-")}')
+        return (
+            f'{fields.get("remote", "-")} - - [{clf_timestamp(record.created)}] "{fields.get("request_line", "")}" '
+            f"{fields.get('status', 0)} {length if length is not None else '-'} "
+            f"{fields.get('duration_s', 0.0):.6f} {fields.get('worker_id', '-')}"
+        )
 
 
 class JsonFormatter(logging.Formatter):
@@ -116,8 +118,9 @@ def setup_logging(settings: dict[str, Any], tag: str) -> None:
         access_logger.disabled = True
 
 
-def log_access(remote: str | None, request_line: str, status: int, length: int | None, seconds: float,
-               worker_id: str) -> None:
+def log_access(
+    remote: str | None, request_line: str, status: int, length: int | None, seconds: float, worker_id: str
+) -> None:
     """One access line. Its parts travel as record fields: the text formatter writes them in
     Common Log Format, the JSON one as keys. The time is the record's (UTC when written)."""
     access_logger = logging.getLogger(ACCESS_LOGGER)
@@ -125,7 +128,15 @@ def log_access(remote: str | None, request_line: str, status: int, length: int |
         return
     method, _, rest = request_line.partition(" ")
     path, _, protocol = rest.rpartition(" ") if " " in rest else (rest, "", "")
-    fields = {"remote": remote or "-", "method": method or None, "path": path or None, "protocol": protocol or None,
-              "status": status, "length": length, "duration_s": round(seconds, 6),
-              "request_line": request_line, "worker_id": worker_id}
+    fields = {
+        "remote": remote or "-",
+        "method": method or None,
+        "path": path or None,
+        "protocol": protocol or None,
+        "status": status,
+        "length": length,
+        "duration_s": round(seconds, 6),
+        "request_line": request_line,
+        "worker_id": worker_id,
+    }
     access_logger.info('"%s" %d', request_line, status, extra=fields)

@@ -74,8 +74,16 @@ _CHECK_STOPPED = object()
 class WorkerProc:
     """One worker process as the master sees it."""
 
-    def __init__(self, index: int, generation: int, proc: subprocess.Popen, pipe_fd: int, control: str | None,
-                 listen_names: list[str], replaces: WorkerProc | None) -> None:
+    def __init__(
+        self,
+        index: int,
+        generation: int,
+        proc: subprocess.Popen,
+        pipe_fd: int,
+        control: str | None,
+        listen_names: list[str],
+        replaces: WorkerProc | None,
+    ) -> None:
         self.index = index
         self.generation = generation
         self.proc = proc
@@ -187,9 +195,12 @@ class Master:
     def prepare_control_dir(self) -> None:
         longest = os.fsencode(os.path.join(self.control_dir, _LONGEST_CONTROL_NAME))
         if len(longest) > _UNIX_PATH_MAX:
-            raise LaunchError(ExitCode.USAGE, f"--control-dir {self.control_dir}: too long for a unix socket path (the "
-                              f"stats sockets in it need up to {len(longest)} bytes, at most {_UNIX_PATH_MAX}); "
-                              f"give a shorter --control-dir")
+            raise LaunchError(
+                ExitCode.USAGE,
+                f"--control-dir {self.control_dir}: too long for a unix socket path (the "
+                f"stats sockets in it need up to {len(longest)} bytes, at most {_UNIX_PATH_MAX}); "
+                f"give a shorter --control-dir",
+            )
         # The stats sockets live here; the default is under the shared temporary
         # directory, where another user could have made the folder first: its
         # parent <tmp>/greenpool-serve-<uid> must be private too.
@@ -201,7 +212,9 @@ class Master:
             _make_private_dir(self.control_dir)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename and exc.filename != self.control_dir else ""
-            raise LaunchError(ExitCode.USAGE, f"--control-dir {self.control_dir}: {exc.strerror or exc}{where}") from None
+            raise LaunchError(
+                ExitCode.USAGE, f"--control-dir {self.control_dir}: {exc.strerror or exc}{where}"
+            ) from None
         try:
             with open(os.path.join(self.control_dir, "master.json")) as f:
                 previous = json.load(f)
@@ -211,8 +224,11 @@ class Master:
             previous = {}
         other = previous.get("pid")
         if other != os.getpid() and processes.running(other, previous.get("started")):
-            raise LaunchError(ExitCode.BIND_ERROR, f"another greenpool-serve (master {other}) uses the control "
-                              f"directory {self.control_dir}; give this one its own --control-dir")
+            raise LaunchError(
+                ExitCode.BIND_ERROR,
+                f"another greenpool-serve (master {other}) uses the control "
+                f"directory {self.control_dir}; give this one its own --control-dir",
+            )
         for name in os.listdir(self.control_dir):
             if name.endswith(".sock") or name == "master.json":
                 _unlink(os.path.join(self.control_dir, name))
@@ -222,21 +238,35 @@ class Master:
         in a child process: the master itself never holds a connection."""
         started = time.monotonic()
         try:
-            proc = subprocess.run([sys.executable, "-m", "greenpool.demo.prepare"], env=self.child_env,
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_DEMO_PREPARE_TIMEOUT)
+            proc = subprocess.run(
+                [sys.executable, "-m", "greenpool.demo.prepare"],
+                env=self.child_env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=_DEMO_PREPARE_TIMEOUT,
+            )
         except subprocess.TimeoutExpired:
-            raise LaunchError(ExitCode.DATABASE_UNAVAILABLE, f"preparing the demo database (migrate and seed) did not finish "
-                              f"within {_DEMO_PREPARE_TIMEOUT}s: is the database answering, or is a table locked?") from None
+            raise LaunchError(
+                ExitCode.DATABASE_UNAVAILABLE,
+                f"preparing the demo database (migrate and seed) did not finish "
+                f"within {_DEMO_PREPARE_TIMEOUT}s: is the database answering, or is a table locked?",
+            ) from None
         output = (proc.stdout + proc.stderr).strip()
         if proc.returncode == 0:
             logger.info("demo database migrated and seeded in %.1fs", time.monotonic() - started)
             return
         if proc.returncode == ExitCode.DATABASE_UNAVAILABLE and not self.settings["require_db"]:
-            logger.warning("demo: %s; starting anyway: /hello works, database pages answer 503 until the database "
-                           "answers (restart greenpool-serve then, to migrate and seed it)", output)
+            logger.warning(
+                "demo: %s; starting anyway: /hello works, database pages answer 503 until the database "
+                "answers (restart greenpool-serve then, to migrate and seed it)",
+                output,
+            )
             return
         code = ExitCode(proc.returncode) if proc.returncode in {c.value for c in ExitCode} else ExitCode.FAILURE
-        raise LaunchError(code, f"preparing the demo database failed (exit {describe_exit(proc.returncode)}):\n{output}")
+        raise LaunchError(
+            code, f"preparing the demo database failed (exit {describe_exit(proc.returncode)}):\n{output}"
+        )
 
     def install_signals(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -283,10 +313,19 @@ class Master:
             logger.error("%s", exc.message)
             return int(exc.code)
         self.install_signals()
-        logger.info("greenpool-serve %s master %d: %d %s worker(s), %s, serving %s", _version(), os.getpid(),
-                    self.desired, self.settings["server"],
-                    "one port per worker" if self.settings["worker_ports"] else
-                    "SO_REUSEPORT" if self.settings["reuse_port"] else "one shared socket", self.app_description)
+        logger.info(
+            "greenpool-serve %s master %d: %d %s worker(s), %s, serving %s",
+            _version(),
+            os.getpid(),
+            self.desired,
+            self.settings["server"],
+            "one port per worker"
+            if self.settings["worker_ports"]
+            else "SO_REUSEPORT"
+            if self.settings["reuse_port"]
+            else "one shared socket",
+            self.app_description,
+        )
         try:
             for index in range(self.desired):
                 self.spawn(index)
@@ -303,7 +342,9 @@ class Master:
 
     # -- workers ----------------------------------------------------------------
 
-    def _cannot_start(self, index: int, replaces: WorkerProc | None, check_only: bool, exc: OSError) -> WorkerProc | None:
+    def _cannot_start(
+        self, index: int, replaces: WorkerProc | None, check_only: bool, exc: OSError
+    ) -> WorkerProc | None:
         """A worker process could not be started: retry later, or end a rolling restart."""
         if replaces is not None:
             logger.error("cannot start a new worker %d: %s; the rolling restart stops here", index, exc)
@@ -353,8 +394,12 @@ class Master:
         if self.settings["server"] == "gevent" and self.settings["callback_batch"]:
             env["GEVENT_LOOP"] = "libev-cffi"  # read when the worker's hub is made (worker_gevent.use_callback_batch)
         try:
-            proc = subprocess.Popen([sys.executable, "-c", BOOT_CODE[self.settings["server"]]], env=env,
-                                    pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", BOOT_CODE[self.settings["server"]]],
+                env=env,
+                pass_fds=pass_fds,
+                stdin=subprocess.DEVNULL,
+            )
         except OSError as exc:  # out of processes, memory or file descriptors
             os.close(read_fd)
             return self._cannot_start(index, replaces, check_only, exc)
@@ -376,7 +421,12 @@ class Master:
         elif message == "recycle":
             # The worker repeats it until it is replaced: ignore it while its replacement boots.
             replacing = self.replacement is not None and self.replacement.replaces is w
-            if self.current.get(w.index) is w and w.index not in self.reload_queue and not replacing and not self.stopping:
+            if (
+                self.current.get(w.index) is w
+                and w.index not in self.reload_queue
+                and not replacing
+                and not self.stopping
+            ):
                 logger.info("worker %d (pid %d) reached --max-requests: replacing it", w.index, w.pid)
                 self.reload_queue.append(w.index)
 
@@ -410,8 +460,11 @@ class Master:
             logger.info("all %d workers ready; listening on %s", self.desired, urls)
             if self.demo:
                 first = self.public_urls()[0]
-                print(f"greenpool-serve: demo site at {first}/hello (also /read /tx /slow /whoami /healthz)",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"greenpool-serve: demo site at {first}/hello (also /read /tx /slow /whoami /healthz)",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def public_urls(self) -> list[str]:
         if self.settings["worker_ports"]:
@@ -463,13 +516,19 @@ class Master:
             logger.info("worker %d (pid %d) exited: %s", w.index, w.pid, how)
         elif w.state == "booting":
             if w.replaces is not None:
-                logger.error("worker %d (pid %d) failed to boot (exit %s): the rolling restart stops here; "
-                             "the old workers keep serving", w.index, w.pid, how)
+                logger.error(
+                    "worker %d (pid %d) failed to boot (exit %s): the rolling restart stops here; "
+                    "the old workers keep serving",
+                    w.index,
+                    w.pid,
+                    how,
+                )
                 self.reload_queue.clear()
             elif not self.started:
                 code = ExitCode(rc) if rc in {c.value for c in BOOT_FAILURES} else ExitCode.WORKER_BOOT_ERROR
-                logger.error("worker %d (pid %d) failed to boot (exit %s); stopping. Its message is above.",
-                             w.index, w.pid, how)
+                logger.error(
+                    "worker %d (pid %d) failed to boot (exit %s); stopping. Its message is above.", w.index, w.pid, how
+                )
                 self.exit_code = code
                 self.begin_stop(graceful=False)
             else:
@@ -556,8 +615,13 @@ class Master:
         if self.settings["worker_ports"]:
             for address in self.addresses:
                 if address.kind == "tcp" and address.port + index > 65535:
-                    logger.error("TTIN: cannot add worker %d: it would listen on port %d (%s + %d), past 65535",
-                                 index, address.port + index, address, index)
+                    logger.error(
+                        "TTIN: cannot add worker %d: it would listen on port %d (%s + %d), past 65535",
+                        index,
+                        address.port + index,
+                        address,
+                        index,
+                    )
                     return
         if self.settings["worker_ports"] and index not in self.port_socks:
             try:
@@ -630,12 +694,19 @@ class Master:
                     w.stop_deadline = None
             elif w.state == "booting":
                 if now - w.spawned_at > self.boot_timeout:
-                    logger.error("worker %d (pid %d) not ready after %.0fs: killing it", w.index, w.pid, self.boot_timeout)
+                    logger.error(
+                        "worker %d (pid %d) not ready after %.0fs: killing it", w.index, w.pid, self.boot_timeout
+                    )
                     w.signal(signal.SIGKILL)
                     w.spawned_at = float("inf")
             elif self.timeout and now - w.last_seen > self.timeout:
-                logger.error("worker %d (pid %d) silent for %.1fs (--timeout=%gs): killing it", w.index, w.pid,
-                             now - w.last_seen, self.timeout)
+                logger.error(
+                    "worker %d (pid %d) silent for %.1fs (--timeout=%gs): killing it",
+                    w.index,
+                    w.pid,
+                    now - w.last_seen,
+                    self.timeout,
+                )
                 w.signal(signal.SIGKILL)
                 w.last_seen = float("inf")
 
@@ -661,8 +732,7 @@ class Master:
 
     def start_metrics(self) -> None:
         if self.settings.get("metrics_bind"):
-            self.metrics_server = MetricsServer(self.settings["metrics_bind"], self.ready_workers,
-                                                self.restart_counts)
+            self.metrics_server = MetricsServer(self.settings["metrics_bind"], self.ready_workers, self.restart_counts)
             self.metrics_server.start()
 
     def stop_metrics(self) -> None:
@@ -672,8 +742,9 @@ class Master:
 
     def ready_workers(self) -> list[tuple[str, str]]:
         """(label, control socket) of each serving worker; called from the metrics thread."""
-        return [(f"{w.index}-{w.pid}", w.control) for w in list(self.current.values())
-                if w.state == "ready" and w.control]
+        return [
+            (f"{w.index}-{w.pid}", w.control) for w in list(self.current.values()) if w.state == "ready" and w.control
+        ]
 
     def write_state(self) -> None:
         state = {
@@ -683,8 +754,14 @@ class Master:
             "bind": [str(a) for a in self.addresses],
             "worker_ports": self.settings["worker_ports"],
             "workers": [
-                {"index": w.index, "pid": w.pid, "generation": w.generation, "state": w.state, "control": w.control,
-                 "listen": w.listen_names}
+                {
+                    "index": w.index,
+                    "pid": w.pid,
+                    "generation": w.generation,
+                    "state": w.state,
+                    "control": w.control,
+                    "listen": w.listen_names,
+                }
                 for w in sorted(self.workers.values(), key=lambda w: (w.index, w.generation))
             ],
         }
@@ -735,8 +812,9 @@ class Master:
         # must not leave its worker behind: it may hang in the app's import,
         # and it does not watch for its master until it serves.
         stopped_by: list[int] = []
-        previous = {sig: signal.signal(sig, lambda signum, _frame: stopped_by.append(signum))
-                    for sig in _CHECK_STOP_SIGNALS}
+        previous = {
+            sig: signal.signal(sig, lambda signum, _frame: stopped_by.append(signum)) for sig in _CHECK_STOP_SIGNALS
+        }
         try:
             proc_w = self.spawn(0, check_only=True)
             if proc_w is None:
@@ -750,8 +828,11 @@ class Master:
         if rc is _CHECK_TIMED_OUT:
             # An app import or a database handshake that hangs: the same limit
             # as a booting worker under run().
-            logger.error("configuration check failed: the worker (pid %d) was not done after %.0fs: killing it",
-                         proc_w.pid, self.boot_timeout)
+            logger.error(
+                "configuration check failed: the worker (pid %d) was not done after %.0fs: killing it",
+                proc_w.pid,
+                self.boot_timeout,
+            )
             return int(ExitCode.WORKER_BOOT_ERROR)
         if rc is _CHECK_STOPPED:
             name = signal.Signals(stopped_by[0]).name
@@ -789,8 +870,12 @@ def _reap(w: WorkerProc, timeout: float = 10.0) -> None:
     try:
         w.proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        logger.error("worker %d (pid %d) still alive %.0fs after SIGKILL (uninterruptible sleep?); leaving it",
-                     w.index, w.pid, timeout)
+        logger.error(
+            "worker %d (pid %d) still alive %.0fs after SIGKILL (uninterruptible sleep?); leaving it",
+            w.index,
+            w.pid,
+            timeout,
+        )
 
 
 #: AF_UNIX socket paths have at most 107 bytes (108 with the final NUL).
@@ -820,10 +905,13 @@ def _require_private_dir(path: str) -> None:
     RuntimeDirectory= (0755) must keep working."""
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o022:
-        raise LaunchError(ExitCode.BIND_ERROR, f"control directory {path} is not private (owner uid {info.st_uid}, "
-                          f"mode {stat.S_IMODE(info.st_mode):04o}{', a symlink' if stat.S_ISLNK(info.st_mode) else ''}): "
-                          f"it must be a directory of uid {os.getuid()} that no one else can write to (e.g. mode "
-                          "0700); remove it or give --control-dir")
+        raise LaunchError(
+            ExitCode.BIND_ERROR,
+            f"control directory {path} is not private (owner uid {info.st_uid}, "
+            f"mode {stat.S_IMODE(info.st_mode):04o}{', a symlink' if stat.S_ISLNK(info.st_mode) else ''}): "
+            f"it must be a directory of uid {os.getuid()} that no one else can write to (e.g. mode "
+            "0700); remove it or give --control-dir",
+        )
 
 
 def _unlink(path: str) -> None:

@@ -52,12 +52,21 @@ class MasterCounters:
 SERIES = {
     "greenpool_serve_requests": ("counter", "worker, status_class", "Requests answered, by status class"),
     "greenpool_serve_requests_in_flight": ("gauge", "worker", "Requests being served"),
-    "greenpool_serve_request_duration_seconds": ("histogram", "worker",
-                                                 "Time from a request's headers read to its response sent"),
-    "greenpool_serve_worker_restarts": ("counter", "reason", "Workers started again: died, failed_boot, "
-                                                              "replaced (--max-requests, HUP)"),
-    "greenpool_serve_scrape_errors": ("counter", "", "Workers that did not answer the master's stats query "
-                                                     "during a scrape"),
+    "greenpool_serve_request_duration_seconds": (
+        "histogram",
+        "worker",
+        "Time from a request's headers read to its response sent",
+    ),
+    "greenpool_serve_worker_restarts": (
+        "counter",
+        "reason",
+        "Workers started again: died, failed_boot, replaced (--max-requests, HUP)",
+    ),
+    "greenpool_serve_scrape_errors": (
+        "counter",
+        "",
+        "Workers that did not answer the master's stats query during a scrape",
+    ),
 }
 
 
@@ -75,7 +84,7 @@ def _worker_families(workers: list[tuple[str, dict[str, Any]]], counters: Master
         requests = data["requests"]
         for key, value in sorted(requests.items()):
             if key.startswith("status_"):
-                by_class.add_metric([label, key[len("status_"):]], value)
+                by_class.add_metric([label, key[len("status_") :]], value)
         in_flight.add_metric([label], requests["in_flight"])
         hist = data.get("duration")
         if hist is not None:
@@ -101,13 +110,15 @@ class MetricsServer:
     def start(self) -> None:
         """Bind now (a bind failure is BIND_ERROR naming the address) and serve."""
         if importlib.util.find_spec("prometheus_client") is None:
-            raise LaunchError(ExitCode.USAGE, "--metrics-bind needs the prometheus_client package: "
-                                              "pip install 'greenpool[metrics]'")
+            raise LaunchError(
+                ExitCode.USAGE, "--metrics-bind needs the prometheus_client package: pip install 'greenpool[metrics]'"
+            )
         sock = sockets.bind(self.address, backlog=64)
         server = _Server(sock, self)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="greenpool-metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="greenpool-metrics", daemon=True
+        )
         self._thread.start()
         logger.info("metrics on http://%s/metrics", sockets.describe_socket(sock))
 

@@ -81,8 +81,11 @@ def upstream_servers(config: config_module.Config) -> list[tuple[str, str]]:
     workers = config.workers if config.worker_ports else 1
     if address.kind == "unix":
         if hosts:
-            raise LaunchError(ExitCode.USAGE, f"--upstream-host needs a TCP --bind: {address} is a unix socket, "
-                              "which only nginx on the same machine can reach")
+            raise LaunchError(
+                ExitCode.USAGE,
+                f"--upstream-host needs a TCP --bind: {address} is a unix socket, "
+                "which only nginx on the same machine can reach",
+            )
         if config.worker_ports:
             return [(f"unix:{address.for_worker(i).path}", f"worker {i}") for i in range(workers)]
         return [(f"unix:{address.path}", f"the {config.workers} workers' shared socket")]
@@ -117,9 +120,13 @@ def site_values(config: config_module.Config) -> dict[str, str]:
     width = max(len(f"server {where}{fail};") for where, _ in servers)
     lines = [f"{f'server {where}{fail};':<{width}}  # {what}" for where, what in servers]
     hosts = len(config.nginx_upstream_hosts) or 1
-    per_host = f"{config.workers} workers" + (" on ports of their own" if config.worker_ports else " on one shared port")
-    summary = (f"{hosts} app host(s) x {per_host} (--bind {config.addresses[0]}), "
-               f"greenpool-serve --keep-alive {config.keep_alive:g}s")
+    per_host = f"{config.workers} workers" + (
+        " on ports of their own" if config.worker_ports else " on one shared port"
+    )
+    summary = (
+        f"{hosts} app host(s) x {per_host} (--bind {config.addresses[0]}), "
+        f"greenpool-serve --keep-alive {config.keep_alive:g}s"
+    )
     return {
         "summary": summary,
         "upstream_servers": "\n".join(lines),
@@ -155,7 +162,11 @@ def find_nginx() -> str | None:
     explicit = os.environ.get("NGINX")
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
-    path = os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"])
+    path = (
+        os.environ.get("PATH", "")
+        + os.pathsep
+        + os.pathsep.join(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"])
+    )
     return shutil.which("nginx", path=path)
 
 
@@ -187,8 +198,9 @@ def _nginx_version(nginx: str) -> tuple[int, ...]:
 
 def syntax_check(nginx: str, prefix: str | os.PathLike[str], conf: str | os.PathLike[str]) -> tuple[bool, str]:
     """``nginx -t`` on CONF with PREFIX: (ok, nginx's output)."""
-    proc = subprocess.run(nginx_command(nginx, prefix, conf, "-t"), capture_output=True, text=True, timeout=30,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        nginx_command(nginx, prefix, conf, "-t"), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
 
 

@@ -63,7 +63,7 @@ def parse_address(value: str) -> Address:
     if not value:
         raise ValueError("an empty address")
     if value.startswith("unix:"):
-        path = value[len("unix:"):]
+        path = value[len("unix:") :]
         if not path:
             raise ValueError(f"{value!r}: unix: needs a path, e.g. unix:/run/greenpool.sock")
         return Address("unix", path=os.path.abspath(path))
@@ -114,7 +114,9 @@ def bind(address: Address, backlog: int, *, reuse_port: bool = False, listen: bo
     try:
         family = _family(address)
     except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec refuses (a label over 63)
-        raise LaunchError(ExitCode.BIND_ERROR, f"cannot bind {address}: cannot resolve {address.host!r}: {exc}") from None
+        raise LaunchError(
+            ExitCode.BIND_ERROR, f"cannot bind {address}: cannot resolve {address.host!r}: {exc}"
+        ) from None
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:  # out of descriptors

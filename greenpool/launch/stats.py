@@ -38,11 +38,15 @@ def find_control_dir(config: config_module.Config) -> str:
     if len(live) == 1:
         return live[0][0]
     if not live:
-        raise LaunchError(ExitCode.FAILURE, f"no running greenpool-serve found under {root} "
-                          "(give --bind as the server has it, or --control-dir)")
+        raise LaunchError(
+            ExitCode.FAILURE,
+            f"no running greenpool-serve found under {root} (give --bind as the server has it, or --control-dir)",
+        )
     listing = "\n".join(f"  {p}  (master {s.get('pid')}, {', '.join(s.get('bind', []))})" for p, s in live)
-    raise LaunchError(ExitCode.USAGE, f"several greenpool-serve masters are running; choose one with --bind or "
-                      f"--control-dir:\n{listing}")
+    raise LaunchError(
+        ExitCode.USAGE,
+        f"several greenpool-serve masters are running; choose one with --bind or --control-dir:\n{listing}",
+    )
 
 
 def _read_state(control_dir: str) -> dict[str, Any] | None:
@@ -83,15 +87,23 @@ def collect(control_dir: str) -> dict[str, Any]:
         except (OSError, ValueError) as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"
         workers.append(entry)
-    return {"master": {k: state[k] for k in ("pid", "server", "bind", "worker_ports") if k in state}, "workers": workers}
+    return {
+        "master": {k: state[k] for k in ("pid", "server", "bind", "worker_ports") if k in state},
+        "workers": workers,
+    }
 
 
 def format_table(data: dict[str, Any]) -> str:
     master = data["master"]
-    lines = [f"master {master['pid']} ({master['server']}) on {', '.join(master['bind'])}"
-             f"{' (one port per worker)' if master.get('worker_ports') else ''}", ""]
-    header = f"{'worker':<8}{'pid':>8} {'state':<9}{'uptime_s':>9}{'requests':>10}{'in_flight':>10}" \
-             f"{'2xx':>8}{'4xx':>6}{'5xx':>6}{'mean_ms':>9}{'max_ms':>9}{'conns':>7}"
+    lines = [
+        f"master {master['pid']} ({master['server']}) on {', '.join(master['bind'])}"
+        f"{' (one port per worker)' if master.get('worker_ports') else ''}",
+        "",
+    ]
+    header = (
+        f"{'worker':<8}{'pid':>8} {'state':<9}{'uptime_s':>9}{'requests':>10}{'in_flight':>10}"
+        f"{'2xx':>8}{'4xx':>6}{'5xx':>6}{'mean_ms':>9}{'max_ms':>9}{'conns':>7}"
+    )
     lines.append(header)
     pool_rows = []
     for w in data["workers"]:
@@ -101,19 +113,26 @@ def format_table(data: dict[str, Any]) -> str:
         r = w["requests"]
         info = w["worker"]
         mean = r["time_ms_total"] / r["total"] if r["total"] else 0.0
-        lines.append(f"{info['index']:<8}{info['pid']:>8} {w['state']:<9}{info['uptime_s']:>9.1f}{r['total']:>10}"
-                     f"{r['in_flight']:>10}{r['status_2xx']:>8}{r['status_4xx']:>6}{r['status_5xx']:>6}"
-                     f"{mean:>9.2f}{r['time_ms_max']:>9.1f}{r['connections_open']:>7}")
+        lines.append(
+            f"{info['index']:<8}{info['pid']:>8} {w['state']:<9}{info['uptime_s']:>9.1f}{r['total']:>10}"
+            f"{r['in_flight']:>10}{r['status_2xx']:>8}{r['status_4xx']:>6}{r['status_5xx']:>6}"
+            f"{mean:>9.2f}{r['time_ms_max']:>9.1f}{r['connections_open']:>7}"
+        )
         for alias, p in sorted(w.get("pools", {}).items()):
             pool_rows.append((info["index"], info["pid"], alias, p))
     if pool_rows:
-        lines += ["", f"{'worker':<8}{'pid':>8} {'alias':<10}{'size/max':>9}{'in_use':>7}{'idle':>6}{'waiting':>8}"
-                  f"{'checkouts':>10}{'timeouts':>9}{'wait_ms':>9}{'connects':>9}{'errors':>7}{'lost':>6}"]
+        lines += [
+            "",
+            f"{'worker':<8}{'pid':>8} {'alias':<10}{'size/max':>9}{'in_use':>7}{'idle':>6}{'waiting':>8}"
+            f"{'checkouts':>10}{'timeouts':>9}{'wait_ms':>9}{'connects':>9}{'errors':>7}{'lost':>6}",
+        ]
         for index, pid, alias, p in pool_rows:
-            lines.append(f"{index:<8}{pid:>8} {alias:<10}{str(p['pool_size']) + '/' + str(p['pool_max']):>9}"
-                         f"{p['pool_in_use']:>7}{p['pool_available']:>6}{p['requests_waiting']:>8}"
-                         f"{p['requests_num']:>10}{p['requests_timeouts']:>9}{p['requests_wait_ms']:>9}"
-                         f"{p['connections_num']:>9}{p['connections_errors']:>7}{p['connections_lost']:>6}")
+            lines.append(
+                f"{index:<8}{pid:>8} {alias:<10}{str(p['pool_size']) + '/' + str(p['pool_max']):>9}"
+                f"{p['pool_in_use']:>7}{p['pool_available']:>6}{p['requests_waiting']:>8}"
+                f"{p['requests_num']:>10}{p['requests_timeouts']:>9}{p['requests_wait_ms']:>9}"
+                f"{p['connections_num']:>9}{p['connections_errors']:>7}{p['connections_lost']:>6}"
+            )
     return "\n".join(lines)
 
 

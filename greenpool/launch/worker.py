@@ -108,6 +108,7 @@ def has_unread_bytes(sock: Any) -> bool:
     except (OSError, ValueError):  # closed meanwhile: nothing to protect
         return False
 
+
 def read_spec() -> dict[str, Any]:
     raw = os.environ.get(SPEC_ENV)
     if not raw:
@@ -126,8 +127,11 @@ def load_app(app_spec: str | None) -> Callable[..., Any]:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-                raise LaunchError(ExitCode.APP_LOAD_ERROR, f"cannot import APP {app_spec!r}: no module named {exc.name!r} "
-                                  f"(working directory {os.getcwd()}; is it on sys.path?)") from None
+                raise LaunchError(
+                    ExitCode.APP_LOAD_ERROR,
+                    f"cannot import APP {app_spec!r}: no module named {exc.name!r} "
+                    f"(working directory {os.getcwd()}; is it on sys.path?)",
+                ) from None
             raise _boot_error(exc, f"importing APP {app_spec!r}") from None
         except Exception as exc:
             raise _boot_error(exc, f"importing APP {app_spec!r}") from None
@@ -136,10 +140,14 @@ def load_app(app_spec: str | None) -> Callable[..., Any]:
             try:
                 obj = getattr(obj, part)
             except AttributeError:
-                raise LaunchError(ExitCode.APP_LOAD_ERROR, f"cannot load APP {app_spec!r}: module {module_name!r} "
-                                  f"has no attribute {attr!r}") from None
+                raise LaunchError(
+                    ExitCode.APP_LOAD_ERROR,
+                    f"cannot load APP {app_spec!r}: module {module_name!r} has no attribute {attr!r}",
+                ) from None
         if not callable(obj):
-            raise LaunchError(ExitCode.APP_LOAD_ERROR, f"APP {app_spec!r} is a {type(obj).__name__}, not a WSGI callable")
+            raise LaunchError(
+                ExitCode.APP_LOAD_ERROR, f"APP {app_spec!r} is a {type(obj).__name__}, not a WSGI callable"
+            )
         return obj
     settings_module = os.environ.get("DJANGO_SETTINGS_MODULE")
     if not settings_module:
@@ -152,8 +160,10 @@ def load_app(app_spec: str | None) -> Callable[..., Any]:
         return get_internal_wsgi_application()
     except ModuleNotFoundError as exc:
         if exc.name and settings_module.startswith(exc.name):
-            raise LaunchError(ExitCode.CONFIG_ERROR, f"cannot import DJANGO_SETTINGS_MODULE {settings_module!r}: "
-                              f"no module named {exc.name!r}") from None
+            raise LaunchError(
+                ExitCode.CONFIG_ERROR,
+                f"cannot import DJANGO_SETTINGS_MODULE {settings_module!r}: no module named {exc.name!r}",
+            ) from None
         raise _boot_error(exc, f"loading DJANGO_SETTINGS_MODULE {settings_module!r}") from None
     except Exception as exc:
         raise _boot_error(exc, f"loading DJANGO_SETTINGS_MODULE {settings_module!r}") from None
@@ -260,13 +270,23 @@ def open_pools(boot_timeout: float, require_db: bool) -> dict[str, str]:
             reason = f"{type(exc).__name__}: {exc}"
             permanent = permanent_db_error(exc)
             if permanent is not None:
-                raise LaunchError(ExitCode.CONFIG_ERROR, f"database {alias!r} ({where}) cannot be used: {permanent}; "
-                                  f"check DATABASES[{alias!r}] (USER, PASSWORD, NAME, HOST): waiting will not help") from None
+                raise LaunchError(
+                    ExitCode.CONFIG_ERROR,
+                    f"database {alias!r} ({where}) cannot be used: {permanent}; "
+                    f"check DATABASES[{alias!r}] (USER, PASSWORD, NAME, HOST): waiting will not help",
+                ) from None
             if require_db:
-                raise LaunchError(ExitCode.DATABASE_UNAVAILABLE, f"database {alias!r} ({where}) did not answer within "
-                                  f"{boot_timeout:g}s at boot: {reason}") from None
-            logger.warning("database %r (%s) unavailable at boot: %s; serving anyway, requests that need it get "
-                           "503 until it answers (use --require-db to exit instead)", alias, where, reason)
+                raise LaunchError(
+                    ExitCode.DATABASE_UNAVAILABLE,
+                    f"database {alias!r} ({where}) did not answer within {boot_timeout:g}s at boot: {reason}",
+                ) from None
+            logger.warning(
+                "database %r (%s) unavailable at boot: %s; serving anyway, requests that need it get "
+                "503 until it answers (use --require-db to exit instead)",
+                alias,
+                where,
+                reason,
+            )
             status[alias] = reason
             continue
         logger.info("pool %r open: %s, min_size=%d max_size=%d", pool.name, where, pool.min_size, pool.max_size)
@@ -394,8 +414,11 @@ class WorkerState:
 
     def repeat_recycle(self) -> None:
         """With each heartbeat: ask again for a replacement that has not come."""
-        if (self.recycle_requested and not self.draining
-                and time.monotonic() - self.recycle_asked_at >= RECYCLE_REPEAT_SECONDS):
+        if (
+            self.recycle_requested
+            and not self.draining
+            and time.monotonic() - self.recycle_asked_at >= RECYCLE_REPEAT_SECONDS
+        ):
             self.recycle_asked_at = time.monotonic()
             self.master.send("recycle")
 
@@ -434,7 +457,9 @@ class WorkerState:
             "metrics": metrics_snapshot(),
         }
 
-    def access_log(self, remote: str | None, request_line: str, status: int, length: int | None, seconds: float) -> None:
+    def access_log(
+        self, remote: str | None, request_line: str, status: int, length: int | None, seconds: float
+    ) -> None:
         logs.log_access(remote, request_line, status, length, seconds, self.worker_id)
 
 
@@ -481,7 +506,9 @@ def boot(state: WorkerState) -> Callable[..., Any]:
     settings = state.settings
     try:
         app = load_app(settings.get("app"))
-        state.db_status = open_pools(settings["db_boot_timeout"], settings["require_db"] or state.spec.get("check_only", False))
+        state.db_status = open_pools(
+            settings["db_boot_timeout"], settings["require_db"] or state.spec.get("check_only", False)
+        )
         if state.spec.get("check_budget") and any(s == "ok" for s in state.db_status.values()):
             budget.check(settings)
     except LaunchError as exc:

@@ -34,7 +34,6 @@ from greenpool.launch.errors import ExitCode, LaunchError  # noqa: E402
 logger = logging.getLogger("greenpool.launch")
 
 
-
 class GreenpoolHandler(WSGIHandler):
     """pywsgi's handler with keep-alive timeout, drain, stats and access log."""
 
@@ -143,7 +142,9 @@ class GreenpoolHandler(WSGIHandler):
         if worker.has_unread_bytes(self.socket):
             try:
                 # Readable already: this returns at the hub's next poll.
-                gevent.socket.wait_read(self.socket.fileno(), timeout=self.server.greenpool_state.settings["keep_alive"])
+                gevent.socket.wait_read(
+                    self.socket.fileno(), timeout=self.server.greenpool_state.settings["keep_alive"]
+                )
             except TimeoutError:
                 logger.debug("a request in the socket buffer was not reported readable; reading it anyway")
         else:
@@ -256,8 +257,14 @@ class GeventWorker:
 
     def start(self, app: Any) -> None:
         for sock, shared_by in self.listeners():
-            server = GreenpoolServer(sock, app, spawn=self.spawn, handler_class=GreenpoolHandler, log=None,
-                                     error_log=logging.getLogger("greenpool.wsgi"))
+            server = GreenpoolServer(
+                sock,
+                app,
+                spawn=self.spawn,
+                handler_class=GreenpoolHandler,
+                log=None,
+                error_log=logging.getLogger("greenpool.wsgi"),
+            )
             server.shared_by = shared_by
             server.greenpool_state = self.state
             server.greenpool_handlers = self.handlers
@@ -320,23 +327,33 @@ class GeventWorker:
         state = self.state
         state.draining = True
         started = time.monotonic()
-        logger.info("%s stop: %d connections open, %d requests in flight", "graceful" if graceful else "quick",
-                    len(self.handlers), state.in_flight)
+        logger.info(
+            "%s stop: %d connections open, %d requests in flight",
+            "graceful" if graceful else "quick",
+            len(self.handlers),
+            state.in_flight,
+        )
         for server in self.servers:
             server.close()  # stop accepting; the master keeps the socket
         deadline = started + (self.settings["graceful_timeout"] if graceful else 0.0)
         while (self.handlers or len(self.spawn)) and time.monotonic() < deadline and self.stopping.graceful:
             now = time.monotonic()
             for handler in list(self.handlers):
-                if (handler.idle_since is not None and now - handler.idle_since >= worker.DRAIN_IDLE_SECONDS
-                        and not worker.has_unread_bytes(handler.socket)):
+                if (
+                    handler.idle_since is not None
+                    and now - handler.idle_since >= worker.DRAIN_IDLE_SECONDS
+                    and not worker.has_unread_bytes(handler.socket)
+                ):
                     _shutdown(handler)
             gevent.sleep(0.05)
         if self.handlers or len(self.spawn):
             busy = sum(1 for h in self.handlers if h.idle_since is None)
             if busy and graceful:
-                logger.warning("%d requests still running after --graceful-timeout=%gs: cutting them", busy,
-                               self.settings["graceful_timeout"])
+                logger.warning(
+                    "%d requests still running after --graceful-timeout=%gs: cutting them",
+                    busy,
+                    self.settings["graceful_timeout"],
+                )
             for handler in list(self.handlers):
                 _shutdown(handler)
             self.spawn.kill(block=True, timeout=1.0)
@@ -366,9 +383,12 @@ def use_callback_batch(batch: int) -> str:
 
     loop = gevent.get_hub().loop
     if not isinstance(loop, AbstractLoop):
-        raise LaunchError(ExitCode.CONFIG_ERROR, f"--callback-batch needs gevent's CFFI loop, but the hub runs "
-                          f"{type(loop).__module__}.{type(loop).__name__} (GEVENT_LOOP="
-                          f"{os.environ.get('GEVENT_LOOP', '')!r})")
+        raise LaunchError(
+            ExitCode.CONFIG_ERROR,
+            f"--callback-batch needs gevent's CFFI loop, but the hub runs "
+            f"{type(loop).__module__}.{type(loop).__name__} (GEVENT_LOOP="
+            f"{os.environ.get('GEVENT_LOOP', '')!r})",
+        )
     type(loop).CALLBACK_CHECK_COUNT = batch
     return f"{type(loop).__module__}, polls after every {batch} callbacks"
 
@@ -394,8 +414,12 @@ def main(imported_before_patch: list[str] | None = None) -> None:
         worker.fail(exc.code, exc.message)
     state.ready = True
     state.master.send("ready")
-    logger.info("gevent worker %s ready: %s, %d connections max", state.worker_id,
-                ", ".join(spec.get("listen_names", [])), state.settings["worker_connections"])
+    logger.info(
+        "gevent worker %s ready: %s, %d connections max",
+        state.worker_id,
+        ", ".join(spec.get("listen_names", [])),
+        state.settings["worker_connections"],
+    )
     gw.done.wait()
     logging.shutdown()
     sys.stdout.flush()

@@ -82,8 +82,9 @@ class GreenpoolWSGIContainer(WSGIContainer):
             # at a stop): a graceful stop waits while in_flight is above zero.
             seconds = time.monotonic() - started
             state.request_finished(code, seconds)
-            state.access_log(request.remote_ip, f"{request.method} {request.uri} {request.version}", code, length,
-                             seconds)
+            state.access_log(
+                request.remote_ip, f"{request.method} {request.uri} {request.version}", code, length, seconds
+            )
 
     async def _respond(self, request: httputil.HTTPServerRequest) -> tuple[int, int]:
         """Run the application for one request and send its answer: (status code, body length)."""
@@ -97,12 +98,18 @@ class GreenpoolWSGIContainer(WSGIContainer):
             environ["greenpool.worker"] = state.worker_id
             environ["wsgi.multithread"] = True
             try:
-                status, headers, body = await asyncio.get_running_loop().run_in_executor(self.executor, self._run,
-                                                                                         environ)
+                status, headers, body = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self._run, environ
+                )
                 code = int(status.partition(" ")[0])  # a status that starts with no number is the app's error too
             except Exception:
                 logging.getLogger("greenpool.wsgi").error("error in the WSGI application:\n%s", traceback.format_exc())
-                code, status, headers, body = 500, "500 Internal Server Error", [("Content-Type", "text/plain")], _ERROR_BODY
+                code, status, headers, body = (
+                    500,
+                    "500 Internal Server Error",
+                    [("Content-Type", "text/plain")],
+                    _ERROR_BODY,
+                )
         reason = status.partition(" ")[2]
         header_obj = httputil.HTTPHeaders()
         has_length = False
@@ -122,7 +129,9 @@ class GreenpoolWSGIContainer(WSGIContainer):
         assert request.connection is not None
         chunk = None if request.method == "HEAD" else body
         try:
-            request.connection.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), header_obj, chunk=chunk)
+            request.connection.write_headers(
+                httputil.ResponseStartLine("HTTP/1.1", code, reason), header_obj, chunk=chunk
+            )
             request.connection.finish()
         except Exception as exc:  # the client went away
             logger.debug("could not send the response: %s", exc)
@@ -159,8 +168,13 @@ class _Tracking(httputil.HTTPMessageDelegate):
     """Marks a connection busy from the moment a request's headers arrive, and answers a
     request that greenpool's rules refuse without passing it on."""
 
-    def __init__(self, delegate: httputil.HTTPMessageDelegate, server: GreenpoolHTTPServer, server_conn: object,
-                 request_conn: httputil.HTTPConnection) -> None:
+    def __init__(
+        self,
+        delegate: httputil.HTTPMessageDelegate,
+        server: GreenpoolHTTPServer,
+        server_conn: object,
+        request_conn: httputil.HTTPConnection,
+    ) -> None:
         self.delegate = delegate
         self.server = server
         self.server_conn = server_conn
@@ -184,13 +198,15 @@ class _Tracking(httputil.HTTPMessageDelegate):
         body = exc.response().partition(b"\r\n\r\n")[2]
         headers = httputil.HTTPHeaders({"Content-Type": "text/plain", "Content-Length": str(len(body))})
         _disconnect_on_finish_of(self.request_conn)
-        self.request_conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", exc.status, exc.REASONS[exc.status]),
-                                        headers, chunk=body)
+        self.request_conn.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", exc.status, exc.REASONS[exc.status]), headers, chunk=body
+        )
         self.request_conn.finish()
         self.server.state.request_started()
         self.server.state.request_finished(exc.status, 0.0)
-        self.server.state.access_log(remote, f"{start_line.method} {start_line.path} {start_line.version}",
-                                     exc.status, len(body), 0.0)
+        self.server.state.access_log(
+            remote, f"{start_line.method} {start_line.path} {start_line.version}", exc.status, len(body), 0.0
+        )
 
     def data_received(self, chunk: bytes) -> Any:
         return None if self.refused else self.delegate.data_received(chunk)
@@ -284,13 +300,19 @@ class TornadoWorker:
     def __init__(self, state: worker.WorkerState, app: Any) -> None:
         self.state = state
         self.settings = state.settings
-        self.executor = concurrent.futures.ThreadPoolExecutor(self.settings["threads"], thread_name_prefix="greenpool-wsgi")
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            self.settings["threads"], thread_name_prefix="greenpool-wsgi"
+        )
         self.container = GreenpoolWSGIContainer(app, self.executor, state)
         # body_timeout: a body that stops short of its Content-Length (or its last chunk)
         # would hold the connection for ever; it gets the --keep-alive time, as headers do.
-        self.server = GreenpoolHTTPServer(self.container, xheaders=True, state=state,
-                                          idle_connection_timeout=self.settings["keep_alive"],
-                                          body_timeout=self.settings["keep_alive"])
+        self.server = GreenpoolHTTPServer(
+            self.container,
+            xheaders=True,
+            state=state,
+            idle_connection_timeout=self.settings["keep_alive"],
+            body_timeout=self.settings["keep_alive"],
+        )
         self.stop_task: asyncio.Task | None = None
         self.graceful = True
         self.done = asyncio.Event()
@@ -363,8 +385,12 @@ class TornadoWorker:
         state = self.state
         state.draining = True
         started = time.monotonic()
-        logger.info("%s stop: %d connections open, %d requests in flight", "graceful" if self.graceful else "quick",
-                    len(self.server._connections), state.in_flight)
+        logger.info(
+            "%s stop: %d connections open, %d requests in flight",
+            "graceful" if self.graceful else "quick",
+            len(self.server._connections),
+            state.in_flight,
+        )
         self.server.stop()  # stop accepting; the master keeps the socket
         deadline = started + self.settings["graceful_timeout"]
         while self.graceful and (self.server._connections or state.in_flight) and time.monotonic() < deadline:
@@ -374,8 +400,11 @@ class TornadoWorker:
                     conn.stream.close()  # type: ignore[attr-defined]
             await asyncio.sleep(0.05)
         if state.in_flight and self.graceful:
-            logger.warning("%d requests still running after --graceful-timeout=%gs: cutting them", state.in_flight,
-                           self.settings["graceful_timeout"])
+            logger.warning(
+                "%d requests still running after --graceful-timeout=%gs: cutting them",
+                state.in_flight,
+                self.settings["graceful_timeout"],
+            )
         for conn in list(self.server._connections):
             conn.stream.close()  # type: ignore[attr-defined]
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -398,8 +427,12 @@ async def _amain(state: worker.WorkerState, app: Any) -> None:
         worker.fail(exc.code, exc.message)
     state.ready = True
     state.master.send("ready")
-    logger.info("tornado worker %s ready: %s, %d threads", state.worker_id, ", ".join(state.spec.get("listen_names", [])),
-                state.settings["threads"])
+    logger.info(
+        "tornado worker %s ready: %s, %d threads",
+        state.worker_id,
+        ", ".join(state.spec.get("listen_names", [])),
+        state.settings["threads"],
+    )
     await tw.done.wait()
 
 
@@ -409,8 +442,11 @@ def main() -> None:
     logs.setup_logging(state.settings, f"tornado.{state.index}")
     if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
         # Measured: with it Django opened a server connection per request.
-        worker.fail(ExitCode.CONFIG_ERROR, "DJANGO_ALLOW_ASYNC_UNSAFE is set: the tornado worker runs Django in executor "
-                    "threads and must not run it on the IOLoop; unset it")
+        worker.fail(
+            ExitCode.CONFIG_ERROR,
+            "DJANGO_ALLOW_ASYNC_UNSAFE is set: the tornado worker runs Django in executor "
+            "threads and must not run it on the IOLoop; unset it",
+        )
     app = worker.boot(state)
     if spec.get("check_only"):
         worker.check_only_exit(state)

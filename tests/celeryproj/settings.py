@@ -32,16 +32,26 @@ _common = {
 }
 if BACKEND == "greenpool":
     _max_size = int(os.environ.get("GREENPOOL_CELERYPROJ_MAX_SIZE", "4"))
-    DATABASES = {"default": {**_common, "ENGINE": "greenpool.backends.mysql",
-                             "OPTIONS": {"pool": {"max_size": _max_size, "timeout": 10}, "charset": "utf8mb4"}}}
+    DATABASES = {
+        "default": {
+            **_common,
+            "ENGINE": "greenpool.backends.mysql",
+            "OPTIONS": {"pool": {"max_size": _max_size, "timeout": 10}, "charset": "utf8mb4"},
+        }
+    }
 elif BACKEND == "django":
     import pymysql
 
     pymysql.install_as_MySQLdb()
     _age = os.environ.get("GREENPOOL_CELERYPROJ_CONN_MAX_AGE", "0")
-    DATABASES = {"default": {**_common, "ENGINE": "django.db.backends.mysql",
-                             "CONN_MAX_AGE": None if _age == "none" else int(_age),
-                             "OPTIONS": {"charset": "utf8mb4"}}}
+    DATABASES = {
+        "default": {
+            **_common,
+            "ENGINE": "django.db.backends.mysql",
+            "CONN_MAX_AGE": None if _age == "none" else int(_age),
+            "OPTIONS": {"charset": "utf8mb4"},
+        }
+    }
 else:
     raise ImproperlyConfigured(f"GREENPOOL_CELERYPROJ_BACKEND must be 'greenpool' or 'django', got {BACKEND!r}")
 

@@ -60,8 +60,9 @@ def record_tick() -> None:
     """Sent by beat: one row per run, with its session."""
     session = _session()
     with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO greenpool_celery_tick (conn, pid) VALUES (%s, %s)",
-                       [session["conn"], session["pid"]])
+        cursor.execute(
+            "INSERT INTO greenpool_celery_tick (conn, pid) VALUES (%s, %s)", [session["conn"], session["pid"]]
+        )
 
 
 @shared_task(name="celeryproj.big_read")
@@ -70,7 +71,8 @@ def big_read() -> dict:
     read by PyMySQL for seconds: a time limit strikes while it parses rows
     between reads, not inside one."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT a.id, b.id, c.id FROM greenpool_celery_item a, greenpool_celery_item b,"
-                       " greenpool_celery_item c")
+        cursor.execute(
+            "SELECT a.id, b.id, c.id FROM greenpool_celery_item a, greenpool_celery_item b, greenpool_celery_item c"
+        )
         rows = len(cursor.fetchall())
     return {**_session(), "rows": rows}

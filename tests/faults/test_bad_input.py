@@ -65,8 +65,17 @@ def test_wrong_password_fails_at_startup_naming_the_user(serve, db, tmp_path, si
     user = db.create_user("Right-Password-0001")
     env = {} if site == "demo" else _settings(tmp_path, "wrongpw_settings", "")
     # The pool opening at boot retries for --db-boot-timeout before it reports (min_size=1).
-    log = _fails(serve, ExitCode.CONFIG_ERROR, "--log-level", "debug", "--db-boot-timeout", "1", server="gevent", env=env,
-                 db_params=db.params(user=user, password="Wrong-Password-0002"))
+    log = _fails(
+        serve,
+        ExitCode.CONFIG_ERROR,
+        "--log-level",
+        "debug",
+        "--db-boot-timeout",
+        "1",
+        server="gevent",
+        env=env,
+        db_params=db.params(user=user, password="Wrong-Password-0002"),
+    )
     denied = f"(1045, \"Access denied for user '{user}'@'127.0.0.1' (using password: YES)\")"
     where = f"{user}@127.0.0.1:{db.server.port}/{db.database}"
     if site == "demo":  # the master's migrate step meets it first
@@ -90,12 +99,25 @@ def test_unknown_host_fails_at_startup_naming_the_host(serve, db, tmp_path, site
     env = {} if site == "demo" else _settings(tmp_path, "unknownhost_settings", "")
     with dns:
         # The pool retries a failed connect for its timeout (2003 counts as "server away"), so keep it short.
-        log = _fails(serve, ExitCode.CONFIG_ERROR, "--db-boot-timeout", "2", server="tornado",
-                     env={**env, **demo_env(pool_timeout=2)}, wrapper=wrapper, db_params=db.params(host="no-such-host.invalid"))
+        log = _fails(
+            serve,
+            ExitCode.CONFIG_ERROR,
+            "--db-boot-timeout",
+            "2",
+            server="tornado",
+            env={**env, **demo_env(pool_timeout=2)},
+            wrapper=wrapper,
+            db_params=db.params(host="no-such-host.invalid"),
+        )
     assert dns.queries, "the resolver was not asked: the test did not test a lookup"
-    cannot = "(2003, \"Can't connect to MySQL server on 'no-such-host.invalid' ([Errno -2] Name or service not known)\")"
+    cannot = (
+        "(2003, \"Can't connect to MySQL server on 'no-such-host.invalid' ([Errno -2] Name or service not known)\")"
+    )
     if site == "demo":
-        assert f"the demo database root@no-such-host.invalid:{db.server.port}/{db.database} cannot be used: {cannot}" in log, log
+        assert (
+            f"the demo database root@no-such-host.invalid:{db.server.port}/{db.database} cannot be used: {cannot}"
+            in log
+        ), log
     else:
         assert f"@no-such-host.invalid:{db.server.port}/{db.database}) cannot be used: {cannot}" in log, log
 
@@ -125,8 +147,15 @@ def test_a_resolver_that_cannot_answer_is_an_outage_not_a_bad_host(serve, db, tm
     # demo site would meet it first in the master's migrate step).
     env = {**_settings(tmp_path, "resolverdown_settings", ""), **demo_env(pool_timeout=1)}
     with dns:
-        server = serve("--db-boot-timeout", "2", server="gevent", workers=1, env=env, wrapper=wrapper,
-                       db_params=db.params(host=host))
+        server = serve(
+            "--db-boot-timeout",
+            "2",
+            server="gevent",
+            workers=1,
+            env=env,
+            wrapper=wrapper,
+            db_params=db.params(host=host),
+        )
         pid = server.worker_pids()
         status, _, body = server.get("/healthz")
         assert status == 503, (body, server.log()[-3000:])
@@ -147,8 +176,10 @@ def test_a_resolver_that_cannot_answer_is_an_outage_not_a_bad_host(serve, db, tm
 
 def test_unknown_database_fails_at_startup_naming_it(serve, db):
     log = _fails(serve, ExitCode.CONFIG_ERROR, server="gevent", db_params=db.params(database="no_such_db"))
-    assert (f"the demo database root@127.0.0.1:{db.server.port}/no_such_db cannot be used: "
-            "(1049, \"Unknown database 'no_such_db'\")") in log, log
+    assert (
+        f"the demo database root@127.0.0.1:{db.server.port}/no_such_db cannot be used: "
+        "(1049, \"Unknown database 'no_such_db'\")"
+    ) in log, log
 
 
 # -- bad Django settings at boot -------------------------------------------------------------
@@ -157,8 +188,10 @@ def test_unknown_database_fails_at_startup_naming_it(serve, db):
 def test_unknown_pool_option_fails_at_startup_naming_it(serve, tmp_path):
     env = _settings(tmp_path, "unknownoption_settings", "DATABASES['default']['OPTIONS']['pool']['max_szie'] = 5\n")
     log = _fails(serve, ExitCode.CONFIG_ERROR, server="gevent", env=env)
-    assert ("DATABASES['default'] is invalid: DATABASES['default']['OPTIONS']['pool'] has unknown option(s) max_szie; "
-            "valid options are: min_size, max_size, timeout") in log, log
+    assert (
+        "DATABASES['default'] is invalid: DATABASES['default']['OPTIONS']['pool'] has unknown option(s) max_szie; "
+        "valid options are: min_size, max_size, timeout"
+    ) in log, log
 
 
 def test_conn_max_age_with_a_pool_fails_at_startup(serve, tmp_path):
@@ -174,8 +207,10 @@ def test_bad_demo_environment_value_fails_at_startup(serve):
 
 def test_reply_wait_out_of_range_fails_at_startup_naming_it(serve):
     log = _fails(serve, ExitCode.CONFIG_ERROR, server="gevent", env=demo_env(pool_reply_wait="0.5"))
-    assert ("DATABASES['default']['OPTIONS']['pool']['reply_wait']=0.5 is invalid: "
-            "expected seconds from 0 to 0.01 (0.0003 is 300 µs), or False") in log, log
+    assert (
+        "DATABASES['default']['OPTIONS']['pool']['reply_wait']=0.5 is invalid: "
+        "expected seconds from 0 to 0.01 (0.0003 is 300 µs), or False"
+    ) in log, log
 
 
 # -- already covered for their message; here: nothing is left behind ------------------------------
@@ -229,11 +264,19 @@ def test_unreadable_config_file_is_a_usage_error():
         conf.write_text("workers = 2\n")
         os.chmod(conf, 0o000)
         prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
-        proc = subprocess.run([*prefix, sys.executable, "-m", "greenpool.launch", "--config", str(conf)],
-                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-                              cwd=folder, env={**os.environ, "HOME": folder})
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-m", "greenpool.launch", "--config", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            cwd=folder,
+            env={**os.environ, "HOME": folder},
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     assert proc.returncode == ExitCode.USAGE, proc.stderr
-    assert f"greenpool-serve: error: config file '{conf}' failed to run: PermissionError: [Errno 13] Permission denied" \
-        in proc.stderr, proc.stderr
+    assert (
+        f"greenpool-serve: error: config file '{conf}' failed to run: PermissionError: [Errno 13] Permission denied"
+        in proc.stderr
+    ), proc.stderr

@@ -41,21 +41,24 @@ def test_a_fleet_over_the_share_of_free_connections_is_a_warning_naming_the_numb
 
 def test_strict_connection_budget_refuses_to_start_with_config_error(serve, db):
     db.set_global("max_connections", 20)
-    server = serve("--strict-connection-budget", workers=2, wait=False,
-                   env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "10"})
+    server = serve("--strict-connection-budget", workers=2, wait=False, env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "10"})
     assert server.wait_exit() == ExitCode.CONFIG_ERROR
     log = server.log()
-    assert re.search(r"this host takes at most 30 = \(2 workers \+ 1\) x max_size 10; .* max_connections 20 "
-                     r"with \d+ in use, so \d+ free: 30 is \d+% of what is free .*refusing to start "
-                     r"\(--strict-connection-budget\)", log), log[-4000:]
+    assert re.search(
+        r"this host takes at most 30 = \(2 workers \+ 1\) x max_size 10; .* max_connections 20 "
+        r"with \d+ in use, so \d+ free: 30 is \d+% of what is free .*refusing to start "
+        r"\(--strict-connection-budget\)",
+        log,
+    ), log[-4000:]
     assert db.connection_count() == 0  # every worker closed what it opened
 
 
 def test_the_accounts_max_user_connections_is_the_limit_when_it_is_smaller(serve, db):
     user = db.create_user("pw-budget")
     db.query(f"ALTER USER '{user}'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 12")
-    server = serve(workers=1, db_params=db.params(user=user, password="pw-budget"),
-                   env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "5"})
+    server = serve(
+        workers=1, db_params=db.params(user=user, password="pw-budget"), env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "5"}
+    )
     line = _budget_line(server.log())
     # 1 worker + 1 replacement, 5 each: 10 of the 12 the account allows (the checking connection is its own).
     assert "max_user_connections 12 with 0 in use, so 12 free: 10 is 83% of what is free" in line, line
@@ -64,8 +67,15 @@ def test_the_accounts_max_user_connections_is_the_limit_when_it_is_smaller(serve
 
 def test_check_config_prints_the_budget_and_fails_when_strict(serve, db, tmp_path):
     db.set_global("max_connections", 20)
-    server = serve("--check-config", "--strict-connection-budget", "--connection-budget", "0.4", workers=4,
-                   wait=False, env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "2"})
+    server = serve(
+        "--check-config",
+        "--strict-connection-budget",
+        "--connection-budget",
+        "0.4",
+        workers=4,
+        wait=False,
+        env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "2"},
+    )
     assert server.wait_exit() == ExitCode.CONFIG_ERROR
     assert "this host takes at most 10 = (4 workers + 1) x max_size 2" in _budget_line(server.log())
 

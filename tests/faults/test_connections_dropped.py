@@ -41,6 +41,7 @@ def _fill_pools(server, db) -> int:
 
 def _burst(server, clients: int, requests: int, path: str = "/read"):
     """``requests`` requests over ``clients`` concurrent connections; (status, body) each."""
+
     def one(_):
         status, _, body = server.get(path)
         return status, body
@@ -82,8 +83,7 @@ def test_kill_every_pooled_connection_right_after_use_then_every_request_succeed
 def test_kill_while_idle_with_djangos_defaults_fails_no_request(serve, db, kind):
     """CONN_HEALTH_CHECKS off (Django's default): the checkout's local probe sees
     that the server ended each killed session and replaces it, with no ping."""
-    server = serve(server=kind, workers=WORKERS,
-                   env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=5, health_checks=0))
+    server = serve(server=kind, workers=WORKERS, env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=5, health_checks=0))
     killed = _fill_pools(server, db)
     time.sleep(0.5)  # the FINs reach the workers' sockets
     db.kill_all()
@@ -97,8 +97,7 @@ def test_kill_while_idle_with_djangos_defaults_fails_no_request(serve, db, kind)
 
 @pytest.mark.parametrize("kind", DOC_SERVERS)
 def test_server_restart_while_idle_with_djangos_defaults_fails_no_request(serve, db, kind):
-    server = serve(server=kind, workers=WORKERS,
-                   env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=5, health_checks=0))
+    server = serve(server=kind, workers=WORKERS, env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=5, health_checks=0))
     _fill_pools(server, db)
     db.server.restart()  # every pooled session ends with the old server
     results = _burst(server, clients=2 * WORKERS * MAX_SIZE, requests=60)
@@ -110,8 +109,11 @@ def test_server_restart_while_idle_with_djangos_defaults_fails_no_request(serve,
 # -- wait_timeout ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind, mode", [(kind, mode) for mode in ("defaults", "health_checks_only") for kind in SERVERS]
-                         + [(kind, "keepalive_only") for kind in DOC_SERVERS])
+@pytest.mark.parametrize(
+    "kind, mode",
+    [(kind, mode) for mode in ("defaults", "health_checks_only") for kind in SERVERS]
+    + [(kind, "keepalive_only") for kind in DOC_SERVERS],
+)
 def test_wait_timeout_2s_then_3s_idle_then_every_request_succeeds(serve, db, kind, mode):
     """wait_timeout=2 on the server, then 3 s without a request. With the demo's
     defaults keepalive ('auto': every wait_timeout / 2) keeps the connections alive;
@@ -144,8 +146,11 @@ def test_wait_timeout_without_health_checks_or_keepalive_fails_no_request(serve,
     """With neither (keepalive off, CONN_HEALTH_CHECKS off) the server closes every
     idle connection; the checkout's probe sees each one closed and replaces it."""
     db.set_global("wait_timeout", 2)
-    server = serve(server=kind, workers=WORKERS,
-                   env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=5, health_checks=0, pool_keepalive="off"))
+    server = serve(
+        server=kind,
+        workers=WORKERS,
+        env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=5, health_checks=0, pool_keepalive="off"),
+    )
     opened = _fill_pools(server, db)
     time.sleep(3.0)
     assert db.connection_count() == 0  # the server closed every one of them
@@ -183,6 +188,7 @@ def test_wait_timeout_lowered_while_serving_then_burst_idle_requests_none_fails(
 
 def _keep_alive_requests(port: int, clients: int, requests: int, path: str = "/read"):
     """``requests`` GETs spread over ``clients`` persistent HTTP connections."""
+
     def client(n):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         out = []

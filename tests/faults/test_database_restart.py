@@ -51,7 +51,9 @@ def test_restart_under_load_fails_only_in_flight_queries_and_heals(serve, db, ki
         samples = load.stop()
     assert t_up - t_down < pool_timeout - 1.0, "the outage must be shorter than the pool timeout for this test"
     failed = [s for s in samples if not s.ok]
-    report = f"down at 0, stopped at {t_stopped - t_down:+.3f}s, back at {t_up - t_down:+.3f}s\n" + _describe(failed, t_down)
+    report = f"down at 0, stopped at {t_stopped - t_down:+.3f}s, back at {t_up - t_down:+.3f}s\n" + _describe(
+        failed, t_down
+    )
     print(f"{kind}: {len(samples)} requests, {len(failed)} failed\n{report}")
 
     # Only queries in flight when it went down fail: each pooled connection can fail
@@ -70,9 +72,12 @@ def test_restart_under_load_fails_only_in_flight_queries_and_heals(serve, db, ki
     waited = [s for s in samples if s.ok and s.started < t_up - 1.5 and s.ended > t_up - 1.0]
     failed_late = [s for s in failed if s.ended > t_up - 1.0]
     assert {s.client for s in waited} | {s.client for s in failed_late} == set(range(clients)), (
-        report + "\nwaited:\n" + _describe(waited, t_down))
+        report + "\nwaited:\n" + _describe(waited, t_down)
+    )
     # ... and were answered soon after it came back (reconnect back-off is at most 1.5 s).
-    print(f"{kind}: the waiting requests were answered by {max(s.ended for s in waited) - t_up:+.2f}s after it was back")
+    print(
+        f"{kind}: the waiting requests were answered by {max(s.ended for s in waited) - t_up:+.2f}s after it was back"
+    )
     assert max(s.ended for s in waited) < t_up + 2.5, _describe(waited, t_down)
     # From a second after it is back, every request succeeds.
     after = [s for s in samples if s.started > t_up + 1.0]
@@ -82,8 +87,9 @@ def test_restart_under_load_fails_only_in_flight_queries_and_heals(serve, db, ki
     assert server.worker_pids() == before, server.log()[-4000:]
     assert "died unexpectedly" not in server.log()
     pools = server.pool_stats()
-    assert all(1 <= p["pool_size"] <= max_size and p["pool_in_use"] == 0 and p["requests_waiting"] == 0
-               for p in pools.values()), pools
+    assert all(
+        1 <= p["pool_size"] <= max_size and p["pool_in_use"] == 0 and p["requests_waiting"] == 0 for p in pools.values()
+    ), pools
     assert sum(p["connections_num"] for p in pools.values()) > connects_before, pools
     assert workers <= db.connection_count() <= workers * max_size
     assert all(server.get("/read")[0] == 200 for _ in range(10))
@@ -92,11 +98,17 @@ def test_restart_under_load_fails_only_in_flight_queries_and_heals(serve, db, ki
 def _prepare_demo_database(db) -> None:
     """Migrate and seed this test's database (greenpool-serve skips it when the
     database is down at start)."""
-    env = {"GREENPOOL_MYSQL_HOST": db.server.host, "GREENPOOL_MYSQL_PORT": str(db.server.port),
-           "GREENPOOL_MYSQL_USER": db.server.user, "GREENPOOL_MYSQL_PASSWORD": db.server.password,
-           "GREENPOOL_MYSQL_DATABASE": db.database, "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "greenpool.demo.prepare"], env=env, capture_output=True, text=True,
-                          timeout=120)
+    env = {
+        "GREENPOOL_MYSQL_HOST": db.server.host,
+        "GREENPOOL_MYSQL_PORT": str(db.server.port),
+        "GREENPOOL_MYSQL_USER": db.server.user,
+        "GREENPOOL_MYSQL_PASSWORD": db.server.password,
+        "GREENPOOL_MYSQL_DATABASE": db.database,
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenpool.demo.prepare"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -146,8 +158,12 @@ def test_too_many_connections_waits_then_503_and_heals(serve, db, kind):
     workers, max_size, pool_timeout = 2, 3, 2.0
     password = "Too-Many-0001"
     user = db.create_user(password)  # not root: MariaDB keeps one extra connection for SUPER users
-    server = serve(server=kind, workers=workers, db_params=db.params(user=user, password=password),
-                   env=demo_env(pool_max_size=max_size, pool_min_size=1, pool_timeout=pool_timeout))
+    server = serve(
+        server=kind,
+        workers=workers,
+        db_params=db.params(user=user, password=password),
+        env=demo_env(pool_max_size=max_size, pool_min_size=1, pool_timeout=pool_timeout),
+    )
     assert db.connection_count() == workers  # min_size=1 each
     db.set_global("max_connections", 10)  # MariaDB's smallest
     fillers = []
@@ -160,16 +176,19 @@ def test_too_many_connections_waits_then_503_and_heals(serve, db, kind):
                 break
         # /slow holds its connection for 0.1 s, so the pools need more than the
         # one each they have; /read alone runs through (reply_wait) on one.
-        with TimedLoad(server.port, ["/read", "/slow?s=0.1"], clients=12, duration=pool_timeout + 1.5,
-                       timeout=20) as load:
+        with TimedLoad(
+            server.port, ["/read", "/slow?s=0.1"], clients=12, duration=pool_timeout + 1.5, timeout=20
+        ) as load:
             pass
         samples = load.stop()
     finally:
         for conn in fillers:
             conn.close()
     statuses = {s.status for s in samples}
-    print(f"{kind}: out of connections: {sum(s.ok for s in samples)} x 200, {sum(not s.ok for s in samples)} x 503, "
-          f"slowest {max(s.ended - s.started for s in samples):.2f}s")
+    print(
+        f"{kind}: out of connections: {sum(s.ok for s in samples)} x 200, {sum(not s.ok for s in samples)} x 503, "
+        f"slowest {max(s.ended - s.started for s in samples):.2f}s"
+    )
     assert statuses == {200, 503}, statuses
     assert all(s.ended - s.started < pool_timeout + 2.0 for s in samples)
     log = server.log()

@@ -96,27 +96,44 @@ CASES: dict[str, dict[str, tuple[Any, set[str]]]] = {
     "bodies": {
         # A worker may answer before it reads a body the view does not need (RFC 9112 9.3): then
         # the bad body closes the connection before a next request is read from it.
-        "Content-Length short of the body sent": (req("POST /hello HTTP/1.1", "Content-Length: 20", body=b"12345"),
-                                                  EITHER),
+        "Content-Length short of the body sent": (
+            req("POST /hello HTTP/1.1", "Content-Length: 20", body=b"12345"),
+            EITHER,
+        ),
         "Content-Length negative": (req("POST /hello HTTP/1.1", "Content-Length: -5", body=b"12345"), OK4),
         "Content-Length not a number": (req("POST /hello HTTP/1.1", "Content-Length: five", body=b"12345"), OK4),
         "Content-Length with a plus sign": (req("POST /hello HTTP/1.1", "Content-Length: +5", body=b"12345"), OK4),
-        "Content-Length with an underscore": (req("POST /hello HTTP/1.1", "Content-Length: 1_0", body=b"0123456789"), OK4),
-        "two different Content-Lengths": (req("POST /hello HTTP/1.1", "Content-Length: 5", "Content-Length: 6",
-                                              body=b"123456"), OK4),
-        "Content-Length and Transfer-Encoding": (req("POST /hello HTTP/1.1", "Content-Length: 5",
-                                                     "Transfer-Encoding: chunked", body=b"0\r\n\r\n"), OK4),
+        "Content-Length with an underscore": (
+            req("POST /hello HTTP/1.1", "Content-Length: 1_0", body=b"0123456789"),
+            OK4,
+        ),
+        "two different Content-Lengths": (
+            req("POST /hello HTTP/1.1", "Content-Length: 5", "Content-Length: 6", body=b"123456"),
+            OK4,
+        ),
+        "Content-Length and Transfer-Encoding": (
+            req("POST /hello HTTP/1.1", "Content-Length: 5", "Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
+            OK4,
+        ),
         "unknown Transfer-Encoding": (req("POST /hello HTTP/1.1", "Transfer-Encoding: gzip", body=b"abc"), OK4),
         "chunked not last": (req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked, gzip", body=b"0\r\n\r\n"), OK4),
-        "chunk size not hex": (req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked",
-                                   body=b"zz\r\nabc\r\n0\r\n\r\n"), EITHER),
-        "chunk longer than its size": (req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked",
-                                           body=b"3\r\nabcdef\r\n0\r\n\r\n"), EITHER),
+        "chunk size not hex": (
+            req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked", body=b"zz\r\nabc\r\n0\r\n\r\n"),
+            EITHER,
+        ),
+        "chunk longer than its size": (
+            req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked", body=b"3\r\nabcdef\r\n0\r\n\r\n"),
+            EITHER,
+        ),
         "chunked body cut off": (req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked", body=b"5\r\nab"), EITHER),
-        "valid chunked body": (req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked",
-                                   body=b"3\r\nabc\r\n0\r\n\r\n"), SERVED),
-        "Expect: 100-continue": ([req("POST /hello HTTP/1.1", "Content-Length: 3", "Expect: 100-continue"), b"abc"],
-                                 SERVED),
+        "valid chunked body": (
+            req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked", body=b"3\r\nabc\r\n0\r\n\r\n"),
+            SERVED,
+        ),
+        "Expect: 100-continue": (
+            [req("POST /hello HTTP/1.1", "Content-Length: 3", "Expect: 100-continue"), b"abc"],
+            SERVED,
+        ),
         "body on GET": (req("GET /hello HTTP/1.1", "Content-Length: 4", body=b"abcd"), SERVED),
     },
 }
@@ -135,14 +152,30 @@ NGINX_ANSWERS: dict[str, tuple[set[str], str]] = {
 # refuse the first, never answer the hidden one.
 HIDDEN = req("GET /whoami HTTP/1.1")
 SMUGGLING = {
-    "CL.TE": req("POST /hello HTTP/1.1", f"Content-Length: {5 + len(HIDDEN)}", "Transfer-Encoding: chunked",
-                 body=b"0\r\n\r\n" + HIDDEN),
-    "TE.CL": req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked", "Content-Length: 4",
-                 body=b"%x\r\n" % len(HIDDEN) + HIDDEN + b"\r\n0\r\n\r\n"),
-    "TE with a space before the colon": req("POST /hello HTTP/1.1", f"Content-Length: {5 + len(HIDDEN)}",
-                                            "Transfer-Encoding : chunked", body=b"0\r\n\r\n" + HIDDEN),
-    "TE obfuscated": req("POST /hello HTTP/1.1", f"Content-Length: {5 + len(HIDDEN)}", "Transfer-Encoding: xchunked",
-                         body=b"0\r\n\r\n" + HIDDEN),
+    "CL.TE": req(
+        "POST /hello HTTP/1.1",
+        f"Content-Length: {5 + len(HIDDEN)}",
+        "Transfer-Encoding: chunked",
+        body=b"0\r\n\r\n" + HIDDEN,
+    ),
+    "TE.CL": req(
+        "POST /hello HTTP/1.1",
+        "Transfer-Encoding: chunked",
+        "Content-Length: 4",
+        body=b"%x\r\n" % len(HIDDEN) + HIDDEN + b"\r\n0\r\n\r\n",
+    ),
+    "TE with a space before the colon": req(
+        "POST /hello HTTP/1.1",
+        f"Content-Length: {5 + len(HIDDEN)}",
+        "Transfer-Encoding : chunked",
+        body=b"0\r\n\r\n" + HIDDEN,
+    ),
+    "TE obfuscated": req(
+        "POST /hello HTTP/1.1",
+        f"Content-Length: {5 + len(HIDDEN)}",
+        "Transfer-Encoding: xchunked",
+        body=b"0\r\n\r\n" + HIDDEN,
+    ),
 }
 
 
@@ -180,9 +213,20 @@ def target(request, worker, tmp_path) -> Iterator[Target]:
     from tests.support.net import free_port
 
     listen = free_port()
-    conf = render("-w", "1", "-b", f"127.0.0.1:{worker.port}", "--listen", f"127.0.0.1:{listen}",
-                  "--keep-alive", str(KEEP_ALIVE + 1), "--upstream-keepalive-timeout", str(KEEP_ALIVE),
-                  "--client-timeout", str(KEEP_ALIVE))
+    conf = render(
+        "-w",
+        "1",
+        "-b",
+        f"127.0.0.1:{worker.port}",
+        "--listen",
+        f"127.0.0.1:{listen}",
+        "--keep-alive",
+        str(KEEP_ALIVE + 1),
+        "--upstream-keepalive-timeout",
+        str(KEEP_ALIVE),
+        "--client-timeout",
+        str(KEEP_ALIVE),
+    )
     nginx = Nginx(tmp_path / f"nginx-{uuid.uuid4().hex[:6]}", conf).start(port=listen)
     try:
         yield Target(worker, listen, f"{worker.server} via nginx")
@@ -222,8 +266,10 @@ def baseline(target: Target) -> tuple[int, int]:
 
 def run_cases(port: int, cases: dict[str, tuple[Any, set[str]]]) -> dict[str, rawhttp.Outcome]:
     with ThreadPoolExecutor(max_workers=min(32, len(cases))) as pool:
-        futures = {name: pool.submit(rawhttp.exchange, port, data, deadline=KEEP_ALIVE + 6)
-                   for name, (data, _) in cases.items()}
+        futures = {
+            name: pool.submit(rawhttp.exchange, port, data, deadline=KEEP_ALIVE + 6)
+            for name, (data, _) in cases.items()
+        }
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -260,8 +306,15 @@ def test_malformed_requests_get_a_4xx_or_a_close_and_the_worker_stays_whole(targ
     fds, rss = baseline(target)
     cases = CASES[klass]
     outcomes = run_cases(target.port, cases)
-    record({"test": "http-input", "target": target.via, "class": klass, "cases": len(cases),
-            "outcomes": {name: [o.kind(), o.statuses, o.ended] for name, o in outcomes.items()}})
+    record(
+        {
+            "test": "http-input",
+            "target": target.via,
+            "class": klass,
+            "cases": len(cases),
+            "outcomes": {name: [o.kind(), o.statuses, o.ended] for name, o in outcomes.items()},
+        }
+    )
     wrong = judge(target, cases, outcomes)
     assert not wrong, "\n".join(wrong)
     healthy_after(target, fds, rss)
@@ -271,19 +324,30 @@ def test_malformed_requests_get_a_4xx_or_a_close_and_the_worker_stays_whole(targ
 def test_a_request_hidden_in_a_body_is_never_answered(target, name):
     fds, rss = baseline(target)
     outcome = rawhttp.exchange(target.port, SMUGGLING[name], deadline=KEEP_ALIVE + 6)
-    record({"test": "http-smuggling", "target": target.via, "case": name, "statuses": outcome.statuses,
-            "ended": outcome.ended})
+    record(
+        {
+            "test": "http-smuggling",
+            "target": target.via,
+            "case": name,
+            "statuses": outcome.statuses,
+            "ended": outcome.ended,
+        }
+    )
     allowed = allowed_for(target, name, OK4)
-    assert outcome.kind() in allowed or str(outcome.statuses[:1][0] if outcome.statuses else "") in allowed, \
-        (outcome.statuses, outcome.ended)
+    assert outcome.kind() in allowed or str(outcome.statuses[:1][0] if outcome.statuses else "") in allowed, (
+        outcome.statuses,
+        outcome.ended,
+    )
     assert len(outcome.responses) <= 1, f"two answers to one request: {outcome.statuses}"
     assert all(b'"remote_addr"' not in r.body for r in outcome.responses)  # /whoami's answer
     healthy_after(target, fds, rss)
 
 
 def test_pipelined_requests_are_answered_in_order(target):
-    outcome = rawhttp.exchange(target.port, req("GET /hello HTTP/1.1") + req("GET /read HTTP/1.1") +
-                               req("GET /hello HTTP/1.1", "Connection: close"))
+    outcome = rawhttp.exchange(
+        target.port,
+        req("GET /hello HTTP/1.1") + req("GET /read HTTP/1.1") + req("GET /hello HTTP/1.1", "Connection: close"),
+    )
     assert outcome.statuses == [200, 200, 200], outcome
     assert outcome.responses[0].body == b"hello\n" and b"items" in outcome.responses[1].body
 
@@ -306,11 +370,31 @@ def test_clients_that_reset_mid_response_leak_nothing(target):
 
 # -- the generative part ---------------------------------------------------------------------------
 
-SEEDS = [req("GET /hello HTTP/1.1", "Accept: */*"), req("POST /hello HTTP/1.1", "Content-Length: 3", body=b"abc"),
-         req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked", body=b"3\r\nabc\r\n0\r\n\r\n"),
-         req("GET /read?x=1 HTTP/1.0", host=None)]
-INTERESTING = [b"\x00", b"\r", b"\n", b"\r\n", b" ", b":", b"\t", b"\xff", b"%", b"0", b"-1", b"chunked",
-               b"Content-Length: 1\r\n", b"Host: a\r\n", b"Transfer-Encoding: chunked\r\n", b"HTTP/1.1", b"9" * 12]
+SEEDS = [
+    req("GET /hello HTTP/1.1", "Accept: */*"),
+    req("POST /hello HTTP/1.1", "Content-Length: 3", body=b"abc"),
+    req("POST /hello HTTP/1.1", "Transfer-Encoding: chunked", body=b"3\r\nabc\r\n0\r\n\r\n"),
+    req("GET /read?x=1 HTTP/1.0", host=None),
+]
+INTERESTING = [
+    b"\x00",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b" ",
+    b":",
+    b"\t",
+    b"\xff",
+    b"%",
+    b"0",
+    b"-1",
+    b"chunked",
+    b"Content-Length: 1\r\n",
+    b"Host: a\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"HTTP/1.1",
+    b"9" * 12,
+]
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -324,9 +408,9 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         elif op == 1:
             out[at:at] = rng.choice(INTERESTING)
         elif op == 2 and out:
-            del out[at:at + rng.randint(1, 8)]
+            del out[at : at + rng.randint(1, 8)]
         elif op == 3 and out:
-            span = out[at:at + rng.randint(1, 40)]
+            span = out[at : at + rng.randint(1, 40)]
             out[at:at] = span * rng.randint(2, 50)
         else:
             out[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
@@ -350,7 +434,7 @@ def test_seeded_mutations_of_valid_requests_never_get_a_5xx_or_hang(serve, kind)
     outcomes = {}
     names = list(cases)
     for start in range(0, total, 100):  # 100 sockets at a time
-        outcomes.update(run_cases(server.port, {n: cases[n] for n in names[start:start + 100]}))
+        outcomes.update(run_cases(server.port, {n: cases[n] for n in names[start : start + 100]}))
     counts: dict[str, int] = {}
     for outcome in outcomes.values():
         counts[outcome.kind()] = counts.get(outcome.kind(), 0) + 1
@@ -421,11 +505,20 @@ def test_idle_and_slowloris_clients_by_the_thousand_do_not_starve_good_clients(s
     finally:
         for sock in idle + slow:
             sock.close()
-    record({"test": "http-slow-clients", "target": target.via, "idle": idle_count, "slowloris": slow_count,
-            "slowloris_cut_by_the_worker": cut, "good_requests": len(latencies), "good_failed": failed,
+    record(
+        {
+            "test": "http-slow-clients",
+            "target": target.via,
+            "idle": idle_count,
+            "slowloris": slow_count,
+            "slowloris_cut_by_the_worker": cut,
+            "good_requests": len(latencies),
+            "good_failed": failed,
             "good_median_ms_unloaded": round(1000 * _median(unloaded), 2),
             "good_median_ms_loaded": round(1000 * _median(latencies), 2),
-            "good_p99_ms_loaded": round(1000 * sorted(latencies)[int(0.99 * (len(latencies) - 1))], 2)})
+            "good_p99_ms_loaded": round(1000 * sorted(latencies)[int(0.99 * (len(latencies) - 1))], 2),
+        }
+    )
     assert failed == 0 and latencies
     assert cut == slow_count, f"{slow_count - cut} slowloris connections still open after the header limit"
     healthy_after(target, fds, rss)

@@ -29,8 +29,13 @@ def one_connection_server(request, faultdb, tmp_path_factory):
     with faultdb.connect() as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}`")
     state = FaultDB(faultdb, name)
-    server = ServeProcess(tmp_path_factory.mktemp("isolation"), state.params(), server=request.param, workers=1,
-                          env=demo_env(pool_max_size=1, pool_min_size=1, test_views=1))
+    server = ServeProcess(
+        tmp_path_factory.mktemp("isolation"),
+        state.params(),
+        server=request.param,
+        workers=1,
+        env=demo_env(pool_max_size=1, pool_min_size=1, test_views=1),
+    )
     try:
         server.start()
         yield server

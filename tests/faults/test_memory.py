@@ -37,8 +37,10 @@ def test_worker_rss_is_flat_over_many_requests(serve, db, kind):
     after = {i: rss_kib(pid) for i, pid in pids.items()}
     growth = {i: after[i] - before[i] for i in pids}
     served = {w["index"]: w["requests"]["total"] for w in server.stats()["workers"]}
-    print(f"{kind}: {result['ok']} requests at {result['rps']}/s; RSS KiB before {before}, after {after}, "
-          f"growth {growth} (margin {margin_kib}); served per worker {served}")
+    print(
+        f"{kind}: {result['ok']} requests at {result['rps']}/s; RSS KiB before {before}, after {after}, "
+        f"growth {growth} (margin {margin_kib}); served per worker {served}"
+    )
     assert result["failed"] == 0 and result["ok"] == requests, result
     assert server.worker_pids() == pids
     assert all(g <= margin_kib for g in growth.values()), growth

@@ -25,9 +25,17 @@ WORKERS, MAX_SIZE, POOL_TIMEOUT, READ_TIMEOUT = 2, 2, 3.0, 1.5
 @pytest.mark.parametrize("kind", SERVERS)
 def test_stalled_network_fails_requests_within_the_timeouts_and_leaves_nothing_stuck(serve, db, kind):
     with TCPProxy(db.server.host, db.server.port) as proxy:
-        server = serve(server=kind, workers=WORKERS, db_params=proxy.route(db.params()),
-                       env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=POOL_TIMEOUT, read_timeout=READ_TIMEOUT,
-                                    connect_timeout=READ_TIMEOUT))
+        server = serve(
+            server=kind,
+            workers=WORKERS,
+            db_params=proxy.route(db.params()),
+            env=demo_env(
+                pool_max_size=MAX_SIZE,
+                pool_timeout=POOL_TIMEOUT,
+                read_timeout=READ_TIMEOUT,
+                connect_timeout=READ_TIMEOUT,
+            ),
+        )
         assert all(server.get("/read")[0] == 200 for _ in range(20))
         pids = server.worker_pids()
 
@@ -58,8 +66,10 @@ def test_stalled_network_fails_requests_within_the_timeouts_and_leaves_nothing_s
             if statuses[-6:] == [200] * 6:
                 break
         assert statuses[-6:] == [200] * 6, statuses
-        print(f"{kind}: healthy {time.monotonic() - t_resume:.2f}s after the network came back "
-              f"(stalled for {t_resume - t_stall:.1f}s)")
+        print(
+            f"{kind}: healthy {time.monotonic() - t_resume:.2f}s after the network came back "
+            f"(stalled for {t_resume - t_stall:.1f}s)"
+        )
         assert all(server.get(path)[0] == 200 for path in ("/read", "/tx", "/healthz") for _ in range(4))
 
         # Nothing stuck: no request in flight, nothing checked out or waiting, the same workers.
@@ -67,8 +77,9 @@ def test_stalled_network_fails_requests_within_the_timeouts_and_leaves_nothing_s
         stats = server.stats()["workers"]
         assert all(w["requests"]["in_flight"] == 0 for w in stats), stats
         pools = {w["index"]: w["pools"]["default"] for w in stats}
-        assert all(p["pool_in_use"] == 0 and p["requests_waiting"] == 0 and p["pool_size"] <= MAX_SIZE
-                   for p in pools.values()), pools
+        assert all(
+            p["pool_in_use"] == 0 and p["requests_waiting"] == 0 and p["pool_size"] <= MAX_SIZE for p in pools.values()
+        ), pools
         assert server.worker_pids() == pids
         count = db.wait_connection_count(lambda n: n <= WORKERS * MAX_SIZE, timeout=10)
         assert count <= WORKERS * MAX_SIZE

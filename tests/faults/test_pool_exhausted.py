@@ -52,8 +52,13 @@ def _can_bind(port: int) -> bool:
 @pytest.mark.parametrize("kind", SERVERS)
 def test_exhausted_pool_answers_503_after_the_timeout_and_hello_is_not_slowed(serve, kind):
     # One port per worker, so the test knows which worker each request reaches.
-    server = serve("--worker-ports", server=kind, workers=WORKERS, port=_free_port_pair(),
-                   env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=POOL_TIMEOUT))
+    server = serve(
+        "--worker-ports",
+        server=kind,
+        workers=WORKERS,
+        port=_free_port_pair(),
+        env=demo_env(pool_max_size=MAX_SIZE, pool_timeout=POOL_TIMEOUT),
+    )
     ports = [server.port + i for i in range(WORKERS)]
     _hello_latencies(server, ports, 20)  # warm up
     baseline = _hello_latencies(server, ports, 60)
@@ -80,13 +85,23 @@ def test_exhausted_pool_answers_503_after_the_timeout_and_hello_is_not_slowed(se
         assert POOL_TIMEOUT - 0.2 <= elapsed < POOL_TIMEOUT + 2.5, elapsed
     assert [status for _, status, _, _ in slowed] == [200] * (WORKERS * MAX_SIZE)
     log = server.log()
-    assert len(re.findall(r"503 for GET /(read|tx): PoolTimeout: pool 'default': no connection free after waiting "
-                          rf"3\.\d\ds \(max_size={MAX_SIZE}, size={MAX_SIZE}, in use={MAX_SIZE}, waiting=\d, timeout=3\.0s\)", log)) == 4, log
+    assert (
+        len(
+            re.findall(
+                r"503 for GET /(read|tx): PoolTimeout: pool 'default': no connection free after waiting "
+                rf"3\.\d\ds \(max_size={MAX_SIZE}, size={MAX_SIZE}, in use={MAX_SIZE}, waiting=\d, timeout=3\.0s\)",
+                log,
+            )
+        )
+        == 4
+    ), log
 
     # /hello never waits for the pool: its latency under exhaustion stays near the unloaded one.
     base_median, during_median = statistics.median(baseline), statistics.median(during)
-    print(f"{kind}: /hello median {base_median * 1000:.1f} ms unloaded, {during_median * 1000:.1f} ms with the pool "
-          f"exhausted (max {max(during) * 1000:.1f} ms)")
+    print(
+        f"{kind}: /hello median {base_median * 1000:.1f} ms unloaded, {during_median * 1000:.1f} ms with the pool "
+        f"exhausted (max {max(during) * 1000:.1f} ms)"
+    )
     assert during_median < base_median * 3 + 0.05, (baseline, during)
     assert max(during) < 1.0, during
 
@@ -94,6 +109,11 @@ def test_exhausted_pool_answers_503_after_the_timeout_and_hello_is_not_slowed(se
     for port in ports:
         assert all(server.get(path, port=port)[0] == 200 for path in ("/read", "/tx") for _ in range(3))
     pools = server.pool_stats()
-    assert all(p["pool_in_use"] == 0 and p["requests_waiting"] == 0 and p["pool_size"] <= MAX_SIZE
-               and p["requests_timeouts"] == 2 for p in pools.values()), pools
+    assert all(
+        p["pool_in_use"] == 0
+        and p["requests_waiting"] == 0
+        and p["pool_size"] <= MAX_SIZE
+        and p["requests_timeouts"] == 2
+        for p in pools.values()
+    ), pools
     assert "Traceback" not in log and " 500 " not in log

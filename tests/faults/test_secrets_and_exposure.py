@@ -32,9 +32,16 @@ pytestmark = pytest.mark.faults
 def test_password_never_appears_in_logs_pages_stats_reprs_or_config(serve, db, kind):
     password = f"Pw-{uuid.uuid4().hex}"
     user = db.create_user(password)
-    server = serve("--log-level", "debug", "--access-logfile", "-", server=kind, workers=1,
-                   db_params=db.params(user=user, password=password),
-                   env=demo_env(pool_max_size=1, pool_timeout=1, test_views=1))
+    server = serve(
+        "--log-level",
+        "debug",
+        "--access-logfile",
+        "-",
+        server=kind,
+        workers=1,
+        db_params=db.params(user=user, password=password),
+        env=demo_env(pool_max_size=1, pool_timeout=1, test_views=1),
+    )
     pages = []
     for path in ("/read", "/tx", "/healthz", "/whoami", "/test/reprs", "/test/session"):
         for _ in range(3):
@@ -104,7 +111,7 @@ def _listening_tcp(pid: int) -> set[str]:
                     continue
                 host_hex, port_hex = local.split(":")
                 if width == 8:
-                    host = ".".join(str(int(host_hex[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                    host = ".".join(str(int(host_hex[i : i + 2], 16)) for i in (6, 4, 2, 0))
                 else:
                     host = f"[{host_hex}]"
                 found.add(f"{host}:{int(port_hex, 16)}")
@@ -159,6 +166,7 @@ def test_forwarded_headers_are_trusted_only_from_forwarded_allow_ips(serve, kind
     status, _, body = server.get("/whoami", headers=forged, source="127.0.0.2")
     assert status == 200
     assert json.loads(body)["remote_addr"] == "203.0.113.8" and json.loads(body)["scheme"] == "https"
-    status, _, body = server.get("/whoami", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"},
-                                 source="127.0.0.2")
+    status, _, body = server.get(
+        "/whoami", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"}, source="127.0.0.2"
+    )
     assert json.loads(body)["remote_addr"] == "203.0.113.9"  # the last hop: the one the trusted proxy added

@@ -25,8 +25,10 @@ def test_query_cut_off_by_gevent_timeout_discards_its_connection(serve, db):
     first = server.get_json("/test/session")["connection_id"]
     seen = {first}
     for round_ in range(5):
-        assert server.get_json("/test/interrupted?s=0.5&timeout=0.1") == {"timed_out": True,
-                                                                         "pid": server.worker_pids()[0]}
+        assert server.get_json("/test/interrupted?s=0.5&timeout=0.1") == {
+            "timed_out": True,
+            "pid": server.worker_pids()[0],
+        }
         # Straight after, while the server is still sleeping on the cut query.
         state = server.get_json("/test/session")
         assert state["connection_id"] not in seen, (round_, state, seen)
@@ -64,8 +66,10 @@ def test_worker_sigkilled_under_load_is_replaced_and_its_connections_go(serve, d
     assert f"worker 1 (pid {before[1]}) died unexpectedly (exit signal 9 (SIGKILL))" in server.log()
     failed = [s for s in samples if not s.ok]
     report = "\n".join(s.describe(t_kill) for s in failed)
-    print(f"{kind}: {len(samples)} requests, {len(failed)} failed; replacement ready {t_ready - t_kill:.2f}s after "
-          f"the kill\n{report}")
+    print(
+        f"{kind}: {len(samples)} requests, {len(failed)} failed; replacement ready {t_ready - t_kill:.2f}s after "
+        f"the kill\n{report}"
+    )
     # Only requests on the killed worker's connections fail (no answer, never a 5xx),
     # at most one per client: a client's next request goes to a live worker.
     assert len(failed) <= clients, report

@@ -92,15 +92,35 @@ class Serve:
         self.port = _free_ports(WORKERS) if nginx else free_port()
         self.front = free_port() if nginx else self.port
         self.control = str(tmp / "control")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_") and k != "DJANGO_SETTINGS_MODULE"}
-        self.env.update({
-            "GREENPOOL_MYSQL_HOST": str(db["host"]), "GREENPOOL_MYSQL_PORT": str(db["port"]),
-            "GREENPOOL_MYSQL_USER": str(db["user"]), "GREENPOOL_MYSQL_PASSWORD": str(db["password"]),
-            "GREENPOOL_MYSQL_DATABASE": DATABASE, "GREENPOOL_DEMO_POOL_MAX_SIZE": str(MAX_SIZE),
-            "PYTHONPATH": str(ROOT),
-        })
-        argv = [sys.executable, "-m", "greenpool.launch", "--server", server, "-w", str(WORKERS),
-                "-b", f"127.0.0.1:{self.port}", "--control-dir", self.control, "--log-level", "warning"]
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_") and k != "DJANGO_SETTINGS_MODULE"
+        }
+        self.env.update(
+            {
+                "GREENPOOL_MYSQL_HOST": str(db["host"]),
+                "GREENPOOL_MYSQL_PORT": str(db["port"]),
+                "GREENPOOL_MYSQL_USER": str(db["user"]),
+                "GREENPOOL_MYSQL_PASSWORD": str(db["password"]),
+                "GREENPOOL_MYSQL_DATABASE": DATABASE,
+                "GREENPOOL_DEMO_POOL_MAX_SIZE": str(MAX_SIZE),
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "greenpool.launch",
+            "--server",
+            server,
+            "-w",
+            str(WORKERS),
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--control-dir",
+            self.control,
+            "--log-level",
+            "warning",
+        ]
         if nginx:
             argv.append("--worker-ports")
         self.procs: list[subprocess.Popen] = [self._spawn(argv, "serve.log")]
@@ -113,17 +133,32 @@ class Serve:
 
     def _spawn(self, argv: list[str], log: str) -> subprocess.Popen:
         with open(self.tmp / log, "wb") as out:
-            return subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            return subprocess.Popen(
+                argv,
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def logs(self) -> str:
-        return "\n".join((self.tmp / name).read_text(errors="replace")[-4000:]
-                         for name in ("serve.log", "nginx.log") if (self.tmp / name).exists())
+        return "\n".join(
+            (self.tmp / name).read_text(errors="replace")[-4000:]
+            for name in ("serve.log", "nginx.log")
+            if (self.tmp / name).exists()
+        )
 
     def stats(self) -> dict[str, Any]:
-        proc = subprocess.run([sys.executable, "-m", "greenpool.launch", "stats", "--json", "--control-dir",
-                               self.control], capture_output=True, text=True, timeout=20, env=self.env,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, "-m", "greenpool.launch", "stats", "--json", "--control-dir", self.control],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
         return json.loads(proc.stdout)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
@@ -203,8 +238,10 @@ class ConnectionWatch(threading.Thread):
         while not self.done.is_set():
             try:
                 with self.conn.cursor() as cur:
-                    cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
-                                (DATABASE,))
+                    cur.execute(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
+                        (DATABASE,),
+                    )
                     (count,) = cur.fetchone()
                 self.peak = max(self.peak, int(count))
                 self.samples += 1
@@ -235,13 +272,23 @@ def _settled(serve: Serve, timeout: float = 30.0) -> dict[str, Any]:
 
 
 def _wrk(wrk: str, port: int) -> dict[str, Any]:
-    argv = [wrk, "-t1", f"-c{CLIENTS}", f"-d{SECONDS}s", "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(MIX),
-            f"http://127.0.0.1:{port}"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=SECONDS + WRK_TIMEOUT_S + 60,
-                          stdin=subprocess.DEVNULL)
+    argv = [
+        wrk,
+        "-t1",
+        f"-c{CLIENTS}",
+        f"-d{SECONDS}s",
+        "--timeout",
+        f"{WRK_TIMEOUT_S}s",
+        "-s",
+        str(MIX),
+        f"http://127.0.0.1:{port}",
+    ]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=SECONDS + WRK_TIMEOUT_S + 60, stdin=subprocess.DEVNULL
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("WRKJSON "):
-            return json.loads(line[len("WRKJSON "):])
+            return json.loads(line[len("WRKJSON ") :])
     raise AssertionError(f"wrk gave no summary (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
 
@@ -279,10 +326,12 @@ def test_mixed_load_500_clients(tmp_path, load_db, wrk_binary, server, behind_ng
 
     errors = result["errors"]
     rate = result["requests"] / (result["duration_us"] / 1e6)
-    summary = (f"{server}{' behind nginx' if behind_nginx else ''}: {result['requests']} requests in "
-               f"{result['duration_us'] / 1e6:.1f}s ({rate:.0f}/s) from {CLIENTS} clients, p50 "
-               f"{result['latency_us']['p50'] / 1000:.0f} ms, p99 {result['latency_us']['p99'] / 1000:.0f} ms; "
-               f"wrk errors {errors}; peak server connections {peak} ({watch.samples} samples)")
+    summary = (
+        f"{server}{' behind nginx' if behind_nginx else ''}: {result['requests']} requests in "
+        f"{result['duration_us'] / 1e6:.1f}s ({rate:.0f}/s) from {CLIENTS} clients, p50 "
+        f"{result['latency_us']['p50'] / 1000:.0f} ms, p99 {result['latency_us']['p99'] / 1000:.0f} ms; "
+        f"wrk errors {errors}; peak server connections {peak} ({watch.samples} samples)"
+    )
     print(summary)
 
     assert result["requests"] >= MIN_REQUESTS, summary
@@ -295,7 +344,9 @@ def test_mixed_load_500_clients(tmp_path, load_db, wrk_binary, server, behind_ng
     answered = 0
     for pid, worker in after.items():
         was = before[pid]
-        requests = {k: worker["requests"][k] - was["requests"][k] for k in ("total", "status_2xx", "status_4xx", "status_5xx")}
+        requests = {
+            k: worker["requests"][k] - was["requests"][k] for k in ("total", "status_2xx", "status_4xx", "status_5xx")
+        }
         pool, pool_was = worker["pools"]["default"], was["pools"]["default"]
         checkouts = pool["requests_num"] - pool_was["requests_num"]
         where = f"worker {worker['index']} (pid {pid}): requests {requests}, pool {pool}"

@@ -54,12 +54,18 @@ def project_database(db: dict[str, Any], name: str | None = None) -> Iterator[st
     try:
         with admin.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{name}`")
-            cur.execute(f"CREATE TABLE `{name}`.greenpool_celery_item (id INT PRIMARY KEY, hits INT NOT NULL DEFAULT 0)"
-                        " ENGINE=InnoDB")
-            cur.execute(f"CREATE TABLE `{name}`.greenpool_celery_tick (id INT AUTO_INCREMENT PRIMARY KEY,"
-                        " conn BIGINT NOT NULL, pid INT NOT NULL) ENGINE=InnoDB")
-            cur.execute(f"INSERT INTO `{name}`.greenpool_celery_item (id) VALUES "
-                        + ", ".join(f"({i})" for i in range(1, ITEMS + 1)))
+            cur.execute(
+                f"CREATE TABLE `{name}`.greenpool_celery_item (id INT PRIMARY KEY, hits INT NOT NULL DEFAULT 0)"
+                " ENGINE=InnoDB"
+            )
+            cur.execute(
+                f"CREATE TABLE `{name}`.greenpool_celery_tick (id INT AUTO_INCREMENT PRIMARY KEY,"
+                " conn BIGINT NOT NULL, pid INT NOT NULL) ENGINE=InnoDB"
+            )
+            cur.execute(
+                f"INSERT INTO `{name}`.greenpool_celery_item (id) VALUES "
+                + ", ".join(f"({i})" for i in range(1, ITEMS + 1))
+            )
         yield name
     finally:
         with admin.cursor() as cur:
@@ -87,8 +93,12 @@ def server_sessions(db: dict[str, Any], name: str) -> set[int]:
 def open_transactions(db: dict[str, Any], name: str) -> list[tuple]:
     """(session id, transaction state) of every open InnoDB transaction in a
     session of database ``name``."""
-    return query(db, "SELECT p.ID, t.trx_state FROM information_schema.INNODB_TRX t"
-                     " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = %s", [name])
+    return query(
+        db,
+        "SELECT p.ID, t.trx_state FROM information_schema.INNODB_TRX t"
+        " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = %s",
+        [name],
+    )
 
 
 def wait_until(what: str, probe: Any, timeout: float, interval: float = 0.2) -> Any:
@@ -111,15 +121,23 @@ def project_env(broker: str, db: dict[str, Any], database: str, queue: str, **se
     """The environment of a celeryproj process: ours less any Django or
     celeryproj settings, plus the server, broker, queue and ``settings``
     (GREENPOOL_CELERYPROJ_<NAME>, e.g. backend="django", conn_max_age="none")."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GREENPOOL_CELERYPROJ_", "GREENPOOL_MYSQL_")) and k != "DJANGO_SETTINGS_MODULE"}
-    env.update({
-        "GREENPOOL_MYSQL_HOST": str(db["host"]), "GREENPOOL_MYSQL_PORT": str(db["port"]),
-        "GREENPOOL_MYSQL_USER": str(db["user"]), "GREENPOOL_MYSQL_PASSWORD": str(db["password"]),
-        "GREENPOOL_CELERYPROJ_DB": database, "GREENPOOL_CELERYPROJ_BROKER": broker,
-        "GREENPOOL_CELERYPROJ_QUEUE": queue,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GREENPOOL_CELERYPROJ_", "GREENPOOL_MYSQL_")) and k != "DJANGO_SETTINGS_MODULE"
+    }
+    env.update(
+        {
+            "GREENPOOL_MYSQL_HOST": str(db["host"]),
+            "GREENPOOL_MYSQL_PORT": str(db["port"]),
+            "GREENPOOL_MYSQL_USER": str(db["user"]),
+            "GREENPOOL_MYSQL_PASSWORD": str(db["password"]),
+            "GREENPOOL_CELERYPROJ_DB": database,
+            "GREENPOOL_CELERYPROJ_BROKER": broker,
+            "GREENPOOL_CELERYPROJ_QUEUE": queue,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
+        }
+    )
     env.update({f"GREENPOOL_CELERYPROJ_{key.upper()}": value for key, value in settings.items()})
     return env
 
@@ -144,8 +162,18 @@ def forget_queue(broker: str, queue: str) -> None:
 class CeleryWorker:
     """``celery -A tests.celeryproj.app worker -P POOL -c N`` on a queue of its own."""
 
-    def __init__(self, broker: str, db: dict[str, Any], database: str, *, pool: str, concurrency: int,
-                 workdir: Path, args: tuple[str, ...] = (), **settings: str) -> None:
+    def __init__(
+        self,
+        broker: str,
+        db: dict[str, Any],
+        database: str,
+        *,
+        pool: str,
+        concurrency: int,
+        workdir: Path,
+        args: tuple[str, ...] = (),
+        **settings: str,
+    ) -> None:
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         self.pool = pool
@@ -154,9 +182,28 @@ class CeleryWorker:
         self.queue = f"greenpool-celery-{self.tag}"
         self.log_path = Path(workdir) / f"celery-{pool}-{self.tag}.log"
         self.env = project_env(broker, db, database, self.queue, **settings)
-        self.cmd = [sys.executable, "-m", "celery", "-A", APP, "worker", "-P", pool, "-c", str(concurrency),
-                    "-Q", self.queue, "-n", f"gp-{self.tag}@%h", "-l", "INFO",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat", *args]
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            APP,
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            self.queue,
+            "-n",
+            f"gp-{self.tag}@%h",
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            *args,
+        ]
         self.broker = broker
         self.client = client(broker)
         self.proc: subprocess.Popen | None = None
@@ -170,8 +217,15 @@ class CeleryWorker:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         # Ready when it has run a task: the broker link, the pool and Django are up.
         try:
             self.run("celeryproj.echo", [[0]], timeout=_READY_TIMEOUT)
@@ -209,8 +263,10 @@ class CeleryWorker:
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"celery worker -P {self.pool} exited with {self.proc.returncode}; "
-                               f"log {self.log_path}:\n{self.log_tail()}")
+            raise RuntimeError(
+                f"celery worker -P {self.pool} exited with {self.proc.returncode}; "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            )
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -227,14 +283,32 @@ class CeleryBeat:
         tag = uuid.uuid4().hex[:8]
         self.log_path = Path(workdir) / f"celery-beat-{tag}.log"
         self.env = project_env(broker, db, database, queue, beat="1")
-        self.cmd = [sys.executable, "-m", "celery", "-A", APP, "beat", "-l", "INFO",
-                    "-s", str(Path(workdir) / f"beat-schedule-{tag}"), "--pidfile="]
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            APP,
+            "beat",
+            "-l",
+            "INFO",
+            "-s",
+            str(Path(workdir) / f"beat-schedule-{tag}"),
+            "--pidfile=",
+        ]
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> CeleryBeat:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -247,14 +321,22 @@ def run_eager(db: dict[str, Any], database: str, broker: str, values: list[int],
     set up there, as in a project's tests); return the task results."""
     import json
 
-    script = ("import json, sys\n"
-              "from tests.celeryproj.app import app\n"
-              "from tests.celeryproj import tasks\n"
-              "assert app.conf.task_always_eager\n"
-              "print(json.dumps([tasks.echo.delay(v).get() for v in json.loads(sys.argv[1])]))\n")
+    script = (
+        "import json, sys\n"
+        "from tests.celeryproj.app import app\n"
+        "from tests.celeryproj import tasks\n"
+        "assert app.conf.task_always_eager\n"
+        "print(json.dumps([tasks.echo.delay(v).get() for v in json.loads(sys.argv[1])]))\n"
+    )
     env = project_env(broker, db, database, "greenpool-celery-eager", eager="1")
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(values)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(values)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"eager run exited {done.returncode}:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -266,4 +348,3 @@ def per_process(results: list[dict]) -> dict[int, set[int]]:
     for result in results:
         sessions.setdefault(result["pid"], set()).add(result["conn"])
     return sessions
-

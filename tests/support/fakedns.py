@@ -99,7 +99,7 @@ def _a_record(question: bytes, address: str) -> bytes:
 def _name(question: bytes) -> str:
     labels, i = [], 0
     while question[i]:
-        labels.append(question[i + 1:i + 1 + question[i]].decode("ascii", "replace"))
+        labels.append(question[i + 1 : i + 1 + question[i]].decode("ascii", "replace"))
         i += 1 + question[i]
     return ".".join(labels).lower()
 
@@ -126,10 +126,30 @@ def private_resolv_conf(workdir: Path) -> list[str] | None:
         return None
     conf = workdir / "resolv.conf"
     conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
-    probe = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c",
-                            'mount --bind "$0" /etc/resolv.conf && grep -q 127.0.0.1 /etc/resolv.conf', str(conf)],
-                           capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    probe = subprocess.run(
+        [
+            unshare,
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount --bind "$0" /etc/resolv.conf && grep -q 127.0.0.1 /etc/resolv.conf',
+            str(conf),
+        ],
+        capture_output=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     if probe.returncode != 0:  # no mount namespaces in this sandbox
         return None
-    return [unshare, "--mount", "--propagation", "private", "sh", "-c",
-            'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(conf)]
+    return [
+        unshare,
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+        str(conf),
+    ]

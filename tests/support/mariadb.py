@@ -52,9 +52,7 @@ def find_binaries() -> tuple[str, str]:
     """Paths of (mariadbd, mariadb-install-db); MariaDBUnavailable says what to install."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
     server = shutil.which("mariadbd", path=search) or shutil.which("mysqld", path=search)
-    installer = shutil.which("mariadb-install-db", path=search) or shutil.which(
-        "mysql_install_db", path=search
-    )
+    installer = shutil.which("mariadb-install-db", path=search) or shutil.which("mysql_install_db", path=search)
     if not server or not installer:
         raise MariaDBUnavailable(
             "a throwaway MariaDB needs mariadbd and mariadb-install-db: install the Debian "
@@ -194,9 +192,7 @@ class ThrowawayMariaDB:
             "--skip-test-db",
         ]
         try:
-            result = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
-            )
+            result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise MariaDBError(f"{self.install_db} did not finish within {timeout:.0f} s") from None
         if result.returncode != 0:
@@ -243,8 +239,7 @@ class ThrowawayMariaDB:
             rc = self._res.proc.poll() if self._res.proc is not None else None
             if rc is not None:
                 raise MariaDBError(
-                    f"mariadbd exited with status {rc} while starting on port {self.port}; "
-                    f"log:\n{self.log_tail()}"
+                    f"mariadbd exited with status {rc} while starting on port {self.port}; log:\n{self.log_tail()}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -279,8 +274,7 @@ class ThrowawayMariaDB:
         except subprocess.TimeoutExpired:
             self.kill()
             raise MariaDBError(
-                f"mariadbd (pid {proc.pid}) did not exit within {timeout:.0f} s of SIGTERM; "
-                "killed it"
+                f"mariadbd (pid {proc.pid}) did not exit within {timeout:.0f} s of SIGTERM; killed it"
             ) from None
 
     def kill(self, timeout: float = 10.0) -> None:
@@ -292,9 +286,7 @@ class ThrowawayMariaDB:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise MariaDBError(
-                f"mariadbd (pid {proc.pid}) still running {timeout:.0f} s after SIGKILL"
-            ) from None
+            raise MariaDBError(f"mariadbd (pid {proc.pid}) still running {timeout:.0f} s after SIGKILL") from None
 
     def restart(self, timeout: float = 60.0) -> ThrowawayMariaDB:
         """Graceful stop, then start on the same port with the same data."""
@@ -344,10 +336,7 @@ class ThrowawayMariaDB:
 
         With ``user``, only that user's connections (from the process list).
         """
-        sql = (
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-            "WHERE ID <> CONNECTION_ID() AND COMMAND <> 'Daemon'"
-        )
+        sql = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND COMMAND <> 'Daemon'"
         args: tuple[Any, ...] = ()
         if user is not None:
             sql += " AND USER = %s"

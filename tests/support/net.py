@@ -37,8 +37,7 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0, interval: float =
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(
-                f"nothing accepted TCP connections on {host}:{port} within {timeout:.1f} s "
-                f"(last error: {last_error})"
+                f"nothing accepted TCP connections on {host}:{port} within {timeout:.1f} s (last error: {last_error})"
             )
         try:
             with socket.create_connection((host, port), timeout=min(1.0, remaining)):

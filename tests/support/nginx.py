@@ -51,8 +51,13 @@ class Nginx:
 
     def check(self) -> str:
         """`nginx -t`; returns its output, fails the test with it when the config is refused."""
-        proc = subprocess.run(self.wrap + nginx_module.nginx_command(self.binary, self.prefix, self.conf, "-t"),
-                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            self.wrap + nginx_module.nginx_command(self.binary, self.prefix, self.conf, "-t"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
         output = (proc.stdout + proc.stderr).strip()
         assert proc.returncode == 0, f"nginx -t refused {self.conf}:\n{output}\n--- config ---\n{self.conf.read_text()}"
         return output
@@ -61,8 +66,9 @@ class Nginx:
         self.check()
         self._out = open(self.prefix / "logs" / "stdout.log", "wb")
         cmd = self.wrap + nginx_module.nginx_command(self.binary, self.prefix, self.conf, "-g", "daemon off;")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         if port is not None and not self.wrap:
             try:
                 wait_for_port("127.0.0.1", port, timeout=15)
@@ -82,8 +88,11 @@ class Nginx:
         """The access log in the `greenpool` format, one dict per request."""
         entries = []
         for line in self.access_log():
-            match = re.search(r'"(?P<request>[^"]*)" (?P<status>\d+) .* upstream=(?P<upstream>.*?) '
-                              r'upstream_status=(?P<upstream_status>.*?) upstream_time=.* worker=(?P<worker>\S*)$', line)
+            match = re.search(
+                r'"(?P<request>[^"]*)" (?P<status>\d+) .* upstream=(?P<upstream>.*?) '
+                r"upstream_status=(?P<upstream_status>.*?) upstream_time=.* worker=(?P<worker>\S*)$",
+                line,
+            )
             if match:
                 entries.append(match.groupdict())
         return entries

@@ -43,20 +43,39 @@ class Prometheus:
         self.dir.mkdir()
         self.config = self.dir / "prometheus.yml"
         # JSON is YAML: no YAML writer needed.
-        self.config.write_text(json.dumps({
-            "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
-            "scrape_configs": [{"job_name": job, "scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
-                                "static_configs": [{"targets": targets}]}],
-        }))
+        self.config.write_text(
+            json.dumps(
+                {
+                    "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+                    "scrape_configs": [
+                        {
+                            "job_name": job,
+                            "scrape_interval": SCRAPE_INTERVAL,
+                            "scrape_timeout": SCRAPE_INTERVAL,
+                            "static_configs": [{"targets": targets}],
+                        }
+                    ],
+                }
+            )
+        )
         self.log_path = self.dir / "prometheus.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> Prometheus:
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [self.binary, f"--config.file={self.config}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                self.binary,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -107,8 +126,10 @@ class Prometheus:
 
     def targets(self) -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/targets", timeout=10) as resp:
-            return [{k: t.get(k) for k in ("scrapeUrl", "health", "lastError")}
-                    for t in json.loads(resp.read())["data"]["activeTargets"]]
+            return [
+                {k: t.get(k) for k in ("scrapeUrl", "health", "lastError")}
+                for t in json.loads(resp.read())["data"]["activeTargets"]
+            ]
 
     def __enter__(self) -> Prometheus:
         return self.start()

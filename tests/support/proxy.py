@@ -203,8 +203,14 @@ class TCPProxy:
             self._pairs.add(pair)
         n = self.accepted
         self._spawn(self._pump, pair, client, upstream, (self._flowing,), name=f"proxy-{self.port}-{n}-up")
-        self._spawn(self._pump, pair, upstream, client, (self._flowing, self._replies_flowing),
-                    name=f"proxy-{self.port}-{n}-down")
+        self._spawn(
+            self._pump,
+            pair,
+            upstream,
+            client,
+            (self._flowing, self._replies_flowing),
+            name=f"proxy-{self.port}-{n}-down",
+        )
 
     def _pump(self, pair: _Pair, src: socket.socket, dst: socket.socket, gates: tuple[threading.Event, ...]) -> None:
         try:

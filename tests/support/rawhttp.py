@@ -57,7 +57,7 @@ def parse(data: bytes) -> tuple[list[Response], bytes]:
         if not match or head_end < 0:
             break
         headers: dict[str, str] = {}
-        for line in rest[match.end():head_end].split(b"\r\n"):
+        for line in rest[match.end() : head_end].split(b"\r\n"):
             name, _, value = line.partition(b":")
             headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
         status = int(match.group(3))
@@ -73,7 +73,7 @@ def parse(data: bytes) -> tuple[list[Response], bytes]:
             body, consumed = _dechunk(rest[body_start:])
             if consumed < 0:
                 break
-            rest = rest[body_start + consumed:]
+            rest = rest[body_start + consumed :]
         else:  # read until close
             body, rest = rest[body_start:], b""
         responses.append(Response(status, headers, body))
@@ -91,12 +91,20 @@ def _dechunk(data: bytes) -> tuple[bytes, int]:
         if size == 0:
             end = data.find(b"\r\n", pos)
             return (body, end + 2) if end >= 0 else (body, -1)
-        body += data[pos:pos + size]
+        body += data[pos : pos + size]
         pos += size + 2
 
 
-def exchange(port: int, data: bytes | list[bytes], *, idle: float = 1.0, deadline: float = 10.0,
-             pause: float = 0.05, host: str = "127.0.0.1", half_close: bool = False) -> Outcome:
+def exchange(
+    port: int,
+    data: bytes | list[bytes],
+    *,
+    idle: float = 1.0,
+    deadline: float = 10.0,
+    pause: float = 0.05,
+    host: str = "127.0.0.1",
+    half_close: bool = False,
+) -> Outcome:
     """Send ``data`` (a list: parts sent ``pause`` apart), then read as described above."""
     parts = [data] if isinstance(data, bytes) else list(data)
     received = b""

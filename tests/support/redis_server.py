@@ -46,23 +46,46 @@ def private_redis() -> Iterator[int]:
     """Start redis-server on a free port of 127.0.0.1; yield the port."""
     binary = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/bin")
     if binary is None:
-        raise RuntimeError("nothing answers on 127.0.0.1:6379 and redis-server is not installed: "
-                           "install the Debian package redis-server (.ci/bootstrap.sh tools)")
+        raise RuntimeError(
+            "nothing answers on 127.0.0.1:6379 and redis-server is not installed: "
+            "install the Debian package redis-server (.ci/bootstrap.sh tools)"
+        )
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="greenpool-redis-") as workdir:
         log = Path(workdir) / "redis.log"
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", workdir, "--logfile", str(log)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+                "--logfile",
+                str(log),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + _START_TIMEOUT
             while not answers_ping("127.0.0.1", port):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"redis-server on port {port} exited ({proc.returncode}): "
-                                       f"{log.read_text(errors='replace')[-2000:] if log.exists() else 'no log'}")
+                    raise RuntimeError(
+                        f"redis-server on port {port} exited ({proc.returncode}): "
+                        f"{log.read_text(errors='replace')[-2000:] if log.exists() else 'no log'}"
+                    )
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"redis-server on 127.0.0.1:{port} did not answer PING within {_START_TIMEOUT} s")
+                    raise TimeoutError(
+                        f"redis-server on 127.0.0.1:{port} did not answer PING within {_START_TIMEOUT} s"
+                    )
                 time.sleep(0.1)
             yield port
         finally:

@@ -47,9 +47,18 @@ def scaled(full: Any, ci: Any) -> Any:
 class ServeProcess:
     """One greenpool-serve master (and its workers) serving the demo site (or APP)."""
 
-    def __init__(self, workdir: Path, db: dict[str, Any], *args: str, server: str = "gevent", workers: int = 2,
-                 env: dict[str, str] | None = None, port: int | None = None, bind: list[str] | None = None,
-                 wrapper: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        db: dict[str, Any],
+        *args: str,
+        server: str = "gevent",
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        bind: list[str] | None = None,
+        wrapper: list[str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         tag = uuid.uuid4().hex[:6]
         self.control_dir = str(workdir / f"ctl-{tag}")
@@ -57,17 +66,32 @@ class ServeProcess:
         self.workers = workers
         self.server = server
         binds = bind or [f"127.0.0.1:{self.port}"]
-        self.cmd = [*(wrapper or []), sys.executable, "-m", "greenpool.launch", "--server", server, "-w", str(workers),
-                    "--control-dir", self.control_dir, *[f"--bind={b}" for b in binds], *args]
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("GREENPOOL_") and k != "DJANGO_SETTINGS_MODULE"}
-        self.env.update({
-            "GREENPOOL_MYSQL_HOST": str(db["host"]),
-            "GREENPOOL_MYSQL_PORT": str(db["port"]),
-            "GREENPOOL_MYSQL_USER": str(db["user"]),
-            "GREENPOOL_MYSQL_PASSWORD": str(db["password"]),
-            "GREENPOOL_MYSQL_DATABASE": str(db["database"]),
-        })
+        self.cmd = [
+            *(wrapper or []),
+            sys.executable,
+            "-m",
+            "greenpool.launch",
+            "--server",
+            server,
+            "-w",
+            str(workers),
+            "--control-dir",
+            self.control_dir,
+            *[f"--bind={b}" for b in binds],
+            *args,
+        ]
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith("GREENPOOL_") and k != "DJANGO_SETTINGS_MODULE"
+        }
+        self.env.update(
+            {
+                "GREENPOOL_MYSQL_HOST": str(db["host"]),
+                "GREENPOOL_MYSQL_PORT": str(db["port"]),
+                "GREENPOOL_MYSQL_USER": str(db["user"]),
+                "GREENPOOL_MYSQL_PASSWORD": str(db["password"]),
+                "GREENPOOL_MYSQL_DATABASE": str(db["database"]),
+            }
+        )
         self.env.update(env or {})
         self.cwd = workdir
         self.proc: subprocess.Popen | None = None
@@ -77,8 +101,15 @@ class ServeProcess:
 
     def start(self, wait: bool = True, timeout: float = READY_TIMEOUT) -> ServeProcess:
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         if wait:
             self.wait_log(f"all {self.workers} workers ready", timeout=timeout)
         return self
@@ -92,8 +123,9 @@ class ServeProcess:
             if len(re.findall(pattern, self.log())) >= count:
                 return
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"greenpool-serve exited ({self.proc.returncode}) before {pattern!r}:\n"
-                                     f"{self.log()[-6000:]}")
+                raise AssertionError(
+                    f"greenpool-serve exited ({self.proc.returncode}) before {pattern!r}:\n{self.log()[-6000:]}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"no {pattern!r} in the log after {timeout}s:\n{self.log()[-6000:]}")
 
@@ -159,10 +191,17 @@ class ServeProcess:
     def url(self, path: str, port: int | None = None) -> str:
         return f"http://127.0.0.1:{port or self.port}{path}"
 
-    def get(self, path: str, headers: dict[str, str] | None = None, port: int | None = None, timeout: float = 30.0,
-            source: str | None = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout,
-                                          source_address=(source, 0) if source else None)
+    def get(
+        self,
+        path: str,
+        headers: dict[str, str] | None = None,
+        port: int | None = None,
+        timeout: float = 30.0,
+        source: str | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", port or self.port, timeout=timeout, source_address=(source, 0) if source else None
+        )
         try:
             conn.request("GET", path, headers=headers or {})
             resp = conn.getresponse()
@@ -183,16 +222,40 @@ class ServeProcess:
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """``greenpool-serve ARGS`` (python -m greenpool.launch), captured."""
-    return subprocess.run([sys.executable, "-m", "greenpool.launch", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "greenpool.launch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def loadgen(urls: list[str], clients: int, requests: int, duration: float, *extra: str,
-            timeout: float = 30.0) -> dict[str, Any]:
+def loadgen(
+    urls: list[str], clients: int, requests: int, duration: float, *extra: str, timeout: float = 30.0
+) -> dict[str, Any]:
     """The gevent load client in its own process, bounded in count and time."""
-    proc = subprocess.run([sys.executable, "-m", "greenpool.launch.loadgen", *urls, "--clients", str(clients),
-                           "--requests", str(requests), "--duration", str(duration), "--timeout", str(timeout), *extra],
-                          capture_output=True, text=True, timeout=duration + timeout + 60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "greenpool.launch.loadgen",
+            *urls,
+            "--clients",
+            str(clients),
+            "--requests",
+            str(requests),
+            "--duration",
+            str(duration),
+            "--timeout",
+            str(timeout),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + timeout + 60,
+    )
     assert proc.stdout, proc.stderr
     return json.loads(proc.stdout)
 
@@ -217,16 +280,26 @@ class Sample:
 
     def describe(self, origin: float) -> str:
         what = self.status if self.status is not None else self.error
-        return (f"client {self.client} {self.path} {self.started - origin:+.3f}s..{self.ended - origin:+.3f}s -> {what} "
-                f"{self.body[:160]!r}")
+        return (
+            f"client {self.client} {self.path} {self.started - origin:+.3f}s..{self.ended - origin:+.3f}s -> {what} "
+            f"{self.body[:160]!r}"
+        )
 
 
 class TimedLoad:
     """``clients`` threads, each on its own keep-alive connection, sending requests back
     to back (path i mod len(paths)) until stop(), ``duration`` or ``max_requests``."""
 
-    def __init__(self, port: int, paths: list[str], clients: int, duration: float, max_requests: int = 1_000_000,
-                 timeout: float = 30.0, pause: float = 0.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        paths: list[str],
+        clients: int,
+        duration: float,
+        max_requests: int = 1_000_000,
+        timeout: float = 30.0,
+        pause: float = 0.0,
+    ) -> None:
         self.port = port
         self.paths = paths
         self.clients = clients

@@ -44,8 +44,17 @@ def uwsgi_binary() -> str | None:
 class UwsgiProcess:
     """One uWSGI master and its workers serving the test project with the ENGINE swap."""
 
-    def __init__(self, workdir: Path, db: dict[str, Any], database: str, *args: str, processes: int = 2,
-                 cores: int = 100, early_patch: bool = True, query_at_load: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        db: dict[str, Any],
+        database: str,
+        *args: str,
+        processes: int = 2,
+        cores: int = 100,
+        early_patch: bool = True,
+        query_at_load: bool = True,
+    ) -> None:
         binary = uwsgi_binary()
         if binary is None:
             raise AssertionError("no uwsgi binary: `pip install -e '.[test]'` (setup.cfg's test extra) builds it")
@@ -57,31 +66,66 @@ class UwsgiProcess:
         self.reload_file = workdir / f"reload-{self.port}"
         self.reload_file.touch()
         patch_flag = "--gevent-early-monkey-patch" if early_patch else "--gevent-monkey-patch"
-        self.cmd = [binary, "--http-socket", f"127.0.0.1:{self.port}", "--master", "--processes", str(processes),
-                    "--gevent", str(cores), patch_flag, "--home", sys.prefix, "--chdir", str(ROOT),
-                    "--module", "tests.support.uwsgi_app:application", "--need-app", "--listen", "1024",
-                    "--touch-reload", str(self.reload_file), "--worker-reload-mercy", "20", "--reload-mercy", "20",
-                    "--disable-logging", *args]
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("GREENPOOL_", "UWSGI_")) and k != "DJANGO_SETTINGS_MODULE"}
-        self.env.update({
-            "DJANGO_SETTINGS_MODULE": "tests.djproject.settings",
-            "GREENPOOL_DJPROJECT_DB": database,
-            "GREENPOOL_MYSQL_HOST": str(db["host"]),
-            "GREENPOOL_MYSQL_PORT": str(db["port"]),
-            "GREENPOOL_MYSQL_USER": str(db["user"]),
-            "GREENPOOL_MYSQL_PASSWORD": str(db["password"]),
-            "GREENPOOL_UWSGI_RECORD_DIR": str(self.record_dir),
-            "GREENPOOL_UWSGI_QUERY_AT_LOAD": "1" if query_at_load else "",
-            "PYTHONPATH": str(ROOT),
-        })
+        self.cmd = [
+            binary,
+            "--http-socket",
+            f"127.0.0.1:{self.port}",
+            "--master",
+            "--processes",
+            str(processes),
+            "--gevent",
+            str(cores),
+            patch_flag,
+            "--home",
+            sys.prefix,
+            "--chdir",
+            str(ROOT),
+            "--module",
+            "tests.support.uwsgi_app:application",
+            "--need-app",
+            "--listen",
+            "1024",
+            "--touch-reload",
+            str(self.reload_file),
+            "--worker-reload-mercy",
+            "20",
+            "--reload-mercy",
+            "20",
+            "--disable-logging",
+            *args,
+        ]
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GREENPOOL_", "UWSGI_")) and k != "DJANGO_SETTINGS_MODULE"
+        }
+        self.env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "tests.djproject.settings",
+                "GREENPOOL_DJPROJECT_DB": database,
+                "GREENPOOL_MYSQL_HOST": str(db["host"]),
+                "GREENPOOL_MYSQL_PORT": str(db["port"]),
+                "GREENPOOL_MYSQL_USER": str(db["user"]),
+                "GREENPOOL_MYSQL_PASSWORD": str(db["password"]),
+                "GREENPOOL_UWSGI_RECORD_DIR": str(self.record_dir),
+                "GREENPOOL_UWSGI_QUERY_AT_LOAD": "1" if query_at_load else "",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         self.proc: subprocess.Popen | None = None
         self._log: Any = None
 
     def start(self, timeout: float = READY_TIMEOUT) -> UwsgiProcess:
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.wait_log(r"spawned uWSGI worker", count=self.processes, timeout=timeout)
         self.wait_answering(timeout)
         return self
@@ -114,8 +158,9 @@ class UwsgiProcess:
             if len(re.findall(pattern, self.log())) >= count:
                 return
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"uwsgi exited ({self.proc.returncode}) before {count} x {pattern!r}:\n"
-                                     f"{self.log()[-6000:]}")
+                raise AssertionError(
+                    f"uwsgi exited ({self.proc.returncode}) before {count} x {pattern!r}:\n{self.log()[-6000:]}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"fewer than {count} x {pattern!r} in uwsgi's log after {timeout}s:\n{self.log()[-6000:]}")
 
@@ -139,8 +184,9 @@ class UwsgiProcess:
             except (OSError, http.client.HTTPException) as exc:
                 last = exc
             time.sleep(0.1)
-        raise AssertionError(f"uwsgi did not answer on 127.0.0.1:{self.port} within {timeout}s ({last}):\n"
-                             f"{self.log()[-6000:]}")
+        raise AssertionError(
+            f"uwsgi did not answer on 127.0.0.1:{self.port} within {timeout}s ({last}):\n{self.log()[-6000:]}"
+        )
 
     def reload(self) -> None:
         """A graceful reload, as a deploy does it: touch the --touch-reload file."""
@@ -177,8 +223,10 @@ class ConnectionWatch:
 
     def _read(self, conn: Any) -> set[int]:
         with conn.cursor() as cur:
-            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
-                        (self.database,))
+            cur.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
+                (self.database,),
+            )
             return {row[0] for row in cur.fetchall()}
 
     def _run(self) -> None:

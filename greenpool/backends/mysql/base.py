@@ -78,8 +78,9 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         # Django sets autocommit itself after every checkout; start there so
         # that costs no round trip.
         params["autocommit"] = True
-        connect = mysql.connect_factory(params, track_state=options["reset_session"] == "auto",
-                                        reply_wait=float(options["reply_wait"] or 0))
+        connect = mysql.connect_factory(
+            params, track_state=options["reset_session"] == "auto", reply_wait=float(options["reply_wait"] or 0)
+        )
         enable_checks = bool(self.settings_dict.get("CONN_HEALTH_CHECKS"))
         learn = options["keepalive"] == "auto"
         holder: list[Pool] = []
@@ -153,8 +154,12 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         was sent (the server, a proxy or a middlebox closed it while idle):
         open a new session on the same connection, with Django's session set-up
         and connection_created as on any connect; the command is then sent on it."""
-        logger.info("pool %r: the session was gone before the request's first statement was sent (%s); "
-                    "sending it on a new session", conn.greenpool_pool.name, exc)
+        logger.info(
+            "pool %r: the session was gone before the request's first statement was sent (%s); "
+            "sending it on a new session",
+            conn.greenpool_pool.name,
+            exc,
+        )
         conn.greenpool_pool.reopen(conn)
         self.init_connection_state()
         connection_created.send(sender=type(self), connection=self)
@@ -265,7 +270,9 @@ def _checkin(conn: Any) -> None:
         conn._force_close()
         return
     if conn.greenpool_condemned:
-        logger.info("pool %r: discarding a connection Django closed as unusable: %s", pool.name, conn.greenpool_condemned)
+        logger.info(
+            "pool %r: discarding a connection Django closed as unusable: %s", pool.name, conn.greenpool_condemned
+        )
     pool.putconn(conn, discard=bool(conn.greenpool_condemned))  # a closed pool closes it
 
 

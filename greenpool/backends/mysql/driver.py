@@ -54,4 +54,4 @@ def _alias_submodules() -> None:
 
     for name, module in list(sys.modules.items()):
         if name.startswith("pymysql."):
-            sys.modules.setdefault("MySQLdb." + name[len("pymysql."):], module)
+            sys.modules.setdefault("MySQLdb." + name[len("pymysql.") :], module)

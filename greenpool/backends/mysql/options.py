@@ -15,20 +15,31 @@ BACKEND_DEFAULTS: dict[str, Any] = {"timeout": 10.0}
 #: The backend's own options, beyond the pool's: name -> (default, help). Its
 #: keepalive replaces the pool's (None or seconds) with 'auto', seconds or False.
 BACKEND_OPTIONS: dict[str, tuple[Any, str]] = {
-    "keepalive": ("auto", "ping idle connections this often: 'auto' (half of the shortest session "
-                          "@@wait_timeout, at most 120 s), seconds, or False"),
-    "reset_session": ("auto", "session reset at checkin: 'auto' (only when the session changed), True (always), "
-                              "False (roll back only)"),
-    "reply_wait": (0.0003, "under gevent: seconds to wait for a statement's reply before yielding to the hub, "
-                           "at most 0.01 (0 or False: off)"),
+    "keepalive": (
+        "auto",
+        "ping idle connections this often: 'auto' (half of the shortest session "
+        "@@wait_timeout, at most 120 s), seconds, or False",
+    ),
+    "reset_session": (
+        "auto",
+        "session reset at checkin: 'auto' (only when the session changed), True (always), False (roll back only)",
+    ),
+    "reply_wait": (
+        0.0003,
+        "under gevent: seconds to wait for a statement's reply before yielding to the hub, "
+        "at most 0.01 (0 or False: off)",
+    ),
     "name": (None, "pool name in logs, errors and /metrics (default: the alias)"),
 }
 
 #: Every option OPTIONS["pool"] takes: name -> (default, help), the pool's
 #: first (with the backend's defaults), then the backend's own.
 POOL_OPTIONS: dict[str, tuple[Any, str]] = {
-    **{name: (BACKEND_DEFAULTS.get(name, option.default), option.help)
-       for name, option in pool_options.OPTIONS.items() if name not in BACKEND_OPTIONS},
+    **{
+        name: (BACKEND_DEFAULTS.get(name, option.default), option.help)
+        for name, option in pool_options.OPTIONS.items()
+        if name not in BACKEND_OPTIONS
+    },
     **BACKEND_OPTIONS,
 }
 
@@ -90,16 +101,18 @@ def _parse(alias: str, raw: Any) -> dict[str, Any]:
             "expected 'auto', True or False"
         )
     reply_wait = options["reply_wait"]
-    if not (reply_wait is False or reply_wait == 0 or
-            (_is_positive_seconds(reply_wait) and reply_wait <= REPLY_WAIT_MAX)):
+    if not (
+        reply_wait is False or reply_wait == 0 or (_is_positive_seconds(reply_wait) and reply_wait <= REPLY_WAIT_MAX)
+    ):
         raise ImproperlyConfigured(
             f"DATABASES[{alias!r}]['OPTIONS']['pool']['reply_wait']={reply_wait!r} is invalid: "
             f"expected seconds from 0 to {REPLY_WAIT_MAX} (0.0003 is 300 µs), or False"
         )
     # The pool's rules, from their one declaration.
     try:
-        pool_options.validate({name: value for name, value in pool_kwargs(alias, options).items()
-                               if name in pool_options.OPTIONS})
+        pool_options.validate(
+            {name: value for name, value in pool_kwargs(alias, options).items() if name in pool_options.OPTIONS}
+        )
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASES[{alias!r}]['OPTIONS']['pool']: {exc}") from None
     return options
