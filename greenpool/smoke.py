@@ -1,5 +1,7 @@
 """A smoke run: open a pool against MySQL, use it from 50 greenlets, print its stats.
 
+Shipped for users: it checks an installation against their own server without Django.
+
     python -m greenpool.smoke
 
 Reads GREENPOOL_MYSQL_HOST/_PORT/_USER/_PASSWORD/_DATABASE (defaults

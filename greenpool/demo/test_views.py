@@ -1,6 +1,8 @@
 """Views the fault tests drive through a real greenpool-serve: session state left
 behind on purpose, a query interrupted by gevent.Timeout, reprs.
 
+Shipped with the demo because the fault tests run the installed demo; off unless asked for.
+
 They exist only when GREENPOOL_DEMO_TEST_VIEWS=1 (greenpool.demo.urls); nothing
 here is reachable on a default demo server. Each answers JSON.
 """

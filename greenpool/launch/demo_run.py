@@ -1,5 +1,7 @@
 """``make run``: the demo site behind a real nginx, as it is deployed.
 
+Shipped with the demo, so that a user sees the whole deployment run on their machine.
+
     python -m greenpool.launch.demo_run            # nginx on http://127.0.0.1:8080/
 
 Starts ``greenpool-serve`` (the demo site, 2 gevent workers, one port each from

@@ -1,5 +1,7 @@
 """A small closed-loop HTTP/1.1 load client on gevent, for smoke checks and tests.
 
+Shipped for users: it load-checks a deployment from its own host without wrk (docs/launcher.md).
+
     python -m greenpool.launch.loadgen http://127.0.0.1:8000/read --clients 500 --requests 5000 --duration 60
 
 Each of --clients greenlets keeps one keep-alive connection (or, with
