@@ -111,17 +111,13 @@ class GeventWaiter:
     zero-delay timer, cheaper than an Event (no link list, no notifier greenlet).
 
     The wake-up goes through the hub's next poll rather than its callback
-    queue. A waiter handed a connection runs its request until it next
-    blocks; when the database answers before the greenlet reads (the usual case
-    on a loaded machine, where the server's thread preempts the worker), that is
-    the whole request, ending in the hand-over to the next waiter. As hub
-    callbacks, those hand-overs ran one after another ahead of the poll (gevent
-    looks at the clock only every 50 callbacks), so the holders whose answers
-    were waiting in their sockets were not resumed: on one worker beside a busy
-    loop, 50 clients on /read, statements whose answer arrived 0.1 ms after the
-    send were resumed 200-245 ms later while one connection served ~90 requests
-    (CHANGELOG, "Fixed"; bench/tail_probe.py's "resume" times that wait). Through
-    the poll, every ready socket gets its turn between two hand-overs."""
+    queue. A waiter handed a connection often runs its whole request before it
+    next blocks, ending in the hand-over to the next waiter. As hub callbacks,
+    those hand-overs would run back to back ahead of the poll (gevent looks at
+    the clock only every 50 callbacks), and holders whose answers already sit in
+    their sockets would wait behind them. Through the poll, every ready socket
+    gets its turn between two hand-overs (measured: CHANGELOG, "Fixed";
+    bench/tail_probe.py)."""
 
     __slots__ = ("value", "_waiter", "_woken", "_timer")
 

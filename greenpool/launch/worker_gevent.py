@@ -127,17 +127,12 @@ class GreenpoolHandler(WSGIHandler):
 
         pywsgi serves a keep-alive connection in a loop, and when the next request
         is already in the socket buffer the read does not block: without a yield,
-        one busy connection is served over and over while the others wait
-        (measured by bench/run.py's latency study: p99 1.6 s -> 20 ms on /hello at
-        100 clients). The yield goes through the hub's poll when that request has
-        arrived: gevent.sleep(0) only queues the greenlet as a callback, and the hub
-        runs callbacks queued during its callback phase in that same phase,
-        looking at the clock only every 50 callbacks, so busy connections took
-        turns for ~50 requests (tens of ms) before the hub polled again and
-        resumed greenlets whose database answers were waiting (measured with
-        /slow = SELECT SLEEP(0.05) at 200 clients beside /hello at 10: the
-        statement took 60-62 ms median with sleep(0), 52 ms through the poll,
-        and /slow went from 144-149 to 173-180 req/s; tests/test_launch_worker_gevent.py).
+        one busy connection is served over and over while the others wait. The
+        yield goes through the hub's poll when that request has arrived:
+        gevent.sleep(0) only queues the greenlet as a callback, which the hub runs
+        in the same callback phase, so busy connections would take turns for ~50
+        requests before greenlets whose database answers were waiting resumed.
+        (Measured: docs/tuning.md and CHANGELOG; tests/test_launch_worker_gevent.py.)
         """
         if worker.has_unread_bytes(self.socket):
             try:
