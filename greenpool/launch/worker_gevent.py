@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -28,7 +27,7 @@ import gevent.server  # noqa: E402
 import gevent.socket  # noqa: E402
 from gevent.pywsgi import OldMessage, WSGIHandler, WSGIServer  # noqa: E402
 
-from greenpool.launch import http_rules, logs, sockets, worker  # noqa: E402
+from greenpool.launch import http_rules, logs, worker, worker_life  # noqa: E402
 from greenpool.launch.errors import ExitCode, LaunchError  # noqa: E402
 
 logger = logging.getLogger("greenpool.launch")
@@ -238,20 +237,8 @@ class GeventWorker:
 
     # -- start ---------------------------------------------------------------
 
-    def listeners(self) -> list[tuple[socket.socket, int]]:
-        """The listening sockets, each with how many workers accept from it."""
-        socks = []
-        for item in self.state.spec["listen"]:
-            if "fd" in item:
-                sock = socket.socket(fileno=item["fd"])
-            else:  # --reuse-port: this worker binds its own socket
-                sock = sockets.bind(sockets.parse_address(item["address"]), self.settings["backlog"], reuse_port=True)
-            sockets.set_nodelay(sock)
-            socks.append((sock, item.get("shared_by", 1)))
-        return socks
-
     def start(self, app: Any) -> None:
-        for sock, shared_by in self.listeners():
+        for sock, shared_by in worker_life.open_listeners(self.state, blocking=True):
             server = GreenpoolServer(
                 sock,
                 app,
@@ -266,21 +253,15 @@ class GeventWorker:
             server.start()
             self.servers.append(server)
         self.start_control()
-        gevent.signal_handler(signal.SIGTERM, self.request_stop, True)
-        gevent.signal_handler(signal.SIGINT, self.request_stop, False)
-        gevent.signal_handler(signal.SIGQUIT, self.request_stop, False)
-        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            signal.signal(ignored, signal.SIG_IGN)
+        for signum, graceful in worker_life.STOP_SIGNALS.items():
+            gevent.signal_handler(signum, self.request_stop, graceful)
+        worker_life.ignore_master_signals()
         gevent.spawn(self.heartbeat)
 
     def start_control(self) -> None:
-        path = worker.control_path(self.state.spec)
+        path = worker_life.control_socket_path(self.state)
         if not path:
             return
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)
         os.chmod(path, 0o600)
@@ -290,21 +271,15 @@ class GeventWorker:
 
     def serve_control(self, sock: socket.socket, _address: Any) -> None:
         with gevent.Timeout(5, False):
-            command = sock.makefile("rb").readline().strip()
-            if command == b"stats":
-                sock.sendall(worker.serialize_stats(self.state))
-            else:
-                sock.sendall(b'{"error": "unknown command"}\n')
+            sock.sendall(worker_life.control_reply(self.state, sock.makefile("rb").readline()))
         sock.close()
 
     def heartbeat(self) -> None:
         interval = worker.heartbeat_interval(self.settings)
         while self.stopping is None:
-            if not self.state.master.send("hb") or not self.state.master.master_alive():
-                logger.warning("the master is gone: stopping")
+            if not worker_life.heartbeat(self.state):
                 self.request_stop(True)
                 return
-            self.state.repeat_recycle()
             gevent.sleep(interval)
 
     # -- stop ------------------------------------------------------------------
@@ -321,13 +296,7 @@ class GeventWorker:
     def stop(self, graceful: bool) -> None:
         state = self.state
         state.draining = True
-        started = time.monotonic()
-        logger.info(
-            "%s stop: %d connections open, %d requests in flight",
-            "graceful" if graceful else "quick",
-            len(self.handlers),
-            state.in_flight,
-        )
+        started = worker_life.log_stopping(graceful, len(self.handlers), state.in_flight)
         for server in self.servers:
             server.close()  # stop accepting; the master keeps the socket
         deadline = started + (self.settings["graceful_timeout"] if graceful else 0.0)
@@ -344,18 +313,14 @@ class GeventWorker:
         if self.handlers or len(self.spawn):
             busy = sum(1 for h in self.handlers if h.idle_since is None)
             if busy and graceful:
-                logger.warning(
-                    "%d requests still running after --graceful-timeout=%gs: cutting them",
-                    busy,
-                    self.settings["graceful_timeout"],
-                )
+                worker_life.log_cut(busy, self.settings["graceful_timeout"])
             for handler in list(self.handlers):
                 _shutdown(handler)
             self.spawn.kill(block=True, timeout=1.0)
         worker.close_pools(timeout=2.0)
         if self.control is not None:
             self.control.close()
-        logger.info("worker stopped after %.2fs, served %d requests", time.monotonic() - started, state.requests)
+        worker_life.log_stopped(state, started)
         self.done.set()
 
 
@@ -407,16 +372,8 @@ def main(imported_before_patch: list[str] | None = None) -> None:
         gw.start(app)
     except LaunchError as exc:
         worker.fail(exc.code, exc.message)
-    state.ready = True
-    state.master.send("ready")
-    logger.info(
-        "gevent worker %s ready: %s, %d connections max",
-        state.worker_id,
-        ", ".join(spec.get("listen_names", [])),
-        state.settings["worker_connections"],
-    )
+    worker_life.announce_ready(state, "gevent", f"{state.settings['worker_connections']} connections max")
     gw.done.wait()
-    logging.shutdown()
-    sys.stdout.flush()
+    worker_life.flush_logs()
     sys.stderr.flush()
     os._exit(int(ExitCode.OK))

@@ -17,9 +17,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import signal
 import socket
-import sys
 import time
 import traceback
 from typing import Any
@@ -29,7 +27,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.wsgi import WSGIContainer
 
-from greenpool.launch import http_rules, logs, sockets, worker
+from greenpool.launch import http_rules, logs, worker, worker_life
 from greenpool.launch.errors import ExitCode, LaunchError
 
 logger = logging.getLogger("greenpool.launch")
@@ -318,45 +316,22 @@ class TornadoWorker:
         self.done = asyncio.Event()
         self.control: asyncio.AbstractServer | None = None
 
-    def listeners(self) -> list[tuple[socket.socket, int]]:
-        """The listening sockets, each with how many workers accept from it."""
-        socks = []
-        for item in self.state.spec["listen"]:
-            if "fd" in item:
-                sock = socket.socket(fileno=item["fd"])
-            else:
-                sock = sockets.bind(sockets.parse_address(item["address"]), self.settings["backlog"], reuse_port=True)
-            sockets.set_nodelay(sock)
-            sock.setblocking(False)
-            socks.append((sock, item.get("shared_by", 1)))
-        return socks
-
     async def start(self) -> None:
-        for sock, shared_by in self.listeners():
+        for sock, shared_by in worker_life.open_listeners(self.state, blocking=False):
             self.server.add_listener(sock, shared_by)
-        path = worker.control_path(self.state.spec)
+        path = worker_life.control_socket_path(self.state)
         if path:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
             self.control = await asyncio.start_unix_server(self.serve_control, path)
             os.chmod(path, 0o600)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop, True)
-        loop.add_signal_handler(signal.SIGINT, self.request_stop, False)
-        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, False)
-        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            signal.signal(ignored, signal.SIG_IGN)
+        for signum, graceful in worker_life.STOP_SIGNALS.items():
+            loop.add_signal_handler(signum, self.request_stop, graceful)
+        worker_life.ignore_master_signals()
         self.heartbeat_task = asyncio.ensure_future(self.heartbeat())
 
     async def serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            command = (await asyncio.wait_for(reader.readline(), 5)).strip()
-            if command == b"stats":
-                writer.write(worker.serialize_stats(self.state))
-            else:
-                writer.write(b'{"error": "unknown command"}\n')
+            writer.write(worker_life.control_reply(self.state, await asyncio.wait_for(reader.readline(), 5)))
             await writer.drain()
         except Exception as exc:
             logger.debug("control connection failed: %s", exc)
@@ -366,11 +341,9 @@ class TornadoWorker:
     async def heartbeat(self) -> None:
         interval = worker.heartbeat_interval(self.settings)
         while self.stop_task is None:
-            if not self.state.master.send("hb") or not self.state.master.master_alive():
-                logger.warning("the master is gone: stopping")
+            if not worker_life.heartbeat(self.state):
                 self.request_stop(True)
                 return
-            self.state.repeat_recycle()
             await asyncio.sleep(interval)
 
     def request_stop(self, graceful: bool) -> None:
@@ -384,13 +357,7 @@ class TornadoWorker:
     async def stop(self) -> None:
         state = self.state
         state.draining = True
-        started = time.monotonic()
-        logger.info(
-            "%s stop: %d connections open, %d requests in flight",
-            "graceful" if self.graceful else "quick",
-            len(self.server._connections),
-            state.in_flight,
-        )
+        started = worker_life.log_stopping(self.graceful, len(self.server._connections), state.in_flight)
         self.server.stop()  # stop accepting; the master keeps the socket
         deadline = started + self.settings["graceful_timeout"]
         while self.graceful and (self.server._connections or state.in_flight) and time.monotonic() < deadline:
@@ -400,11 +367,7 @@ class TornadoWorker:
                     conn.stream.close()  # type: ignore[attr-defined]
             await asyncio.sleep(0.05)
         if state.in_flight and self.graceful:
-            logger.warning(
-                "%d requests still running after --graceful-timeout=%gs: cutting them",
-                state.in_flight,
-                self.settings["graceful_timeout"],
-            )
+            worker_life.log_cut(state.in_flight, self.settings["graceful_timeout"])
         for conn in list(self.server._connections):
             conn.stream.close()  # type: ignore[attr-defined]
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -415,7 +378,7 @@ class TornadoWorker:
             worker.close_pools(timeout=0.5)
         if self.control is not None:
             self.control.close()
-        logger.info("worker stopped after %.2fs, served %d requests", time.monotonic() - started, state.requests)
+        worker_life.log_stopped(state, started)
         self.done.set()
 
 
@@ -425,14 +388,7 @@ async def _amain(state: worker.WorkerState, app: Any) -> None:
         await tw.start()
     except LaunchError as exc:
         worker.fail(exc.code, exc.message)
-    state.ready = True
-    state.master.send("ready")
-    logger.info(
-        "tornado worker %s ready: %s, %d threads",
-        state.worker_id,
-        ", ".join(state.spec.get("listen_names", [])),
-        state.settings["threads"],
-    )
+    worker_life.announce_ready(state, "tornado", f"{state.settings['threads']} threads")
     await tw.done.wait()
 
 
@@ -451,7 +407,5 @@ def main() -> None:
     if spec.get("check_only"):
         worker.check_only_exit(state)
     asyncio.run(_amain(state, app))
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    worker_life.flush_logs()
     os._exit(int(ExitCode.OK))
