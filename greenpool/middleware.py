@@ -20,32 +20,11 @@ from django.http import HttpRequest, HttpResponse
 from pymysql.err import OperationalError as PyMySQLOperationalError
 
 from greenpool import metrics
-from greenpool.errors import PoolError
-from greenpool.mysql import TRANSIENT_ERROR_CODES
+from greenpool.mysql_errors import unavailable_cause
 
 logger = logging.getLogger("greenpool")
 
-# Every code the pool retries a connect for (server unreachable or lost, too
-# many connections, shutdown in progress) answers 503, not 500, once a
-# request has waited out its pool timeout on it; derived from that one list so
-# the two cannot drift apart. Plus 2005 (unknown server host), also "the
-# database is unreachable" from the client's point of view.
-_UNAVAILABLE_CODES = TRANSIENT_ERROR_CODES | {2005}
-
 RETRY_AFTER_SECONDS = 1
-
-
-def unavailable_cause(exc: BaseException) -> BaseException | None:
-    """The pool or connection error behind ``exc``, or None if it is another error."""
-    seen = 0
-    while exc is not None and seen < 5:
-        if isinstance(exc, PoolError):
-            return exc
-        if isinstance(exc, PyMySQLOperationalError) and exc.args and exc.args[0] in _UNAVAILABLE_CODES:
-            return exc
-        exc = exc.__cause__  # type: ignore[assignment]
-        seen += 1
-    return None
 
 
 class DatabaseUnavailableMiddleware:

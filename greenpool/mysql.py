@@ -351,26 +351,6 @@ def in_transaction(conn: PooledConnection) -> bool:
     return bool(conn.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
 
 
-# Client errors for "cannot reach / lost the server" and the server's own
-# "too many connections" / "shutdown in progress": they pass with time.
-TRANSIENT_ERROR_CODES = frozenset({1040, 1053, 2002, 2003, 2006, 2013})
-
-
-def is_transient_connect_error(exc: BaseException) -> bool:
-    """True for connect errors worth retrying while the server comes back;
-    False for those that will not pass by waiting (bad password, unknown
-    database, unknown host)."""
-    if isinstance(exc, pymysql.err.OperationalError) and exc.args:
-        # PyMySQL reports a failed name lookup as 2003 too, wrapping the
-        # resolver's error: an unknown name does not pass by waiting; a
-        # resolver that could not answer now (EAI_AGAIN) may.
-        original = getattr(exc, "original_exception", None)
-        if isinstance(original, socket.gaierror):
-            return original.errno == socket.EAI_AGAIN
-        return exc.args[0] in TRANSIENT_ERROR_CODES
-    return isinstance(exc, (ConnectionError, TimeoutError))
-
-
 def looks_dead(conn: PooledConnection) -> bool:
     """A local look, no round trip (under 1 µs): an idle connection has nothing to
     read, so a readable socket means the server closed it (EOF) or sent an

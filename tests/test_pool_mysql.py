@@ -96,42 +96,6 @@ def test_repr_of_a_pooled_connection_names_where_it_points_but_not_the_password(
     assert repr(conn) == "<PooledConnection app_user@db.example:3307 id=None closed>"
 
 
-def test_transient_and_permanent_connect_errors_are_told_apart(mysql_params):
-    import pymysql
-
-    from tests.support.net import free_port
-
-    with pytest.raises(pymysql.err.OperationalError) as refused:
-        pymysql.connect(host="127.0.0.1", port=free_port(), user="root", connect_timeout=2)
-    assert gpmysql.is_transient_connect_error(refused.value), refused.value
-    with pytest.raises(pymysql.err.OperationalError) as denied:
-        pymysql.connect(
-            host=mysql_params["host"],
-            port=int(mysql_params["port"]),
-            user="greenpool_no_such_user",
-            password="wrong",
-            connect_timeout=2,
-        )
-    assert not gpmysql.is_transient_connect_error(denied.value), denied.value
-
-
-def test_a_name_that_does_not_resolve_is_permanent_and_a_resolver_that_cannot_answer_is_transient():
-    import socket
-
-    import pymysql
-
-    def lookup_failure(errno: int, text: str) -> pymysql.err.OperationalError:
-        # As PyMySQL's connect() reports a resolver error: 2003, wrapping it.
-        exc = pymysql.err.OperationalError(
-            2003, f"Can't connect to MySQL server on 'db.example' ([Errno {errno}] {text})"
-        )
-        exc.original_exception = socket.gaierror(errno, text)
-        return exc
-
-    assert not gpmysql.is_transient_connect_error(lookup_failure(socket.EAI_NONAME, "Name or service not known"))
-    assert gpmysql.is_transient_connect_error(lookup_failure(socket.EAI_AGAIN, "Temporary failure in name resolution"))
-
-
 def test_looks_dead_sees_a_kill_without_a_round_trip(pool, mysql_admin):
     import time
 

@@ -14,7 +14,7 @@ import sys
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "greenpool.demo.settings")
     from greenpool.launch.errors import ExitCode
-    from greenpool.middleware import unavailable_cause
+    from greenpool.mysql_errors import permanent_connect_error, unavailable_cause
 
     try:
         import django
@@ -29,7 +29,7 @@ def main() -> int:
     from django.db import OperationalError, connections
 
     from greenpool import registry
-    from greenpool.launch.worker import describe_db, permanent_db_error
+    from greenpool.launch.worker import describe_db
 
     try:
         call_command("migrate", verbosity=0, interactive=False)
@@ -39,7 +39,7 @@ def main() -> int:
         return int(ExitCode.CONFIG_ERROR)
     except OperationalError as exc:
         where = describe_db(connections["default"].settings_dict)
-        permanent = permanent_db_error(exc)
+        permanent = permanent_connect_error(exc)
         if permanent is not None:
             # A wrong password, an unknown database or host: waiting will not help.
             print(

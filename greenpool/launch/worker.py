@@ -32,6 +32,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from greenpool import mysql_errors
 from greenpool.launch import budget, logs
 from greenpool.launch.errors import ExitCode, LaunchError
 from greenpool.metrics import REQUEST_BUCKETS, Histogram
@@ -193,34 +194,6 @@ def describe_db(settings_dict: dict[str, Any]) -> str:
     return f"{settings_dict.get('USER') or '?'}@{settings_dict.get('HOST') or 'localhost'}:{settings_dict.get('PORT') or 3306}/{settings_dict.get('NAME')}"
 
 
-#: Server errors at login that waiting will not cure: access denied (to the
-#: server, to the database, by the auth plugin) and unknown database.
-PERMANENT_LOGIN_ERRORS = frozenset({1044, 1045, 1049, 1698})
-
-
-def permanent_db_error(exc: BaseException | None) -> BaseException | None:
-    """The connect error behind ``exc`` (following __cause__/__context__) if it is
-    one that waiting will not cure: a refused login, an unknown database, or a host
-    name that does not resolve (EAI_NONAME). None for anything else, outages included."""
-    import socket
-
-    try:
-        from pymysql.err import OperationalError
-    except ImportError:  # pragma: no cover - PyMySQL is a dependency
-        return None
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, OperationalError) and exc.args and isinstance(exc.args[0], int):
-            if exc.args[0] in PERMANENT_LOGIN_ERRORS:
-                return exc
-            original = getattr(exc, "original_exception", None)
-            if exc.args[0] == 2003 and isinstance(original, socket.gaierror) and original.errno == socket.EAI_NONAME:
-                return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
-
-
 #: The least time open_pools gives one alias, once --db-boot-timeout is used up.
 _BOOT_WAIT_FLOOR = 0.25
 
@@ -268,7 +241,7 @@ def open_pools(boot_timeout: float, require_db: bool) -> dict[str, str]:
                 pass
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            permanent = permanent_db_error(exc)
+            permanent = mysql_errors.permanent_connect_error(exc)
             if permanent is not None:
                 raise LaunchError(
                     ExitCode.CONFIG_ERROR,

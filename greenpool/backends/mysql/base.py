@@ -25,7 +25,7 @@ from django.db.backends.signals import connection_created  # noqa: E402
 from django.utils.functional import cached_property  # noqa: E402
 from pymysql.constants import CLIENT  # noqa: E402
 
-from greenpool import _compat, _patchcheck, metrics, mysql, registry  # noqa: E402
+from greenpool import _compat, _patchcheck, metrics, mysql, mysql_errors, registry  # noqa: E402
 from greenpool.backends.mysql.options import KEEPALIVE_AUTO_MAX, parse_pool_options, pool_kwargs  # noqa: E402
 from greenpool.pool import Pool  # noqa: E402
 
@@ -111,7 +111,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             ping=mysql.check,
             reset=mysql.make_reset(options["reset_session"]),
             reconnect=reopen_and_learn,
-            retry_connect=mysql.is_transient_connect_error,
+            retry_connect=mysql_errors.is_transient_connect_error,
             **pool_kwargs(self.alias, options),
         )
         holder.append(pool)
