@@ -861,7 +861,7 @@ class _FakeProc:
 
 def _worker(master_module: Any, index: int, state: str, replaces: Any = None) -> Any:
     w = master_module.WorkerProc(index, 1, _FakeProc(10**7 + index), -1, None, [], replaces)
-    w.state = state
+    w.state = master_module.WorkerPhase(state)
     w.sent = []
     w.signal = w.sent.append
     return w
@@ -880,8 +880,8 @@ def test_ready_from_a_worker_being_stopped_keeps_it_stopping(tmp_path, master_st
     m.replacement = new
     m.stopping = master_stopping
     m.on_ready(new)
-    assert new.state == "stopping" and new.stop_deadline == deadline
-    assert m.current[0] is old and old.state == "ready" and old.sent == []
+    assert new.state == master_module.WorkerPhase.STOPPING and new.stop_deadline == deadline
+    assert m.current[0] is old and old.state == master_module.WorkerPhase.READY and old.sent == []
 
 
 DRAIN_SCRIPT = """

@@ -25,6 +25,7 @@ back-off when it keeps dying.
 from __future__ import annotations
 
 import collections
+import enum
 import errno
 import json
 import logging
@@ -71,6 +72,15 @@ _CHECK_TIMED_OUT = object()
 _CHECK_STOPPED = object()
 
 
+class WorkerPhase(enum.Enum):
+    """Where a worker is in its life, as the master sees it: BOOTING until it says
+    "ready", READY while it serves, STOPPING once the master has asked it to stop."""
+
+    BOOTING = "booting"
+    READY = "ready"
+    STOPPING = "stopping"
+
+
 class WorkerProc:
     """One worker process as the master sees it."""
 
@@ -93,7 +103,7 @@ class WorkerProc:
         self.control = control
         self.listen_names = listen_names
         self.replaces = replaces
-        self.state = "booting"  # -> ready -> stopping
+        self.state = WorkerPhase.BOOTING
         self.spawned_at = time.monotonic()
         self.ready_at: float | None = None
         self.last_seen = self.spawned_at
@@ -101,7 +111,7 @@ class WorkerProc:
         self.graceful_stop = True
 
     def __repr__(self) -> str:
-        return f"<worker {self.index} pid={self.pid} gen={self.generation} {self.state}>"
+        return f"<worker {self.index} pid={self.pid} gen={self.generation} {self.state.value}>"
 
     def signal(self, signum: int) -> None:
         try:
@@ -432,13 +442,13 @@ class Master:
 
     def on_ready(self, w: WorkerProc) -> None:
         w.ready_at = time.monotonic()
-        if w.state == "stopping":
+        if w.state == WorkerPhase.STOPPING:
             # Told to stop while it booted: it stays stopping, with its deadline.
             # Its handlers are installed now, so a quick stop can be a QUIT.
             if not w.graceful_stop:
                 w.signal(signal.SIGQUIT)
             return
-        w.state = "ready"
+        w.state = WorkerPhase.READY
         if self.stopping:
             self.stop_worker(w, self.graceful)
             return
@@ -453,7 +463,7 @@ class Master:
             logger.info("worker %d replaced: pid %d -> %d", w.index, old.pid, w.pid)
         self.write_state()
         if not self.started and all(
-            self.current.get(i) is not None and self.current[i].state == "ready" for i in range(self.desired)
+            self.current.get(i) is not None and self.current[i].state == WorkerPhase.READY for i in range(self.desired)
         ):
             self.started = True
             urls = ", ".join(self.public_urls())
@@ -476,13 +486,13 @@ class Master:
         # QUIT would end it with a core dump, TERM just ends it (or, once the
         # handlers are there, drains it; on_ready then sends the QUIT).
         quick = signal.SIGQUIT if w.ready_at is not None else signal.SIGTERM
-        if w.state == "stopping":
+        if w.state == WorkerPhase.STOPPING:
             if not graceful:
                 w.graceful_stop = False
                 w.signal(quick)
                 w.stop_deadline = min(w.stop_deadline or 0, time.monotonic() + 3.0)
             return
-        w.state = "stopping"
+        w.state = WorkerPhase.STOPPING
         w.graceful_stop = graceful
         w.signal(signal.SIGTERM if graceful else quick)
         w.stop_deadline = time.monotonic() + (self.stop_grace() if graceful else 3.0)
@@ -512,9 +522,9 @@ class Master:
         if self.replacement is w:
             self.replacement = None
         how = describe_exit(rc)
-        if w.state == "stopping" or self.stopping:
+        if w.state == WorkerPhase.STOPPING or self.stopping:
             logger.info("worker %d (pid %d) exited: %s", w.index, w.pid, how)
-        elif w.state == "booting":
+        elif w.state == WorkerPhase.BOOTING:
             if w.replaces is not None:
                 logger.error(
                     "worker %d (pid %d) failed to boot (exit %s): the rolling restart stops here; "
@@ -665,7 +675,7 @@ class Master:
         # accepting, and finish what they accepted.
         self.close_sockets()
         for w in list(self.workers.values()):
-            if w.state == "stopping" and graceful:
+            if w.state == WorkerPhase.STOPPING and graceful:
                 continue
             self.stop_worker(w, graceful)
 
@@ -687,12 +697,12 @@ class Master:
     def check_deadlines(self) -> None:
         now = time.monotonic()
         for w in list(self.workers.values()):
-            if w.state == "stopping":
+            if w.state == WorkerPhase.STOPPING:
                 if w.stop_deadline is not None and now > w.stop_deadline:
                     logger.warning("worker %d (pid %d) did not stop in time: killing it", w.index, w.pid)
                     w.signal(signal.SIGKILL)
                     w.stop_deadline = None
-            elif w.state == "booting":
+            elif w.state == WorkerPhase.BOOTING:
                 if now - w.spawned_at > self.boot_timeout:
                     logger.error(
                         "worker %d (pid %d) not ready after %.0fs: killing it", w.index, w.pid, self.boot_timeout
@@ -721,11 +731,11 @@ class Master:
                 self.respawn_at.pop(index, None)
                 self.spawn(index)
         if self.replacement is None and self.reload_queue:
-            if any(w.state == "booting" for w in self.current.values()):
+            if any(w.state == WorkerPhase.BOOTING for w in self.current.values()):
                 return  # one new worker at a time
             index = self.reload_queue.popleft()
             old = self.current.get(index)
-            if index < self.desired and old is not None and old.state == "ready":
+            if index < self.desired and old is not None and old.state == WorkerPhase.READY:
                 self.replacement = self.spawn(index, replaces=old)
 
     # -- state for `greenpool-serve stats` and /metrics ------------------------------
@@ -743,7 +753,9 @@ class Master:
     def ready_workers(self) -> list[tuple[str, str]]:
         """(label, control socket) of each serving worker; called from the metrics thread."""
         return [
-            (f"{w.index}-{w.pid}", w.control) for w in list(self.current.values()) if w.state == "ready" and w.control
+            (f"{w.index}-{w.pid}", w.control)
+            for w in list(self.current.values())
+            if w.state == WorkerPhase.READY and w.control
         ]
 
     def write_state(self) -> None:
@@ -758,7 +770,7 @@ class Master:
                     "index": w.index,
                     "pid": w.pid,
                     "generation": w.generation,
-                    "state": w.state,
+                    "state": w.state.value,
                     "control": w.control,
                     "listen": w.listen_names,
                 }
