@@ -599,26 +599,36 @@ class Master:
             self.maintain()
 
     def handle_signals(self) -> None:
+        """Act on the signals the handler recorded, in order: SIGTERM -> handle_term, ..."""
         while self.signals:
-            signum = self.signals.popleft()
-            if signum == signal.SIGCHLD:
-                continue
-            name = signal.Signals(signum).name
-            if signum == signal.SIGTERM:
-                logger.info("%s: graceful stop", name)
-                self.begin_stop(graceful=True)
-            elif signum in (signal.SIGINT, signal.SIGQUIT):
-                logger.info("%s: quick stop", name)
-                self.begin_stop(graceful=False)
-            elif self.stopping:
-                continue
-            elif signum == signal.SIGHUP:
-                logger.info("%s: rolling restart of %d workers, one at a time", name, self.desired)
-                self.reload_queue = collections.deque(range(self.desired))
-            elif signum == signal.SIGTTIN:
-                self.add_worker()
-            elif signum == signal.SIGTTOU:
-                self.remove_worker()
+            name = signal.Signals(self.signals.popleft()).name
+            getattr(self, f"handle_{name[3:].lower()}")(name)
+
+    def handle_chld(self, name: str) -> None:
+        """Only wakes the loop, which reaps exited workers itself."""
+
+    def handle_term(self, name: str) -> None:
+        logger.info("%s: graceful stop", name)
+        self.begin_stop(graceful=True)
+
+    def handle_int(self, name: str) -> None:
+        logger.info("%s: quick stop", name)
+        self.begin_stop(graceful=False)
+
+    handle_quit = handle_int
+
+    def handle_hup(self, name: str) -> None:
+        if not self.stopping:
+            logger.info("%s: rolling restart of %d workers, one at a time", name, self.desired)
+            self.reload_queue = collections.deque(range(self.desired))
+
+    def handle_ttin(self, name: str) -> None:
+        if not self.stopping:
+            self.add_worker()
+
+    def handle_ttou(self, name: str) -> None:
+        if not self.stopping:
+            self.remove_worker()
 
     def add_worker(self) -> None:
         index = self.desired
