@@ -90,6 +90,9 @@ def test_kill_while_idle_with_djangos_defaults_fails_no_request(serve, db, kind)
     time.sleep(0.5)
     results = _burst(server, clients=2 * WORKERS * MAX_SIZE, requests=60)
     assert _failures(results) == []
+    # The /read burst need not check out every idle connection (a busy machine serves it on
+    # fewer): the /slow load that filled the pools does, and so finds the rest.
+    _fill_pools(server, db)
     pools = server.pool_stats()
     assert sum(p["connections_lost"] for p in pools.values()) == killed, pools
     assert "503 for" not in server.log()
