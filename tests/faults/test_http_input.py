@@ -200,13 +200,41 @@ class Target:
         return len(os.listdir(f"/proc/{self.worker_pid()}/fd")) - pooled
 
 
-@pytest.fixture(params=SERVERS)
-def worker(request, serve) -> ServeProcess:
-    return serve("--keep-alive", str(KEEP_ALIVE), "--worker-connections", "4000", server=request.param, workers=1)
+@pytest.fixture(scope="module")
+def http_db(faultdb) -> Iterator[dict[str, Any]]:
+    """A database of this module's own on the throwaway server: the workers below serve
+    every test of a kind, so one database outlives a test."""
+    name = f"gp_http_{uuid.uuid4().hex[:10]}"
+    with faultdb.connect() as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield {**faultdb.params(), "database": name}
+    finally:
+        with faultdb.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
-@pytest.fixture(params=["direct", "nginx"])
-def target(request, worker, tmp_path) -> Iterator[Target]:
+@pytest.fixture(scope="module", params=SERVERS)
+def worker(request, http_db, tmp_path_factory) -> Iterator[ServeProcess]:
+    """One worker of each kind for the whole module: every test checks it is whole after."""
+    server = ServeProcess(
+        tmp_path_factory.mktemp(f"http-{request.param}"),
+        http_db,
+        "--keep-alive",
+        str(KEEP_ALIVE),
+        "--worker-connections",
+        "4000",
+        server=request.param,
+        workers=1,
+    )
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module", params=["direct", "nginx"])
+def target(request, worker, tmp_path_factory) -> Iterator[Target]:
     if request.param == "direct":
         yield Target(worker, worker.port, f"{worker.server} direct")
         return
@@ -229,7 +257,7 @@ def target(request, worker, tmp_path) -> Iterator[Target]:
         "--client-timeout",
         str(KEEP_ALIVE),
     )
-    nginx = Nginx(tmp_path / f"nginx-{uuid.uuid4().hex[:6]}", conf).start(port=listen)
+    nginx = Nginx(tmp_path_factory.mktemp("nginx"), conf).start(port=listen)
     try:
         yield Target(worker, listen, f"{worker.server} via nginx")
     finally:
@@ -426,9 +454,8 @@ def fuzz_cases() -> int:
     return int(override) if override else scaled(2000, 200)
 
 
-@pytest.mark.parametrize("kind", SERVERS)
-def test_seeded_mutations_of_valid_requests_never_get_a_5xx_or_hang(serve, kind):
-    server = serve("--keep-alive", str(KEEP_ALIVE), "--worker-connections", "4000", server=kind, workers=1)
+def test_seeded_mutations_of_valid_requests_never_get_a_5xx_or_hang(worker):
+    server, kind = worker, worker.server
     target = Target(server, server.port, f"{kind} direct")
     fds, rss = baseline(target)
     seed = int(os.environ.get("GREENPOOL_HTTP_FUZZ_SEED", "20261207"))
