@@ -296,6 +296,17 @@ STACKS: tuple[Stack, ...] = (
         settings=f"`greenpool-serve -w 2 --server tornado` (10 executor threads); {GP_SETTINGS}",
     ),
     Stack(
+        "gp-tornado-t5",
+        "greenpool-serve tornado, 5 threads",
+        "greenpool",
+        _greenpool("tornado", extra=("--threads", "5")),
+        bound=BOUND,
+        control=True,
+        paths=(),
+        settings="as greenpool-serve tornado, with --threads 5 (= the pool's max_size); bench.ab only, "
+        "for what threads beyond max_size cost",
+    ),
+    Stack(
         "gp-nginx",
         "nginx + greenpool-serve gevent",
         "greenpool",
