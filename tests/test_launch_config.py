@@ -194,6 +194,13 @@ def test_bad_flag_exits_with_usage_code_and_names_the_flag():
     assert "unrecognized arguments: --no-such-flag" in proc.stderr
 
 
+def test_a_request_line_limit_the_gevent_parser_cannot_honour_is_refused_naming_the_flag():
+    # gevent.pywsgi answers 414 itself from 8192 bytes, whatever the limit says.
+    proc = _cli("--limit-request-line", "8191")
+    assert proc.returncode == ExitCode.USAGE
+    assert "argument --limit-request-line: expected an integer from 64 to 8190, got 8191" in proc.stderr
+
+
 def test_bad_environment_value_exits_with_usage_code():
     proc = _cli(env={"GREENPOOL_WORKERS": "many"})
     assert proc.returncode == ExitCode.USAGE

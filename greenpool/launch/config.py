@@ -481,11 +481,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "limit_request_line",
         ("--limit-request-line",),
-        _int_at_least(64, 65536),
+        _int_at_least(64, 8190),
         8190,
-        "Longest request line (method, target, version) in bytes; a longer one gets 414. "
-        "gunicorn's limit_request_line (default 4094); nginx's large_client_header_buffers "
-        "(8k) refuses longer ones before they reach a worker.",
+        "Longest request line (method, target, version) in bytes; a longer one gets 414. At most "
+        "8190, as gunicorn's limit_request_line (default 4094): gevent.pywsgi answers 414 itself "
+        "from 8192 bytes. nginx's large_client_header_buffers (8k) refuses longer ones before they "
+        "reach a worker.",
         "Workers",
         metavar="BYTES",
     ),
