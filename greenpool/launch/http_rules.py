@@ -51,11 +51,20 @@ class RequestRefused(ValueError):
         self.status = status
         self.why = why
 
+    @property
+    def reason(self) -> str:
+        return self.REASONS[self.status]
+
+    @property
+    def body(self) -> bytes:
+        """One line naming the problem."""
+        return f"{self.status} {self.reason}: {self.why}\n".encode("latin-1", "replace")
+
     def response(self) -> bytes:
-        """The whole answer: status line, headers and a one-line body naming the problem."""
-        body = f"{self.status} {self.REASONS[self.status]}: {self.why}\n".encode("latin-1", "replace")
+        """The whole answer, for a worker that writes raw bytes: status line, headers, body."""
+        body = self.body
         return (
-            f"HTTP/1.1 {self.status} {self.REASONS[self.status]}\r\nConnection: close\r\n"
+            f"HTTP/1.1 {self.status} {self.reason}\r\nConnection: close\r\n"
             f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode("latin-1") + body
 

@@ -193,11 +193,11 @@ class _Tracking(httputil.HTTPMessageDelegate):
         context = getattr(self.request_conn, "context", None)
         remote = getattr(context, "remote_ip", None)
         logger.info("refused a request from %s: %d %s", remote or "unix socket", exc.status, exc.why)
-        body = exc.response().partition(b"\r\n\r\n")[2]
+        body = exc.body
         headers = httputil.HTTPHeaders({"Content-Type": "text/plain", "Content-Length": str(len(body))})
         _disconnect_on_finish_of(self.request_conn)
         self.request_conn.write_headers(
-            httputil.ResponseStartLine("HTTP/1.1", exc.status, exc.REASONS[exc.status]), headers, chunk=body
+            httputil.ResponseStartLine("HTTP/1.1", exc.status, exc.reason), headers, chunk=body
         )
         self.request_conn.finish()
         self.server.state.request_started()
