@@ -134,25 +134,12 @@ def test_config_file_bad_value_names_file_and_setting(tmp_path):
         (["--worker-ports", "-b", "127.0.0.1:0"], "fixed port"),
         (["--reuse-port", "-b", "127.0.0.1:0"], "--reuse-port needs a fixed port"),
         (["-b", "127.0.0.1:8000", "-b", "127.0.0.1:8000"], "twice"),
-        (["--server", "tornado", "--callback-batch", "4"], "--callback-batch applies to the gevent worker only"),
     ],
 )
 def test_contradicting_settings_are_refused(argv, message):
     with pytest.raises(LaunchError) as info:
         resolve(argv)
     assert message in info.value.message
-
-
-def test_callback_batch_without_cffi_is_refused_at_start(monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "_cffi_backend" else real(name, *a)
-    )
-    with pytest.raises(LaunchError) as info:
-        resolve(["--callback-batch", "4"])
-    assert info.value.code == ExitCode.USAGE and "needs the cffi package" in info.value.message
 
 
 @pytest.mark.parametrize("value", ["0.1", "0.5", "0.99", "-1"])

@@ -300,13 +300,6 @@ def test_gevent_worker_patches_before_django_or_ssl_is_imported(serve):
     assert "Monkey-patching" not in log and "MonkeyPatchWarning" not in log
 
 
-def test_callback_batch_runs_the_worker_on_the_cffi_loop_and_serves(serve):
-    server = serve("--callback-batch", "4", "--log-level", "info", server="gevent", workers=1)
-    status, _, body = server.get("/read")
-    assert status == 200, body[:500]
-    assert "gevent loop: gevent.libev.corecffi, polls after every 4 callbacks" in server.log()
-
-
 def test_stats_command_prints_every_worker_and_its_pool(serve):
     server = serve(server="gevent", workers=2)
     for _ in range(10):

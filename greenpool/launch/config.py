@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import ipaddress
 import math
 import os
@@ -418,19 +417,6 @@ SETTINGS: tuple[Setting, ...] = (
         "until one ends. Requests beyond the pool's max_size wait for a database connection.",
         "Workers",
         metavar="INT",
-    ),
-    Setting(
-        "callback_batch",
-        ("--callback-batch",),
-        _int_at_least(0),
-        0,
-        "gevent: run the worker's hub on gevent's CFFI libev loop, which may look at the clock "
-        "(and poll sockets and timers once the switch interval has passed) after every N "
-        "callbacks; gevent's default loop does so after every 50. Since pool hand-overs go "
-        "through the poll it no longer shortens the /read tail in the benchmark, and the CFFI "
-        "loop is slower (docs/tuning.md). Needs the cffi package. 0: gevent's default loop.",
-        "Workers",
-        metavar="N",
     ),
     Setting(
         "threads",
@@ -1062,14 +1048,6 @@ def _cross_check(config: Config) -> None:
                 raise LaunchError(
                     ExitCode.USAGE, f"--worker-ports: {a} + {config.workers - 1} workers passes port 65535"
                 )
-    if config.callback_batch and config.server != "gevent":
-        raise LaunchError(ExitCode.USAGE, "--callback-batch applies to the gevent worker only (--server gevent)")
-    if config.callback_batch and importlib.util.find_spec("_cffi_backend") is None:
-        raise LaunchError(
-            ExitCode.USAGE,
-            "--callback-batch runs gevent's CFFI loop, which needs the cffi package: "
-            "pip install cffi (or greenpool[cffi])",
-        )
     if len(set(map(str, addresses))) != len(addresses):
         raise LaunchError(ExitCode.USAGE, f"--bind lists an address twice: {', '.join(map(str, addresses))}")
 

@@ -401,8 +401,6 @@ class Master:
         }
         env = dict(self.child_env)
         env[SPEC_ENV] = json.dumps(spec)
-        if self.settings["server"] == "gevent" and self.settings["callback_batch"]:
-            env["GEVENT_LOOP"] = "libev-cffi"  # read when the worker's hub is made (worker_gevent.use_callback_batch)
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", BOOT_CODE[self.settings["server"]]],

@@ -334,34 +334,10 @@ def _shutdown(handler: GreenpoolHandler) -> None:
         pass
 
 
-def use_callback_batch(batch: int) -> str:
-    """--callback-batch: after every ``batch`` callbacks the hub may poll again
-    (gevent's loops do so after 50). Only gevent's CFFI loop reads the count at
-    run time; the master starts the worker with GEVENT_LOOP=libev-cffi for it.
-    Returns the loop's name, for the log."""
-    from gevent._ffi.loop import AbstractLoop
-
-    loop = gevent.get_hub().loop
-    if not isinstance(loop, AbstractLoop):
-        raise LaunchError(
-            ExitCode.CONFIG_ERROR,
-            f"--callback-batch needs gevent's CFFI loop, but the hub runs "
-            f"{type(loop).__module__}.{type(loop).__name__} (GEVENT_LOOP="
-            f"{os.environ.get('GEVENT_LOOP', '')!r})",
-        )
-    type(loop).CALLBACK_CHECK_COUNT = batch
-    return f"{type(loop).__module__}, polls after every {batch} callbacks"
-
-
 def main(imported_before_patch: list[str] | None = None) -> None:
     spec = worker.read_spec()
     state = worker.WorkerState(spec, imported_before_patch)
     logs.setup_logging(state.settings, f"gevent.{state.index}")
-    if state.settings["callback_batch"]:
-        try:
-            logger.info("gevent loop: %s", use_callback_batch(state.settings["callback_batch"]))
-        except LaunchError as exc:
-            worker.fail(exc.code, exc.message)
     if imported_before_patch:
         logger.warning("modules imported before monkey-patching: %s", ", ".join(imported_before_patch))
     app = worker.boot(state)
