@@ -19,6 +19,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench.stacks import DBPOOL_CEILING
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "servers.jsonl"
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -30,7 +32,23 @@ MARK_END = f"<!-- {SECTION}:end -->"
 MB = 1024.0
 
 GP = "gp-gevent"
-GP_CB = "gp-gevent-cb4"  # the same with --callback-batch 4
+# greenpool's ENGINE under another server (bench/stacks.py): greenpool-backed, but not
+# greenpool-serve. The targets do not count them among the "other" stacks; they get
+# informational rows, and their plot lines are solid like greenpool-serve's, thinner.
+GP_FIELD = ("gevent-greenpool", "uwsgi-gevent-greenpool")
+# Colours of their own (tab20 would give them its greys, by their place in the list).
+FIELD_COLORS = {"gevent-greenpool": "#1b9e77", "uwsgi-gevent-greenpool": "#7570b3"}
+# greenpool-serve gevent with its pool sized for slow queries (series "slow-pool"), and the
+# stack whose pools may open as many connections: the pair of the equal-budget table.
+GP_POOL20 = "gp-gevent-pool20"
+DBPOOL = "gevent-dbpool"
+SLOW_BUDGET_PNG = "servers-slow-budget.png"
+# /slow is /slow?s=0.05: a request holds its server connection for SELECT SLEEP(0.05).
+SLOW_QUERY_S = 0.05
+
+
+def greenpool_backed(key: str) -> bool:
+    return key.startswith("gp-") or key in GP_FIELD
 
 
 def load(path: Path, run: str | None) -> list[dict[str, Any]]:
@@ -172,6 +190,10 @@ def stacks_table(run: Run) -> list[str]:
     return out
 
 
+# How a row of a series other than "default" is marked in the tables.
+SERIES_MARK = {"tuned": " *(tuned)*", "slow-pool": " *(pool sized for slow queries)*"}
+
+
 def path_table(run: Run, path: str) -> list[str]:
     head = (
         "| stack | clients | req/s | × ref | p50 ms | p99 ms | wrk mean×rate/clients | errors (non-2xx / timeouts / socket) "
@@ -184,7 +206,7 @@ def path_table(run: Run, path: str) -> list[str]:
             c = run.cell(key, path, clients)
             if c is None:
                 continue
-            label = run.labels[key] + (" *(tuned)*" if s["series"] == "tuned" else "")
+            label = run.labels[key] + SERIES_MARK.get(s["series"], "")
             if c.get("failed"):
                 out.append(f"| {label} | {clients} | failed: {c['failed'][:120]} ||||||||||")
                 continue
@@ -254,9 +276,10 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
     """The targets of issue 6, measured; one row per target."""
     rows: list[dict[str, Any]] = []
     conc = run.concurrency
-    others = [s["key"] for s in run.stacks if not s["key"].startswith("gp-") and s["key"] != "bare"]
+    # The stacks users run today: neither greenpool-serve nor greenpool's ENGINE elsewhere.
+    others = [s["key"] for s in run.stacks if not greenpool_backed(s["key"]) and s["key"] != "bare"]
 
-    for key in (GP, GP_CB):
+    for key in (GP,):
         if not any(run.cell(key, "/read", c) for c in conc):
             continue
         who = run.labels.get(key, key)
@@ -264,11 +287,7 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
         worst, detail, ok = None, [], True
         for c in conc:
             mine = run.rps(key, "/read", c)
-            best_key, best = None, 0.0
-            for other in others:
-                cell = run.cell(other, "/read", c)
-                if clean(cell) and cell["wrk"]["rps"] > best:
-                    best_key, best = other, cell["wrk"]["rps"]
+            best_key, best = best_other(run, others, "/read", c)
             if mine is None or not best:
                 continue
             r = mine / best
@@ -411,6 +430,7 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
                     "met": top is not None and bound is not None and top <= bound,
                 }
             )
+    rows += field_rows(run, others)
     # 5. Slow path and memory. Shares against a threshold get one decimal: a
     # rounded "90%" next to "not met" reads as a contradiction.
     for rec in run.slow:
@@ -477,9 +497,218 @@ def targets(run: Run) -> tuple[list[str], list[dict[str, Any]]]:
         )
     out = ["| target | greenpool | measured | |", "|---|---|---|---|"]
     for r in rows:
-        verdict = {True: "**met**", False: "**not met**", None: "n/a"}[r["met"]]
+        verdict = "informational" if r.get("info") else {True: "**met**", False: "**not met**", None: "n/a"}[r["met"]]
         out.append(f"| {r['target']} | {r['stack']} | {r['measured']} | {verdict} |")
     return out, rows
+
+
+def best_other(run: Run, others: list[str], path: str, clients: int) -> tuple[str | None, float]:
+    """The fastest of ``others`` in that cell among those with zero errors: (key, req/s)."""
+    best_key, best = None, 0.0
+    for other in others:
+        cell = run.cell(other, path, clients)
+        if clean(cell) and cell["wrk"]["rps"] > best:
+            best_key, best = other, cell["wrk"]["rps"]
+    return best_key, best
+
+
+def field_rows(run: Run, others: list[str]) -> list[dict[str, Any]]:
+    """greenpool's ENGINE under gunicorn gevent and uWSGI: the same measures as
+    greenpool-serve's targets, as information (no target of issue 6 is theirs)."""
+    rows: list[dict[str, Any]] = []
+    conc = run.concurrency
+    for key in GP_FIELD:
+        if not any(run.cell(key, "/read", c) for c in conc):
+            continue
+        who = run.labels.get(key, key)
+        detail = []
+        for c in conc:
+            mine = run.rps(key, "/read", c)
+            best_key, best = best_other(run, others, "/read", c)
+            if mine is not None and best:
+                detail.append(f"{c}: {mine / best:.2f}x {best_key}")
+        rows.append(
+            {
+                "target": "/read against the best other stack with zero errors",
+                "stack": who,
+                "measured": "; ".join(detail) or "—",
+            }
+        )
+        detail = []
+        for c in conc:
+            mine, ref = run.rps(key, "/read", c), run.rps(GP, "/read", c)
+            if mine is not None and ref:
+                detail.append(f"{c}: {mine / ref:.2f}x")
+        rows.append(
+            {
+                "target": f"/read against {run.labels.get(GP, GP)} (the same pool under greenpool-serve)",
+                "stack": who,
+                "measured": "; ".join(detail) or "—",
+            }
+        )
+        detail = []
+        for c in conc:
+            mine, ref = run.cpu(key, "/read", c), run.cpu(GP, "/read", c)
+            if mine is not None and ref:
+                detail.append(f"{c}: {mine / ref:.2f}x")
+        rows.append(
+            {
+                "target": f"/read CPU per request against {run.labels.get(GP, GP)}'s",
+                "stack": who,
+                "measured": "; ".join(detail) or "—",
+            }
+        )
+        measured = [c for c in (run.cell(key, p, cc) for p in run.paths for cc in conc) if c and not c.get("failed")]
+        errs = sum(errors_of(c) for c in measured)
+        new = sum((c.get("connections") or {}).get("new") or 0 for c in measured)
+        peaks = [
+            max(
+                (c.get("connections") or {}).get("peak_ours") or 0,
+                (c.get("connections") or {}).get("peak_ours_warmup") or 0,
+            )
+            for c in measured
+        ]
+        bound = next((s["bound"] for s in run.stacks if s["key"] == key), None)
+        rows.append(
+            {
+                "target": "errors; server connections: peak against workers x max_size, new ones during measured runs",
+                "stack": who,
+                "measured": f"{errs} errors; peak {max(peaks, default=None)} (bound {bound}), warm-ups included; "
+                f"{new} new connections in all measured runs together",
+            }
+        )
+    for row in rows:
+        row.update(met=None, info=True)
+    return rows
+
+
+def budget_of(run: Run, key: str) -> tuple[int | None, str]:
+    """The most server connections a stack may hold, and what says so: greenpool's bound
+    (workers x max_size, from the run's meta), django-db-connection-pool's ceiling
+    (workers x (pool_size + max_overflow) of its defaults), else none."""
+    bound = next((s.get("bound") for s in run.stacks if s["key"] == key), None)
+    if bound:
+        return bound, "bound"
+    if key == DBPOOL:
+        return DBPOOL_CEILING, "pool ceiling"
+    return None, "no bound"
+
+
+def budget_text(run: Run, key: str) -> str:
+    n, what = budget_of(run, key)
+    return f"{what} {n}" if n else what
+
+
+def slow_budget_keys(run: Run) -> list[str]:
+    """The stacks with /slow cells: greenpool with max_size 20, django-db-connection-pool
+    (the same budget) and greenpool's default row first, then the others as the run lists them."""
+    keys = [s["key"] for s in run.stacks if any(run.cell(s["key"], "/slow", c) for c in run.concurrency)]
+    first = [k for k in (GP_POOL20, DBPOOL, GP) if k in keys]
+    return first + [k for k in keys if k not in first]
+
+
+def slow_budget_table(run: Run) -> list[str]:
+    series = {s["key"]: s["series"] for s in run.stacks}
+    out = [
+        "| clients | stack | server connections it may hold | peak server conns | req/s | req/s per server connection "
+        "| errors (non-2xx / timeouts / socket) |",
+        "|---:|---|---|---:|---:|---:|---|",
+    ]
+    for c in run.concurrency:
+        for key in slow_budget_keys(run):
+            cell = run.cell(key, "/slow", c)
+            if cell is None:
+                continue
+            label = run.labels.get(key, key) + SERIES_MARK.get(series.get(key, ""), "")
+            if cell.get("failed"):
+                out.append(f"| {c} | {label} | {budget_text(run, key)} | failed: {cell['failed'][:100]} ||||")
+                continue
+            w = cell.get("wrk") or {}
+            peak = (cell.get("connections") or {}).get("peak_ours")
+            rate = w.get("rps") if completed(cell) else None
+            errs = f"{w.get('non2xx', 0)} / {w.get('timeouts', 0)} / {w.get('socket_errors', 0)}"
+            if not completed(cell):
+                errs = f"**nothing answered in {w.get('duration_s', 0):.0f} s**"
+            elif errors_of(cell):
+                errs = f"**{errs}**"
+            per_conn = rate / peak if rate is not None and peak else None
+            out.append(
+                f"| {c} | {label} | {budget_text(run, key)} | {fmt(peak)} | {fmt(rate)} | {fmt(per_conn, 1)} | {errs} |"
+            )
+    return out
+
+
+def slow_budget_findings(run: Run) -> list[str]:
+    """The equal-budget pair side by side, and req/s per connection of the featured rows."""
+    out: list[str] = []
+    conc = run.concurrency
+
+    def rate_peak(key: str, c: int) -> tuple[float | None, int | None]:
+        cell = run.cell(key, "/slow", c)
+        if not cell or cell.get("failed") or not completed(cell):
+            return None, None
+        return (cell.get("wrk") or {}).get("rps"), (cell.get("connections") or {}).get("peak_ours")
+
+    pair = []
+    for c in conc:
+        (a, pa), (b, pb) = rate_peak(GP_POOL20, c), rate_peak(DBPOOL, c)
+        if a is not None and b:
+            pair.append(
+                f"{c} clients {a:.0f} against {b:.0f} req/s ({a / b:.2f}x), at most {pa} against {pb} connections"
+            )
+    if pair:
+        out.append(
+            f"- The same budget ({budget_text(run, GP_POOL20)}, {budget_text(run, DBPOOL)}): "
+            f"{run.labels.get(GP_POOL20, GP_POOL20)} against {run.labels.get(DBPOOL, DBPOOL)}: " + "; ".join(pair) + "."
+        )
+    per = []
+    for key in (GP_POOL20, DBPOOL, GP):
+        values = []
+        for c in conc:
+            rate, peak = rate_peak(key, c)
+            values.append(fmt(rate / peak, 1) if rate is not None and peak else "—")
+        if any(v != "—" for v in values):
+            per.append(f"{run.labels.get(key, key)} {' / '.join(values)}")
+    if per:
+        out.append(
+            f"- req/s per server connection at {' / '.join(str(c) for c in conc)} clients: " + "; ".join(per) + "."
+        )
+    return out
+
+
+def slow_budget_section(run: Run, files: list[str]) -> list[str]:
+    """The /slow rows side by side at the connections each stack may hold."""
+    if not slow_budget_keys(run):
+        return []
+    gp_n, _ = budget_of(run, GP)
+    pool_n, _ = budget_of(run, GP_POOL20)
+    cap = run.meta.get("max_user_connections")
+    lines = ["#### /slow at an equal connection budget", ""]
+    text = (
+        f"On `/slow` every request holds a server connection for `SELECT SLEEP({SLOW_QUERY_S})`, so one connection "
+        f"serves at most {1 / SLOW_QUERY_S:.0f} req/s and a stack's rate is set by how many connections it may "
+        f"open, not by its server. greenpool's default rows may hold {gp_n or '—'} (2 workers × max_size 5); "
+        f"django-db-connection-pool's default POOL_OPTIONS let `{DBPOOL}` open up to {DBPOOL_CEILING} (2 workers × "
+        f"(pool_size 10 + max_overflow 10)); Django's own backend under gunicorn gevent opens one per request in "
+        f"flight, up to the benchmark account's MAX_USER_CONNECTIONS ({cap}). At an equal budget the comparison "
+        f"is greenpool-serve with its pool sized for slow queries (max_size 20: {pool_n or 40} connections, labelled "
+        f"so) against `{DBPOOL}`: the table puts them first, then greenpool's default row and the others, "
+        f"with each rate divided by the most server connections the stack held in that run."
+    )
+    if not any(run.cell(GP_POOL20, "/slow", c) for c in run.concurrency):
+        text += (
+            " This run measured the max_size 20 pool only in the slow-query experiment below (200 clients), "
+            "not in these cells."
+        )
+    lines += [text, ""]
+    lines += slow_budget_table(run)
+    lines.append("")
+    found = slow_budget_findings(run)
+    if found:
+        lines += found + [""]
+    if SLOW_BUDGET_PNG in files:
+        lines += [f"![{SLOW_BUDGET_PNG}](img/{SLOW_BUDGET_PNG})", ""]
+    return lines
 
 
 def cannot_table(run: Run) -> list[str]:
@@ -602,7 +831,16 @@ def findings(run: Run) -> list[str]:
     """What the measurements say about wrk's tails, with the numbers."""
     out: list[str] = []
     families = {
-        "gevent": ("gp-gevent", "gp-nginx", "gevent-cma0", "gevent-persist", "gevent-dbpool", "bare"),
+        "gevent": (
+            "gp-gevent",
+            GP_POOL20,
+            "gp-nginx",
+            *GP_FIELD,
+            "gevent-cma0",
+            "gevent-persist",
+            "gevent-dbpool",
+            "bare",
+        ),
         "threads or sync": ("gp-tornado", "tornado-stock", "tornado-ioloop", "sync-cma0", "sync-persist"),
     }
     for name, keys in families.items():
@@ -715,12 +953,26 @@ def plots(run: Run, img: Path) -> list[str]:
     markers = "osD^v<>pPXh*"
     cmap = plt.get_cmap("tab20")
     for i, s in enumerate(default):
+        # greenpool-serve thick and solid; greenpool's ENGINE under another server solid and
+        # thinner (greenpool-backed, another launcher); everything else thin and dashed.
+        gp_serve, field = s["key"].startswith("gp-"), s["key"] in GP_FIELD
         styles[s["key"]] = {
-            "color": cmap(i % 20),
+            "color": FIELD_COLORS.get(s["key"]) or cmap(i % 20),
             "marker": markers[i % len(markers)],
-            "linewidth": 2.6 if s["key"].startswith("gp-") else 1.3,
-            "linestyle": "-" if s["key"].startswith("gp-") else "--",
+            "linewidth": 2.6 if gp_serve else 1.7 if field else 1.3,
+            "linestyle": "-" if gp_serve or field else "--",
         }
+    # Rows of other series are not lines of the main plots; the equal-budget plot shows the
+    # pool sized for slow queries, in a style of its own.
+    for i, s in enumerate(x for x in run.stacks if x["key"] not in styles):
+        styles[s["key"]] = {
+            "color": cmap((len(default) + i) % 20),
+            "marker": markers[(len(default) + i) % len(markers)],
+            "linewidth": 1.3,
+            "linestyle": ":",
+        }
+    if GP_POOL20 in styles:
+        styles[GP_POOL20] = {"color": "black", "marker": "*", "markersize": 11, "linewidth": 2.6, "linestyle": "-."}
     files = []
 
     def figure(metric: str, ylabel: str, name: str, title: str, log: bool) -> None:
@@ -804,7 +1056,81 @@ def plots(run: Run, img: Path) -> list[str]:
         f"wrk p99 latency vs concurrency (run {run.meta['run']}; see the latency study on how wrk computes it)",
         True,
     )
+    if slow_budget_plot(run, img, styles, plt):
+        files.append(SLOW_BUDGET_PNG)
     return files
+
+
+def slow_budget_plot(run: Run, img: Path, styles: dict[str, dict[str, Any]], plt: Any) -> bool:
+    """/slow req/s, and req/s per server connection held, vs clients, for every stack with
+    /slow cells in this run (a stack or cell the run lacks is left out); False when none."""
+    keys = slow_budget_keys(run)
+    if not keys:
+        return False
+    featured = {GP_POOL20, DBPOOL, GP}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6.2))
+    flagged: list[tuple[int, float, float]] = []  # cells with errors: (clients, req/s, per connection)
+    for key in keys:
+        xs, rates, per_conn = [], [], []
+        for c in run.concurrency:
+            cell = run.cell(key, "/slow", c)
+            if not cell or cell.get("failed") or not completed(cell):
+                continue
+            rate = (cell.get("wrk") or {}).get("rps")
+            peak = (cell.get("connections") or {}).get("peak_ours")
+            if not rate:
+                continue
+            xs.append(c)
+            rates.append(rate)
+            per_conn.append(rate / peak if peak else float("nan"))
+            if errors_of(cell):
+                flagged.append((c, rate, per_conn[-1]))
+        if not xs:
+            continue
+        style = dict(styles.get(key, {}))
+        if key not in featured:
+            style["alpha"] = 0.45
+        label = f"{run.labels.get(key, key)} ({budget_text(run, key)})"
+        left.plot(xs, rates, label=label, **style)
+        right.plot(xs, per_conn, label=label, **style)
+    if flagged:
+        mark = {"marker": "x", "color": "red", "markersize": 12, "linestyle": "none", "markeredgewidth": 2}
+        left.plot([f[0] for f in flagged], [f[1] for f in flagged], label="a cell with errors (see the table)", **mark)
+        right.plot([f[0] for f in flagged], [f[2] for f in flagged], **mark)
+    limit = 1 / SLOW_QUERY_S
+    right.axhline(limit, color="black", linewidth=0.8, linestyle=":")
+    right.annotate(
+        f"one connection, {SLOW_QUERY_S * 1000:.0f} ms per request: {limit:.0f} req/s at most",
+        xy=(0.02, limit),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 3),
+        textcoords="offset points",
+        fontsize=8,
+    )
+    for ax, ylabel, title in (
+        (left, "requests/s", "/slow req/s"),
+        (right, "req/s per server connection (most held in the run)", "/slow req/s per server connection"),
+    ):
+        ax.set_title(title)
+        ax.set_xscale("log")
+        ax.set_xticks(run.concurrency)
+        ax.set_xticklabels([str(c) for c in run.concurrency])
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("concurrent clients (wrk connections)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    right.set_ylim(top=limit * 1.15)
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8.5, frameon=False)
+    rows = -(-len(labels) // 2)
+    fig.suptitle(
+        f"/slow?s=0.05 at the connection budget each stack has (run {run.meta['run']}; 2 workers per stack)",
+        fontsize=12,
+    )
+    fig.tight_layout(rect=(0, min(0.45, 0.035 * rows + 0.02), 1, 0.95))
+    fig.savefig(img / SLOW_BUDGET_PNG, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def metric_of(cell: dict[str, Any], metric: str) -> float | None:
@@ -905,6 +1231,12 @@ def section(run: Run, files: list[str]) -> str:
         "- Default PyMySQL settings for every stack (PyMySQL 1.2 then builds a TLS context on every connect); "
         "rows marked *(tuned)* add `ssl_disabled: True`."
     )
+    if any(s["series"] == "slow-pool" and any(c["stack"] == s["key"] for c in run.cells) for s in run.stacks):
+        add(
+            "- Rows marked *(pool sized for slow queries)* are greenpool-serve with max_size = min_size = 20 "
+            "(40 server connections), measured on `/slow` only; they are not lines of the plots below and no "
+            "target compares them (see /slow at an equal connection budget)."
+        )
     if m.get("nginx", {}).get("source"):
         add(
             f"- nginx: config from {m['nginx']['source']} (`{m['nginx'].get('command', '')}`), run as "
@@ -925,6 +1257,8 @@ def section(run: Run, files: list[str]) -> str:
     add("### Plots")
     add("")
     for name in files:
+        if name == SLOW_BUDGET_PNG:
+            continue  # shown with its table, under /slow
         add(f"![{name}](img/{name})")
         add("")
     for path in run.paths:
@@ -932,6 +1266,8 @@ def section(run: Run, files: list[str]) -> str:
         add("")
         lines.extend(path_table(run, path))
         add("")
+        if path == "/slow":
+            lines.extend(slow_budget_section(run, files))
     add("### Targets (issue 6)")
     add("")
     if run.rounds > 1:
@@ -940,7 +1276,14 @@ def section(run: Run, files: list[str]) -> str:
             f"{run.rounds} rounds: medians of the rounds (the rows above show the same medians)."
         )
         add("")
-    table, _rows = targets(run)
+    table, target_rows = targets(run)
+    if any(r.get("info") for r in target_rows):
+        add(
+            "Rows marked *informational* are greenpool's ENGINE under gunicorn gevent and uWSGI: greenpool-backed, "
+            'so not among the "other stacks" greenpool-serve is compared with, and no target of issue 6 is theirs; '
+            "they show the same measures."
+        )
+        add("")
     lines.extend(table)
     add("")
     if run.slow or run.memories:

@@ -1,6 +1,6 @@
 """Server benchmark: greenpool side by side with the stacks users run today, in one run.
 
-    .venv/bin/python -m bench.run            # full run (about 32 min); rewrites its docs section + plots
+    .venv/bin/python -m bench.run            # full run (about 34 min); rewrites its docs section + plots
     .venv/bin/python -m bench.run --quick    # smoke run (about 7 min); JSON only unless --docs PATH
     make bench                               # the full run (make bench BENCH_ARGS=--quick)
 
@@ -891,6 +891,16 @@ def select_stacks(args: argparse.Namespace, plan: dict[str, Any]) -> list[Stack]
         if skipped:
             log(f"nginx not found: skipping {skipped}")
         chosen = [s for s in chosen if not s.needs_nginx]
+    # A program that is not installed would end the run at its stack's first cell
+    # (Popen raises): say so before anything starts.
+    measured = [s for s in chosen if set(s.paths) & set(plan["paths"])]
+    missing = {s.key: program for s in measured if (program := stacks.missing_executable(s))}
+    if missing:
+        raise SystemExit(
+            "not installed: "
+            + ", ".join(f"{program} (stack {key})" for key, program in missing.items())
+            + "; pip install -e '.[test,bench]' (make bench does), or choose other stacks with --stacks"
+        )
     return chosen
 
 
@@ -1436,8 +1446,6 @@ def main(argv: list[str] | None = None) -> int:
             keys = {s.key for s in chosen}
             if "gp-gevent" in keys and not plan.get("study_only"):
                 rec = slow_mixed(bench, "gp-gevent")
-                if "gp-gevent-cb4" in keys:
-                    slow_mixed(bench, "gp-gevent-cb4")
                 memory_match(bench, rec, matrix)
                 if plan["slow_pool_series"]:
                     # The same with a pool sized for the slow queries (labelled as such).

@@ -55,7 +55,10 @@ class Stack:
     family: str  # greenpool (greenpool-serve) | gunicorn | uwsgi | tornado | bare
     commands: Callable[[Ports, Path], list[Command]]
     paths: tuple[str, ...] = PATHS
-    series: str = "default"  # "default": PyMySQL's defaults; "tuned": ssl_disabled
+    # "default": PyMySQL's defaults; "tuned": ssl_disabled; "slow-pool": greenpool's pool sized
+    # for slow queries (SLOW_POOL_SIZE). Only "default" rows are lines of the report's main plots,
+    # and its targets never compare a "slow-pool" row.
+    series: str = "default"
     bound: int | None = None  # most server connections it promises (workers x max_size)
     needs_nginx: bool = False
     worker_ports: int = 1  # consecutive app ports it needs
@@ -215,8 +218,16 @@ def _greenpool_nginx(ports: Ports, workdir: Path) -> list[Command]:
 BOUND = WORKERS * GREENPOOL_MAX_SIZE
 # The pool of the slow-query series sized for its load (a "tuned" row, labelled so):
 # 200 clients waiting on SELECT SLEEP(0.05) want up to 200 connections; 20 per worker
-# keeps 2 workers at 40 (the benchmark account's limit is 100).
+# keeps 2 workers at 40 (the benchmark account's limit is 100), the most
+# django-db-connection-pool's default POOL_OPTIONS open (DBPOOL_CEILING).
 SLOW_POOL_SIZE = 20
+SLOW_POOL_SERIES = "slow-pool"
+# django-db-connection-pool's defaults (pool_size 10, max_overflow 10) per worker: the most
+# connections gevent-dbpool may open. Not its `bound`: that field is kept for greenpool's
+# ENGINE (the report checks it as a promise); the report shows this one as a ceiling.
+DBPOOL_POOL_SIZE = 10
+DBPOOL_MAX_OVERFLOW = 10
+DBPOOL_CEILING = WORKERS * (DBPOOL_POOL_SIZE + DBPOOL_MAX_OVERFLOW)
 GP_SETTINGS = (
     'ENGINE "greenpool.backends.mysql", CONN_MAX_AGE 0, CONN_HEALTH_CHECKS True, '
     "OPTIONS pool {max_size 5, min_size 5, timeout 10}"
@@ -231,16 +242,6 @@ STACKS: tuple[Stack, ...] = (
         bound=BOUND,
         control=True,
         settings=f"`greenpool-serve -w 2` (gevent.pywsgi, 1000 connections per worker); {GP_SETTINGS}",
-    ),
-    Stack(
-        "gp-gevent-cb4",
-        "greenpool-serve gevent --callback-batch 4",
-        "greenpool",
-        _greenpool("gevent", extra=("--callback-batch", "4")),
-        bound=BOUND,
-        control=True,
-        settings="as greenpool-serve gevent, with --callback-batch 4 (gevent's CFFI loop, which may poll "
-        "after every 4 callbacks instead of 50)",
     ),
     Stack(
         "gp-gevent-reuseport",
@@ -258,11 +259,16 @@ STACKS: tuple[Stack, ...] = (
         f"greenpool-serve gevent, max_size {SLOW_POOL_SIZE}",
         "greenpool",
         _greenpool("gevent", pool_size=SLOW_POOL_SIZE),
-        paths=(),
+        # /slow only, and its own series: not a default row (no target compares it, the
+        # throughput plots leave it out); the report's equal-budget table and plot put it
+        # next to django-db-connection-pool, whose pools may hold as many connections.
+        paths=("/slow",),
+        series=SLOW_POOL_SERIES,
         bound=WORKERS * SLOW_POOL_SIZE,
         control=True,
         settings=f"as greenpool-serve gevent, with a pool sized for slow queries: max_size = min_size = "
-        f"{SLOW_POOL_SIZE}; slow-query experiment and its memory comparison only",
+        f"{SLOW_POOL_SIZE} ({WORKERS} x {SLOW_POOL_SIZE} = {WORKERS * SLOW_POOL_SIZE} server connections, "
+        f"django-db-connection-pool's ceiling); /slow cells, the slow-query experiment and its memory comparison",
     ),
     Stack(
         "gp-gevent-nometrics",
@@ -402,7 +408,8 @@ STACKS: tuple[Stack, ...] = (
         _gunicorn("gevent", "dbpool", "0"),
         paths=DB_PATHS,
         settings="`gunicorn -k gevent -w 2`; ENGINE dj_db_conn_pool.backends.mysql with its default POOL_OPTIONS "
-        "(pool_size 10, max_overflow 10, pre_ping, recycle 15 min)",
+        f"(pool_size {DBPOOL_POOL_SIZE}, max_overflow {DBPOOL_MAX_OVERFLOW}, pre_ping, recycle 15 min: at most "
+        f"{DBPOOL_CEILING} server connections)",
     ),
     Stack(
         "bare",
@@ -456,7 +463,6 @@ REFERENCE = "sync-persist"
 # FULL["rounds"]); the others once.
 ROUND_STACKS = (
     "gp-gevent",
-    "gp-gevent-cb4",
     "gp-tornado",
     "sync-persist",
     "gevent-persist",
@@ -480,6 +486,18 @@ def gunicorn_sync_with(workers: int) -> Stack:
         workers=workers,
         settings=f"`gunicorn -w {workers}` (sync); CONN_MAX_AGE None",
     )
+
+
+def missing_executable(stack: Stack) -> str | None:
+    """The program a stack would start that is not installed (uWSGI comes with the test
+    extra, not the bench one), or None. nginx is looked up by nginx_available()."""
+    if stack.needs_nginx:
+        return None
+    for command in stack.commands(Ports(app=0, front=0), Path("/nonexistent")):  # builds argv only
+        program = command.argv[0]
+        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+            return program
+    return None
 
 
 def nginx_available() -> str | None:

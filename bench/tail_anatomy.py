@@ -39,7 +39,7 @@ from bench.report import fmt, write_section
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "tail_anatomy.jsonl"
 DOCS = ROOT / "docs" / "benchmarks.md"
-STACKS = ("gp-gevent", "gp-gevent-cb4", "gevent-persist", "sync-persist")
+STACKS = ("gp-gevent", "gevent-persist", "sync-persist")
 KINDS = ("app", "wait", "hold", "query", "resume")
 SLOW_QUERY_MS = 10.0
 
