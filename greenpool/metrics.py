@@ -29,6 +29,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from greenpool import _fork
+
 logger = logging.getLogger("greenpool")
 
 #: Checkout wait: most checkouts wait not at all; a pool at its cap waits up to
@@ -167,15 +169,15 @@ def start_spool_writer() -> None:
     SPOOL_INTERVAL seconds (a daemon thread, or a greenlet under gevent), and
     once more at exit. Once per process: a forked child starts its own."""
     directory = os.environ.get(SPOOL_ENV)
-    if not directory or _spool_pid[0] == os.getpid():
+    if not directory or _spool_pid[0] == _fork.pid():
         return
-    _spool_pid[0] = pid = os.getpid()
+    _spool_pid[0] = pid = _fork.pid()
     os.makedirs(directory, mode=0o700, exist_ok=True)
     from greenpool import _compat
 
     def loop() -> None:
         prims = _compat.Primitives(_compat.resolve_mode("auto"))
-        while os.getpid() == pid:  # a gevent greenlet survives fork: the child has its own writer
+        while _fork.pid() == pid:  # a gevent greenlet survives fork: the child has its own writer
             try:
                 write_spool(directory)
             except OSError as exc:
@@ -183,7 +185,7 @@ def start_spool_writer() -> None:
             prims.sleep(SPOOL_INTERVAL)
 
     def remove_at_exit() -> None:
-        if os.getpid() == pid:
+        if _fork.pid() == pid:
             try:
                 os.unlink(spool_file(directory, pid))
             except FileNotFoundError:

@@ -28,7 +28,6 @@ Session reset modes (``reset_session``), measured in bench/reset_cost.py:
 from __future__ import annotations
 
 import logging
-import os
 import re
 import select
 import socket
@@ -96,9 +95,7 @@ class PooledConnection(pymysql.connections.Connection):
     greenpool_track_state = False
     greenpool_dirty = False
     greenpool_resets = 0
-    # The process that opened it (a forked child must not close it
-    # properly), and the pool it is checked out from (set by the backend).
-    greenpool_pid = 0
+    # The pool it is checked out from (set by the backend).
     greenpool_pool: Any = None
     # Under gevent: seconds to wait for a statement's reply without yielding
     # to the hub (0: yield at once, as a plain gevent socket does).
@@ -331,7 +328,6 @@ def connect_factory(
 
     def connect() -> PooledConnection:
         conn = PooledConnection(**frozen)
-        conn.greenpool_pid = os.getpid()
         if reply_wait and _socket_patched():
             conn.greenpool_reply_wait = reply_wait
         if track_state:

@@ -18,7 +18,6 @@ to other greenlets half-way cannot let a second one past the cap.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 import traceback
@@ -28,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from greenpool import _compat
+from greenpool import _compat, _fork
 from greenpool.errors import PoolClosed, PoolError, PoolTimeout, TooManyRequests
 from greenpool.metrics import WAIT_BUCKETS, Histogram
 from greenpool.pool_options import DEFAULTS, OPTIONS, validate
@@ -102,9 +101,6 @@ _STAT_KEYS = (
 
 # Pools alive in this process, so a forked child can disown its parent's.
 _all_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
-# This process's id, refreshed in a forked child: cheaper than os.getpid()
-# on every checkout.
-_current_pid = [os.getpid()]
 
 
 class Pool:
@@ -201,7 +197,8 @@ class Pool:
         self._wait = Histogram(WAIT_BUCKETS) if metrics else None
         self._opened = False
         self._closed = False
-        self._pid = os.getpid()
+        self._pid = _fork.pid()  # the process that made it: a forked child disowns it
+        self._forked_into = 0  # in a forked child: that child's pid
         self._maintenance: Any = None
         # Wakes the maintenance task early: on close, and when keepalive changes.
         self._wake = self._prims.Event()
@@ -222,9 +219,9 @@ class Pool:
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Start the pool: fill to min_size in the background (or, with
         ``wait``, before returning) and start the maintenance task."""
-        self._check_fork()
         with self._lock:
             if self._closed:
+                self._refuse_if_forked()
                 raise PoolClosed(f"pool {self.name!r} is closed and cannot be reopened")
             if self._opened:
                 return
@@ -323,8 +320,6 @@ class Pool:
         """Check out a connection, waiting up to ``timeout`` (default: the
         pool's) for one to be free. Raises PoolTimeout, TooManyRequests or
         PoolClosed."""
-        if self._pid != _current_pid[0]:
-            self._check_fork()
         if not self._opened and not self._closed:
             self.open()
         started = time.monotonic()
@@ -332,6 +327,7 @@ class Pool:
         record: Any = None  # an idle _Record, or _SLOT: connect in a reserved slot
         with self._lock:
             if self._closed:
+                self._refuse_if_forked()
                 raise PoolClosed(f"pool {self.name!r} is closed")
             if self._idle:
                 record = self._idle.pop()  # LIFO: see _run_housekeeping
@@ -407,6 +403,10 @@ class Pool:
         if record is None or record.conn is not conn:
             if record is not None:  # another connection reused the id: put it back
                 self._out[id(conn)] = record
+            if self._forked_into:
+                # Checked out in the parent before the fork: the parent's session.
+                # Dropped without a word to the server, as the idle ones were.
+                return
             raise PoolError(
                 f"pool {self.name!r}: putconn of a connection this pool does not have checked out: {conn!r}"
             )
@@ -833,11 +833,11 @@ class Pool:
 
     # -- internals: fork ------------------------------------------------------
 
-    def _check_fork(self) -> None:
-        if self._pid != os.getpid():
+    def _refuse_if_forked(self) -> None:
+        if self._forked_into:
             raise PoolError(
                 f"pool {self.name!r} was made in process {self._pid} and cannot be used in forked child "
-                f"{os.getpid()}: build a new pool in the child (greenpool.registry does this for you)"
+                f"{self._forked_into}: build a new pool in the child (greenpool.registry does this for you)"
             )
 
     def _disown_after_fork(self) -> None:
@@ -851,16 +851,14 @@ class Pool:
         self._out = {}
         self._waiting = deque()
         self._closed = True
+        self._forked_into = _fork.pid()
         self._maintenance = None
 
 
-def _after_fork_in_child() -> None:
-    _current_pid[0] = os.getpid()
+@_fork.in_child
+def _disown_parents_pools() -> None:
     for pool in list(_all_pools):
         pool._disown_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _caller_stack() -> str:

@@ -1,20 +1,19 @@
 """One pool per (process, gevent hub, alias): the pools a process holds.
 
 Pools are made lazily, on first use, never at import or settings time. The key
-includes the process id, so a forked child never finds its parent's pool and
-builds its own; and the hub, because gevent objects belong to the hub (thread)
-that made them. In an unpatched threaded process the hub key is None and all
+includes the process id (greenpool._fork), so a forked child never finds its
+parent's pool and builds its own; and the hub, because gevent objects belong to
+the hub (thread) that made them. In an unpatched threaded process the hub key is None and all
 threads share one thread-safe pool per alias.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 
-from greenpool import _compat, metrics
+from greenpool import _compat, _fork, metrics
 from greenpool.pool import Pool
 
 logger = logging.getLogger("greenpool")
@@ -29,7 +28,7 @@ _lock = threading.Lock()
 
 
 def _key(alias: str) -> _Key:
-    return (os.getpid(), _compat.hub_key(), alias)
+    return (_fork.pid(), _compat.hub_key(), alias)
 
 
 def get_pool(alias: str, fingerprint: object, factory: Callable[[], Pool]) -> Pool:
@@ -52,29 +51,23 @@ def get_pool(alias: str, fingerprint: object, factory: Callable[[], Pool]) -> Po
     return pool
 
 
-def peek_pool(alias: str) -> Pool | None:
-    """This process's and hub's pool for ``alias`` if one was made."""
-    entry = _pools.get(_key(alias))
-    return entry[0] if entry is not None and not entry[0].closed else None
-
-
-# The process (by pid, so a fork does not inherit it) whose pools live as
-# long as it does: close_pool() there leaves them open, close_all() still
-# closes them. Set by greenpool.celery in a Celery prefork child, whose
-# Django fixup calls close_pool() around every task.
-_kept_for_pid = 0
+# Whether this process's pools live as long as it does: close_pool() then
+# leaves them open, close_all() still closes them. Set by greenpool.celery in a
+# Celery prefork child, whose Django fixup calls close_pool() around every
+# task; a child forked from this process starts without it.
+_kept_for_process = False
 
 
 def keep_pools_for_process() -> None:
     """From now on, close_pool() in this process leaves its pool open (the
     connections were returned by the close() before it); close_all() at the
     process's exit closes every pool."""
-    global _kept_for_pid
-    _kept_for_pid = os.getpid()
+    global _kept_for_process
+    _kept_for_process = True
 
 
 def pools_kept_for_process() -> bool:
-    return _kept_for_pid == os.getpid()
+    return _kept_for_process
 
 
 def close_pool(alias: str, timeout: float = 5.0) -> None:
@@ -88,27 +81,25 @@ def close_pool(alias: str, timeout: float = 5.0) -> None:
 
 def pools() -> dict[str, Pool]:
     """This process's and hub's open pools by alias."""
-    pid, hub = os.getpid(), _compat.hub_key()
+    pid, hub = _fork.pid(), _compat.hub_key()
     return {k[2]: e[0] for k, e in list(_pools.items()) if k[0] == pid and k[1] == hub and not e[0].closed}
 
 
 def close_all(timeout: float = 5.0) -> None:
     """Close every pool this process made (at worker exit)."""
-    pid = os.getpid()
+    pid = _fork.pid()
     for key in [k for k in list(_pools) if k[0] == pid]:
         entry = _pools.pop(key, None)
         if entry is not None:
             entry[0].close(timeout)
 
 
+@_fork.in_child
 def _forget_parent_pools() -> None:
     # The child's pools disown themselves (greenpool.pool); drop the entries
     # so the dict does not grow with the parent's keys across many forks. The
     # lock may have been held by a parent thread at fork time: a fresh one.
-    global _lock
+    global _lock, _kept_for_process
     _lock = threading.Lock()
-    for key in [k for k in list(_pools) if k[0] != os.getpid()]:
-        _pools.pop(key, None)
-
-
-os.register_at_fork(after_in_child=_forget_parent_pools)
+    _kept_for_process = False
+    _pools.clear()

@@ -653,6 +653,36 @@ def test_forked_child_never_reuses_parents_pool(tmp_path):
     assert "fork-ok" in result.stdout
 
 
+def test_forked_child_returning_a_connection_checked_out_before_the_fork_leaves_it_to_the_parent(tmp_path):
+    script = (
+        textwrap.dedent(
+            """
+        import os, sys
+        sys.path.insert(0, %r)
+        from greenpool import Pool
+        from tests.fakedb import FakeDB
+        db = FakeDB()
+        resets = []
+        pool = Pool(db.connect, max_size=2, concurrency="threads", reset=resets.append)
+        held = pool.getconn()
+        pid = os.fork()
+        if pid == 0:
+            pool.putconn(held)  # no PoolError, no reset, no close: the session is the parent's
+            os._exit(0 if not held.closed and not resets else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        pool.putconn(held)
+        assert pool.getconn() is held
+        print("fork-ok")
+        """
+        )
+        % os.getcwd()
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "fork-ok" in result.stdout
+
+
 def test_threads_share_one_pool_safely():
     db = FakeDB()
     db.connect_hangs = 0.005

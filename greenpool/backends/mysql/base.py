@@ -9,7 +9,6 @@ OPTIONS["pool"] this is exactly Django's MySQL backend.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import weakref
 from typing import Any
@@ -264,11 +263,6 @@ def _checkin(conn: Any) -> None:
     pool = conn.greenpool_pool
     if pool.metrics:
         metrics.record_hold(pool.name, time.monotonic() - conn.greenpool_checked_out_at)
-    if conn.greenpool_pid != os.getpid():
-        # Inherited across fork: closing it properly would send COM_QUIT on
-        # the parent's socket and end the parent's session. Drop our fd only.
-        conn._force_close()
-        return
     if conn.greenpool_condemned:
         logger.info(
             "pool %r: discarding a connection Django closed as unusable: %s", pool.name, conn.greenpool_condemned
