@@ -889,12 +889,13 @@ class _FakeConn:
     autocommit on, no transaction)."""
 
     open = True
-    greenpool_busy = False
-    greenpool_dirty = False
 
     def __init__(self) -> None:
         from pymysql.constants import SERVER_STATUS
 
+        from greenpool.mysql import ConnectionState
+
+        self.greenpool = ConnectionState()
         self.server_status = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
 
     def get_autocommit(self) -> bool:

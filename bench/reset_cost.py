@@ -99,7 +99,7 @@ def main() -> None:
         **{f"us_per_request_{alias}": round(m, 1) for alias, m in medians.items()},
         # Resets done by the "auto" pool's connection: 0 shows it never reset a
         # session the read path did not change.
-        "resets_in_auto_mode": sum(r.conn.greenpool_resets for r in connections["reset_auto"].pool._idle),
+        "resets_in_auto_mode": sum(r.conn.greenpool.resets for r in connections["reset_auto"].pool._idle),
         "ratio_auto_to_false": round(medians["reset_auto"] / medians["reset_false"], 3),
         "ratio_true_to_false": round(medians["reset_true"] / medians["reset_false"], 3),
     }

@@ -7,7 +7,7 @@
 * ``reply_wait``: under gevent, wait a moment for a statement's reply before
   yielding to the hub (see ``PooledConnection._await_reply``).
 * the first command of a checkout that cannot be sent (the session was gone
-  before it) is sent once more on a new session (``greenpool_on_unsent``).
+  before it) is sent once more on a new session (``ConnectionState.on_unsent``).
 * ``check``/``ping``: is an idle connection still alive (one round trip)?
 * ``make_reset``: make a returned connection clean for its next user.
 
@@ -74,43 +74,69 @@ def _ssl_key(sslp: dict) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in sslp.items()))
 
 
+class ConnectionState:
+    """What greenpool knows about one pooled connection, in one place
+    (``conn.greenpool``). The protocol fields are kept by PooledConnection
+    itself; the lease fields by the Django backend, at checkout and checkin."""
+
+    __slots__ = (
+        "busy",
+        "initialized",
+        "was_reset",
+        "track_state",
+        "dirty",
+        "resets",
+        "reply_wait",
+        "reply_misses",
+        "reply_skipped",
+        "watch",
+        "on_unsent",
+        "pool",
+        "checked_out_at",
+        "condemned",
+    )
+
+    def __init__(self) -> None:
+        # True from the moment a command is sent until its answer has been
+        # read. A holder killed in between (gevent.Timeout, GreenletExit)
+        # leaves it True: the connection is mid-protocol and must be
+        # discarded, never reused (PyMySQL#275: "Packet sequence number wrong").
+        self.busy = False
+        # The Django backend's session set-up ran on this session; a session
+        # reset undoes it (and PyMySQL's init_command: was_reset).
+        self.initialized = False
+        self.was_reset = False
+        # reset_session "auto": the server reports session-state changes, and
+        # dirty records that one happened since the last baseline.
+        self.track_state = False
+        self.dirty = False
+        self.resets = 0
+        # Under gevent: seconds to wait for a statement's reply without
+        # yielding to the hub (0: yield at once, as a plain gevent socket does).
+        self.reply_wait = 0.0
+        self.reply_misses = 0  # replies in a row that took longer
+        self.reply_skipped = 0  # statements sent without the wait while they do
+        self.watch: tuple[Any, Any] | None = None  # (socket, poll object reading it): _readable_within
+        # Armed by the backend once a checkout is ready, taken by the next
+        # command: called with the error when that command could not be sent
+        # at all (the session was gone before it), to give the connection a
+        # new session on which the command is sent once more. Nothing else is
+        # ever resent.
+        self.on_unsent: Callable[[PooledConnection, Exception], None] | None = None
+        # The lease: the pool it is checked out from, since when
+        # (time.monotonic(), the hold time's start), and why it must not be
+        # reused (Django judged it unusable), or None.
+        self.pool: Any = None
+        self.checked_out_at = 0.0
+        self.condemned: str | None = None
+
+
 class PooledConnection(pymysql.connections.Connection):
-    """A PyMySQL connection fit for a pool.
+    """A PyMySQL connection fit for a pool; its state is ``conn.greenpool``."""
 
-    ``greenpool_busy`` is True from the moment a command is sent until its
-    answer has been read. A holder killed in between (gevent.Timeout,
-    GreenletExit) leaves it True: the connection is mid-protocol and must be
-    discarded, never reused (PyMySQL#275: "Packet sequence number wrong").
-    """
-
-    greenpool_busy = False
-    # Set by the Django backend once its session set-up ran on this
-    # connection; cleared when a session reset undoes that set-up.
-    greenpool_initialized = False
-    # True once a session reset undid what PyMySQL set up at connect
-    # (init_command), so the backend must run that again.
-    greenpool_was_reset = False
-    # "auto" mode: the server tracks session-state changes for us, and
-    # greenpool_dirty records that one happened since the last baseline.
-    greenpool_track_state = False
-    greenpool_dirty = False
-    greenpool_resets = 0
-    # The pool it is checked out from (set by the backend).
-    greenpool_pool: Any = None
-    # Under gevent: seconds to wait for a statement's reply without yielding
-    # to the hub (0: yield at once, as a plain gevent socket does).
-    greenpool_reply_wait = 0.0
-    greenpool_reply_misses = 0  # replies in a row that took longer
-    greenpool_reply_skipped = 0  # statements sent without the wait while they do
-    # Armed by the backend once a checkout is ready, taken by the next command:
-    # called with the error when that command could not be sent at all (the
-    # session was gone before it), to give the connection a new session on
-    # which the command is then sent once more. Nothing else is ever resent.
-    greenpool_on_unsent: Callable[[PooledConnection, Exception], None] | None = None
-    # Why this connection must not be reused (Django judged it unusable), or None.
-    greenpool_condemned: str | None = None
-    greenpool_watch: tuple[Any, Any] | None = None  # (socket, poll object reading it): _readable_within
-    greenpool_checked_out_at = 0.0  # time.monotonic() of the backend's checkout: the hold time's start
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.greenpool = ConnectionState()  # before PyMySQL connects
+        super().__init__(*args, **kwargs)
 
     def connect(self, sock: Any = None) -> None:
         super().connect(sock)
@@ -126,11 +152,10 @@ class PooledConnection(pymysql.connections.Connection):
         """A new server session on this object, as fresh as a new connection
         (PyMySQL's connect again: login, init_command, autocommit mode)."""
         self.connect()
-        self.greenpool_busy = False
-        self.greenpool_initialized = False
-        self.greenpool_was_reset = False
-        self.greenpool_reply_misses = self.greenpool_reply_skipped = 0
-        if self.greenpool_track_state:
+        state = self.greenpool
+        state.busy = state.initialized = state.was_reset = False
+        state.reply_misses = state.reply_skipped = 0
+        if state.track_state:
             try:
                 self.start_tracking_state()
             except BaseException:
@@ -161,36 +186,38 @@ class PooledConnection(pymysql.connections.Connection):
         SoftTimeLimitExceeded raised by a signal handler) leaves the mark set.
         A command on a connection left so fails before it is sent."""
         self._refuse_if_interrupted()
-        self.greenpool_busy = True
+        state = self.greenpool
+        state.busy = True
         try:
             yield
         except pymysql.err.MySQLError:
-            self.greenpool_busy = False
+            state.busy = False
             raise
-        self.greenpool_busy = False
+        state.busy = False
 
     def _refuse_if_interrupted(self) -> None:
         # Its socket may still hold the rest of the interrupted reply: a new
         # command would read that as its own answer.
-        if self.greenpool_busy:
+        if self.greenpool.busy:
             raise pymysql.err.InterfaceError(0, "connection was interrupted mid-command; its protocol state is unknown")
 
     def query(self, sql: Any, unbuffered: bool = False) -> int:
         # The hot path: the busy mark is inlined rather than taken through
         # _command(), whose generator costs a few microseconds per query.
-        if self.greenpool_busy:
+        state = self.greenpool
+        if state.busy:
             self._refuse_if_interrupted()
-        self.greenpool_busy = True
+        state.busy = True
         try:
             result = super().query(sql, unbuffered)
         except pymysql.err.MySQLError:
-            self.greenpool_busy = False
+            state.busy = False
             raise
-        self.greenpool_busy = False
+        state.busy = False
         # Only statements count, not autocommit toggles or COMMIT/ROLLBACK
         # (PyMySQL sends those without query()): a transaction is state the
         # checkin already handles by rolling back, and needs no reset.
-        if self.greenpool_track_state and not self.greenpool_dirty:
+        if state.track_state and not state.dirty:
             # The flag is read from this statement's OK packet only: PyMySQL
             # keeps conn.server_status from the last OK packet, stale after a
             # result set (whose own status is None here).
@@ -198,15 +225,16 @@ class PooledConnection(pymysql.connections.Connection):
             if (status or 0) & _SERVER_SESSION_STATE_CHANGED or _UNTRACKED_STATE.search(
                 sql if isinstance(sql, str) else sql.decode("utf-8", "replace")
             ):
-                self.greenpool_dirty = True
+                state.dirty = True
         return result
 
     def _execute_command(self, command: int, sql: Any) -> None:
-        on_unsent = self.greenpool_on_unsent
+        state = self.greenpool
+        on_unsent = state.on_unsent
         if on_unsent is None:
             super()._execute_command(command, sql)
         else:
-            self.greenpool_on_unsent = None
+            state.on_unsent = None
             try:
                 super()._execute_command(command, sql)
             except pymysql.err.OperationalError as exc:
@@ -217,11 +245,11 @@ class PooledConnection(pymysql.connections.Connection):
                     raise
                 on_unsent(self, exc)
                 super()._execute_command(command, sql)
-        if self.greenpool_reply_wait:
-            self._await_reply()
+        if state.reply_wait:
+            self._await_reply(state)
 
-    def _await_reply(self) -> None:
-        """Wait up to ``greenpool_reply_wait`` for the reply to the command just
+    def _await_reply(self, state: ConnectionState) -> None:
+        """Wait up to ``reply_wait`` for the reply to the command just
         sent, blocking the whole worker, instead of yielding to the hub.
 
         A gevent socket read that finds nothing yet parks the greenlet, and it
@@ -234,16 +262,16 @@ class PooledConnection(pymysql.connections.Connection):
         statement, and nothing when the reply is already there. A connection
         whose replies keep taking longer (a server far away, slow statements)
         stops waiting after a few misses and tries again every so often."""
-        if self.greenpool_reply_misses >= _REPLY_MISSES_BEFORE_PAUSE:
-            self.greenpool_reply_skipped += 1
-            if self.greenpool_reply_skipped % _REPLY_RETRY_EVERY:
+        if state.reply_misses >= _REPLY_MISSES_BEFORE_PAUSE:
+            state.reply_skipped += 1
+            if state.reply_skipped % _REPLY_RETRY_EVERY:
                 return
-        ready = self._readable_within(self.greenpool_reply_wait * 1000.0)
+        ready = self._readable_within(state.reply_wait * 1000.0)
         if ready:
-            self.greenpool_reply_misses = 0
-            self.greenpool_reply_skipped = 0
+            state.reply_misses = 0
+            state.reply_skipped = 0
         elif ready is not None:
-            self.greenpool_reply_misses += 1
+            state.reply_misses += 1
 
     def _readable_within(self, timeout_ms: float) -> bool | None:
         """Whether the socket has something to read (or has been closed) within
@@ -255,26 +283,26 @@ class PooledConnection(pymysql.connections.Connection):
         sock = self._sock
         if sock is None:
             return None
-        watch = self.greenpool_watch
+        watch = self.greenpool.watch
         if watch is None or watch[0] is not sock:
             poller = _real_poll()()
             poller.register(sock.fileno(), select.POLLIN)
-            watch = self.greenpool_watch = (sock, poller)
+            watch = self.greenpool.watch = (sock, poller)
         return bool(watch[1].poll(timeout_ms))
 
     def start_tracking_state(self) -> None:
         """Turn the server's session-state tracker on for this session and take
         the current state as the clean baseline. One round trip, once per
         physical connection (and again after each reset)."""
-        self.greenpool_track_state = True
+        self.greenpool.track_state = True
         with self._command():
             self._execute_command(COMMAND.COM_QUERY, b"SET SESSION session_track_state_change = ON")
             self._read_ok_packet()
-        self.greenpool_dirty = False
+        self.greenpool.dirty = False
 
     def mark_clean(self) -> None:
         """What the session holds now is the baseline (e.g. Django's set-up)."""
-        self.greenpool_dirty = False
+        self.greenpool.dirty = False
 
     def next_result(self, unbuffered: bool = False) -> int:
         with self._command():
@@ -301,10 +329,10 @@ class PooledConnection(pymysql.connections.Connection):
         with self._command():
             self._execute_command(_COM_RESET_CONNECTION, b"")
             self._read_ok_packet()
-        self.greenpool_initialized = False
-        self.greenpool_was_reset = True
-        self.greenpool_resets += 1
-        if self.greenpool_track_state:
+        self.greenpool.initialized = False
+        self.greenpool.was_reset = True
+        self.greenpool.resets += 1
+        if self.greenpool.track_state:
             self.start_tracking_state()
 
     def __repr__(self) -> str:
@@ -329,7 +357,7 @@ def connect_factory(
     def connect() -> PooledConnection:
         conn = PooledConnection(**frozen)
         if reply_wait and _socket_patched():
-            conn.greenpool_reply_wait = reply_wait
+            conn.greenpool.reply_wait = reply_wait
         if track_state:
             try:
                 conn.start_tracking_state()
@@ -396,9 +424,9 @@ def make_reset(reset_session: bool | str) -> Callable[[PooledConnection], None]:
     def reset(conn: PooledConnection) -> None:
         if not conn.open:
             raise pymysql.err.OperationalError(2006, "connection was closed while checked out")
-        if conn.greenpool_busy:
+        if conn.greenpool.busy:
             raise pymysql.err.InternalError("connection was interrupted mid-command; its protocol state is unknown")
-        if reset_session is True or (reset_session == "auto" and conn.greenpool_dirty):
+        if reset_session is True or (reset_session == "auto" and conn.greenpool.dirty):
             conn.reset_session()  # also ends any transaction
             return
         # PyMySQL updates the status flags from OK packets only, so a

@@ -158,7 +158,7 @@ def test_reply_wait_is_left_off_where_gevent_has_not_patched_the_socket(handler,
     # With threads a read blocks its own thread: waiting first would only add a poll.
     conn = handler(OPTIONS={"pool": {"reply_wait": 0.001}})["default"]
     assert query_one(conn, "SELECT 1") == (1,)
-    assert conn.connection.greenpool_reply_wait == 0
+    assert conn.connection.greenpool.reply_wait == 0
 
 
 def test_conn_max_age_with_a_pool_is_improperly_configured(handler):
@@ -304,7 +304,7 @@ def test_connection_in_error_state_is_discarded(handler):
     conn = handler()["default"]
     query_one(conn, "SELECT 1")
     raw = conn.connection
-    raw.greenpool_busy = True  # as if a query was interrupted half-way
+    raw.greenpool.busy = True  # as if a query was interrupted half-way
     conn.close()
     assert not raw.open
     assert conn.pool.get_stats()["returns_bad"] == 1
@@ -364,7 +364,7 @@ def test_auto_reset_resets_a_session_that_changed(handler, statement):
     with conn.cursor() as cur:
         cur.execute(statement)
     conn.close()
-    assert raw.greenpool_resets == 1
+    assert raw.greenpool.resets == 1
     assert query_one(conn, "SELECT @secret, IS_USED_LOCK('greenpool-auto-lock'), @@tx_isolation") == (
         None,
         None,
@@ -385,7 +385,7 @@ def test_auto_reset_costs_nothing_when_the_session_did_not_change(handler):
             conn.set_autocommit(True)
         raw = conn.connection
         conn.close()
-    assert raw.greenpool_resets == 0
+    assert raw.greenpool.resets == 0
 
 
 def test_reset_session_false_keeps_session_variables(handler):

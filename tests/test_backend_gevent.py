@@ -255,7 +255,7 @@ with connection.cursor() as c:
 t = gevent.spawn(ticker)
 gevent.sleep(0)
 raw = connection.connection
-verdict = {"reply_wait": raw.greenpool_reply_wait}
+verdict = {"reply_wait": raw.greenpool.reply_wait}
 """
 
 
@@ -288,15 +288,15 @@ def test_reply_wait_pauses_on_a_connection_whose_replies_come_late_and_resumes(m
         REPLY_WAIT_SCRIPT
         + """
 verdict["slow"] = ticks_during("SELECT SLEEP(0.02)", 3)
-verdict["misses"] = raw.greenpool_reply_misses
+verdict["misses"] = raw.greenpool.reply_misses
 with connection.cursor() as c:
     for _ in range(15):
         c.execute("SELECT 1")
-verdict["skipped"] = raw.greenpool_reply_skipped
-verdict["misses_while_paused"] = raw.greenpool_reply_misses
+verdict["skipped"] = raw.greenpool.reply_skipped
+verdict["misses_while_paused"] = raw.greenpool.reply_misses
 with connection.cursor() as c:
     c.execute("SELECT 1")  # the 16th: waits again, and its quick reply ends the pause
-verdict["misses_after"] = raw.greenpool_reply_misses
+verdict["misses_after"] = raw.greenpool.reply_misses
 stop[0] = True
 print(json.dumps(verdict))
 """,

@@ -135,8 +135,8 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         conn = pool.getconn()
         # Checked in to the pool it came from, even if the alias's pool is
         # replaced meanwhile (the test runner renames the database).
-        conn.greenpool_pool = pool
-        conn.greenpool_checked_out_at = time.monotonic()
+        conn.greenpool.pool = pool
+        conn.greenpool.checked_out_at = time.monotonic()
         self._lease_to_current_thread(conn)
         return conn
 
@@ -146,7 +146,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         if isinstance(conn, mysql.PooledConnection):
             # Django's set-up is done: the request's first command may be
             # resent on a new session if it cannot be sent (see _reopen_unsent).
-            conn.greenpool_on_unsent = self._reopen_unsent
+            conn.greenpool.on_unsent = self._reopen_unsent
 
     def _reopen_unsent(self, conn: Any, exc: Exception) -> None:
         """The checkout's first command found the session gone before anything
@@ -156,10 +156,10 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         logger.info(
             "pool %r: the session was gone before the request's first statement was sent (%s); "
             "sending it on a new session",
-            conn.greenpool_pool.name,
+            conn.greenpool.pool.name,
             exc,
         )
-        conn.greenpool_pool.reopen(conn)
+        conn.greenpool.pool.reopen(conn)
         self.init_connection_state()
         connection_created.send(sender=type(self), connection=self)
 
@@ -171,7 +171,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         usable = super().is_usable()
         if not usable and isinstance(conn, mysql.PooledConnection):
             # Django closes a connection it found unusable: the pool must not get it back.
-            conn.greenpool_condemned = "is_usable() found it unusable"
+            conn.greenpool.condemned = "is_usable() found it unusable"
         return usable
 
     def close_if_unusable_or_obsolete(self) -> None:
@@ -179,7 +179,7 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         if isinstance(conn, mysql.PooledConnection) and self.get_autocommit() != self.settings_dict["AUTOCOMMIT"]:
             # Django drops a connection whose autocommit was not restored, so
             # as not to take chances with it; so does the pool.
-            conn.greenpool_condemned = "autocommit was not restored"
+            conn.greenpool.condemned = "autocommit was not restored"
         super().close_if_unusable_or_obsolete()
 
     def init_connection_state(self) -> None:
@@ -188,16 +188,16 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
         # reset undoes it, so run it once per physical connection.
         conn: Any = self.connection
         pooled = isinstance(conn, mysql.PooledConnection)
-        if pooled and conn.greenpool_initialized:
+        if pooled and conn.greenpool.initialized:
             return
         super().init_connection_state()
         if pooled:
             init_command = self.settings_dict["OPTIONS"].get("init_command")
-            if init_command and conn.greenpool_was_reset:
+            if init_command and conn.greenpool.was_reset:
                 # PyMySQL ran init_command at connect; a session reset undid it.
                 with self.cursor() as cursor:
                     cursor.execute(init_command)
-            conn.greenpool_initialized = True
+            conn.greenpool.initialized = True
             conn.mark_clean()  # Django's own set-up is the session's baseline
 
     def _close(self) -> None:
@@ -259,15 +259,15 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
 
 def _checkin(conn: Any) -> None:
     """Return a pooled connection to the pool it came from."""
-    conn.greenpool_on_unsent = None  # the checkin's own rollback is never resent
-    pool = conn.greenpool_pool
+    conn.greenpool.on_unsent = None  # the checkin's own rollback is never resent
+    pool = conn.greenpool.pool
     if pool.metrics:
-        metrics.record_hold(pool.name, time.monotonic() - conn.greenpool_checked_out_at)
-    if conn.greenpool_condemned:
+        metrics.record_hold(pool.name, time.monotonic() - conn.greenpool.checked_out_at)
+    if conn.greenpool.condemned:
         logger.info(
-            "pool %r: discarding a connection Django closed as unusable: %s", pool.name, conn.greenpool_condemned
+            "pool %r: discarding a connection Django closed as unusable: %s", pool.name, conn.greenpool.condemned
         )
-    pool.putconn(conn, discard=bool(conn.greenpool_condemned))  # a closed pool closes it
+    pool.putconn(conn, discard=bool(conn.greenpool.condemned))  # a closed pool closes it
 
 
 def _spawn_checkin(conn: Any) -> None:
