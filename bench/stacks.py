@@ -299,18 +299,19 @@ STACKS: tuple[Stack, ...] = (
         _greenpool("tornado"),
         bound=BOUND,
         control=True,
-        settings=f"`greenpool-serve -w 2 --server tornado` (10 executor threads); {GP_SETTINGS}",
+        settings=f"`greenpool-serve -w 2 --server tornado` (--threads auto: {GREENPOOL_MAX_SIZE} executor threads, "
+        f"the pool's max_size); {GP_SETTINGS}",
     ),
     Stack(
-        "gp-tornado-t5",
-        "greenpool-serve tornado, 5 threads",
+        "gp-tornado-t10",
+        "greenpool-serve tornado, 10 threads",
         "greenpool",
-        _greenpool("tornado", extra=("--threads", "5")),
+        _greenpool("tornado", extra=("--threads", "10")),
         bound=BOUND,
         control=True,
         paths=(),
-        settings="as greenpool-serve tornado, with --threads 5 (= the pool's max_size); bench.ab only, "
-        "for what threads beyond max_size cost",
+        settings="as greenpool-serve tornado, with --threads 10 (twice the pool's max_size; the default "
+        "before --threads auto); bench.ab only, for what threads beyond max_size cost",
     ),
     Stack(
         "gp-nginx",

@@ -142,6 +142,20 @@ def test_contradicting_settings_are_refused(argv, message):
     assert message in info.value.message
 
 
+def test_threads_default_to_auto_and_take_a_count():
+    assert resolve([]).threads == "auto"
+    assert resolve(["--threads", "4"]).threads == 4
+    assert resolve(["--threads", "auto"]).threads == "auto"
+
+
+@pytest.mark.parametrize("value", ["0", "many", "2.5"])
+def test_bad_threads_are_refused_naming_the_flag(value, capsys):
+    with pytest.raises(SystemExit) as info:
+        config.parse_args(["--threads", value], environ={})
+    assert info.value.code == 2
+    assert "--threads" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("value", ["0.1", "0.5", "0.99", "-1"])
 def test_timeout_below_one_second_is_refused_naming_the_flag(value):
     # The heartbeat comes every 0.2 s at best: a shorter --timeout kills healthy workers.

@@ -300,6 +300,18 @@ def test_gevent_worker_patches_before_django_or_ssl_is_imported(serve):
     assert "Monkey-patching" not in log and "MonkeyPatchWarning" not in log
 
 
+def test_tornado_threads_default_to_the_default_pools_max_size(serve):
+    server = serve("--log-level", "info", server="tornado", workers=1, env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "3"})
+    assert server.get("/read")[0] == 200
+    assert re.search(r"tornado worker \S+ ready: .*, 3 threads", server.log()), server.log()[-2000:]
+
+
+def test_tornado_threads_given_on_the_command_line_are_kept(serve):
+    server = serve("--threads", "7", "--log-level", "info", server="tornado", workers=1)
+    assert server.get("/read")[0] == 200
+    assert re.search(r"tornado worker \S+ ready: .*, 7 threads", server.log()), server.log()[-2000:]
+
+
 def test_stats_command_prints_every_worker_and_its_pool(serve):
     server = serve(server="gevent", workers=2)
     for _ in range(10):

@@ -110,6 +110,22 @@ def _boolean(value: Any) -> bool:
 _boolean.__doc__ = "true or false"
 
 
+# --threads auto without a pooled default database (Tornado's own examples use 10).
+THREADS_WITHOUT_POOL = 10
+
+
+def _threads(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    try:
+        return _int_at_least(1)(value)
+    except ValueError:
+        raise ValueError(f"expected an integer >= 1 or auto, got {value!r}") from None
+
+
+_threads.__doc__ = "integer >= 1, or auto"
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def validate(value: Any) -> str:
         if value not in choices:
@@ -421,13 +437,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "threads",
         ("--threads",),
-        _int_at_least(1),
-        10,
-        "tornado: executor threads running Django per worker. 1 means one request at a time "
-        "and one database connection per process. More threads than the pool's max_size "
-        "only queue on the pool.",
+        _threads,
+        "auto",
+        "tornado: executor threads running Django per worker. auto: the max_size of the "
+        "default database's pool (threads beyond it only queue on the pool, docs/tuning.md), "
+        f"or {THREADS_WITHOUT_POOL} without a pool. 1 means one request at a time and one "
+        "database connection per process. Set more when views also wait on something other "
+        "than the database.",
         "Workers",
-        metavar="INT",
+        metavar="INT|auto",
     ),
     Setting(
         "timeout",

@@ -28,6 +28,7 @@ from tornado.ioloop import IOLoop
 from tornado.wsgi import WSGIContainer
 
 from greenpool.launch import http_rules, logs, worker, worker_life
+from greenpool.launch.config import THREADS_WITHOUT_POOL
 from greenpool.launch.errors import ExitCode, LaunchError
 
 logger = logging.getLogger("greenpool.launch")
@@ -294,13 +295,24 @@ def _add_batched_accept_handler(sock: socket.socket, shared_by: int, on_connecti
     return remove
 
 
+def executor_threads(setting: int | str) -> int:
+    """--threads: a number, or auto: the default database's pool max_size (more
+    threads only queue on it), or config.THREADS_WITHOUT_POOL without a pool.
+    Read after Django is set up."""
+    if setting != "auto":
+        return int(setting)
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    pool = getattr(connections[DEFAULT_DB_ALIAS], "pool", None)
+    return pool.max_size if pool is not None else THREADS_WITHOUT_POOL
+
+
 class TornadoWorker:
     def __init__(self, state: worker.WorkerState, app: Any) -> None:
         self.state = state
         self.settings = state.settings
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            self.settings["threads"], thread_name_prefix="greenpool-wsgi"
-        )
+        self.threads = executor_threads(self.settings["threads"])
+        self.executor = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="greenpool-wsgi")
         self.container = GreenpoolWSGIContainer(app, self.executor, state)
         # body_timeout: a body that stops short of its Content-Length (or its last chunk)
         # would hold the connection for ever; it gets the --keep-alive time, as headers do.
@@ -388,7 +400,7 @@ async def _amain(state: worker.WorkerState, app: Any) -> None:
         await tw.start()
     except LaunchError as exc:
         worker.fail(exc.code, exc.message)
-    worker_life.announce_ready(state, "tornado", f"{state.settings['threads']} threads")
+    worker_life.announce_ready(state, "tornado", f"{tw.threads} threads")
     await tw.done.wait()
 
 
