@@ -512,6 +512,16 @@ def best_other(run: Run, others: list[str], path: str, clients: int) -> tuple[st
     return best_key, best
 
 
+def ratios_to(measure: Any, key: str, ref: str, conc: list[int]) -> str:
+    """``measure(stack, "/read", clients)`` of ``key`` over ``ref``'s, per concurrency."""
+    detail = []
+    for c in conc:
+        mine, theirs = measure(key, "/read", c), measure(ref, "/read", c)
+        if mine is not None and theirs:
+            detail.append(f"{c}: {mine / theirs:.2f}x")
+    return "; ".join(detail) or "—"
+
+
 def field_rows(run: Run, others: list[str]) -> list[dict[str, Any]]:
     """greenpool's ENGINE under gunicorn gevent and uWSGI: the same measures as
     greenpool-serve's targets, as information (no target of issue 6 is theirs)."""
@@ -534,30 +544,12 @@ def field_rows(run: Run, others: list[str]) -> list[dict[str, Any]]:
                 "measured": "; ".join(detail) or "—",
             }
         )
-        detail = []
-        for c in conc:
-            mine, ref = run.rps(key, "/read", c), run.rps(GP, "/read", c)
-            if mine is not None and ref:
-                detail.append(f"{c}: {mine / ref:.2f}x")
-        rows.append(
-            {
-                "target": f"/read against {run.labels.get(GP, GP)} (the same pool under greenpool-serve)",
-                "stack": who,
-                "measured": "; ".join(detail) or "—",
-            }
-        )
-        detail = []
-        for c in conc:
-            mine, ref = run.cpu(key, "/read", c), run.cpu(GP, "/read", c)
-            if mine is not None and ref:
-                detail.append(f"{c}: {mine / ref:.2f}x")
-        rows.append(
-            {
-                "target": f"/read CPU per request against {run.labels.get(GP, GP)}'s",
-                "stack": who,
-                "measured": "; ".join(detail) or "—",
-            }
-        )
+        gp_label = run.labels.get(GP, GP)
+        for target, measure in (
+            (f"/read against {gp_label} (the same pool under greenpool-serve)", run.rps),
+            (f"/read CPU per request against {gp_label}'s", run.cpu),
+        ):
+            rows.append({"target": target, "stack": who, "measured": ratios_to(measure, key, GP, conc)})
         measured = [c for c in (run.cell(key, p, cc) for p in run.paths for cc in conc) if c and not c.get("failed")]
         errs = sum(errors_of(c) for c in measured)
         new = sum((c.get("connections") or {}).get("new") or 0 for c in measured)

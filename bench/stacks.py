@@ -299,19 +299,18 @@ STACKS: tuple[Stack, ...] = (
         _greenpool("tornado"),
         bound=BOUND,
         control=True,
-        settings=f"`greenpool-serve -w 2 --server tornado` (--threads auto: {GREENPOOL_MAX_SIZE} executor threads, "
-        f"the pool's max_size); {GP_SETTINGS}",
+        settings=f"`greenpool-serve -w 2 --server tornado` (10 executor threads); {GP_SETTINGS}",
     ),
     Stack(
-        "gp-tornado-t10",
-        "greenpool-serve tornado, 10 threads",
+        "gp-tornado-auto",
+        "greenpool-serve tornado, --threads auto",
         "greenpool",
-        _greenpool("tornado", extra=("--threads", "10")),
+        _greenpool("tornado", extra=("--threads", "auto")),
         bound=BOUND,
         control=True,
         paths=(),
-        settings="as greenpool-serve tornado, with --threads 10 (twice the pool's max_size; the default "
-        "before --threads auto); bench.ab only, for what threads beyond max_size cost",
+        settings=f"as greenpool-serve tornado, with --threads auto ({GREENPOOL_MAX_SIZE} threads, the pool's "
+        "max_size); bench.ab only, for what threads beyond max_size cost",
     ),
     Stack(
         "gp-nginx",

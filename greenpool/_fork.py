@@ -5,7 +5,13 @@ entries. It must never talk to the server on those sockets (a COM_QUIT or a
 rollback would end or corrupt the parent's session), and it must build its
 own pools. Each module that holds per-process state registers what its child
 must forget with ``in_child``; the hooks run in the order they were registered,
-once per fork, before the child runs anything else.
+once per fork.
+
+They run at the fork itself when Python forks (os.fork, multiprocessing,
+gunicorn, Celery's prefork pool), and otherwise at the child's first call of
+``pid()``: uWSGI forks its workers in C and, by default, runs none of Python's
+at-fork hooks. The pool and the registry call ``pid()`` on every checkout and
+checkin, so no inherited pool or connection is used before the hooks ran.
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-# Refreshed in each forked child: reading it is cheaper than os.getpid() on
-# every checkout.
-_pid = [os.getpid()]
+_pid = [os.getpid()]  # the process the hooks last ran for
 _child_hooks: list[Callable[[], None]] = []
 
 
 def pid() -> int:
-    """This process's id."""
-    return _pid[0]
+    """This process's id; in a child forked without Python's at-fork hooks, runs
+    the child hooks first (once)."""
+    current = os.getpid()
+    if current != _pid[0]:
+        _after_fork_in_child()
+    return current
 
 
 def in_child(hook: Callable[[], None]) -> Callable[[], None]:

@@ -198,7 +198,6 @@ class Pool:
         self._opened = False
         self._closed = False
         self._pid = _fork.pid()  # the process that made it: a forked child disowns it
-        self._forked_into = 0  # in a forked child: that child's pid
         self._maintenance: Any = None
         # Wakes the maintenance task early: on close, and when keepalive changes.
         self._wake = self._prims.Event()
@@ -219,9 +218,9 @@ class Pool:
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Start the pool: fill to min_size in the background (or, with
         ``wait``, before returning) and start the maintenance task."""
+        self._refuse_if_forked()
         with self._lock:
             if self._closed:
-                self._refuse_if_forked()
                 raise PoolClosed(f"pool {self.name!r} is closed and cannot be reopened")
             if self._opened:
                 return
@@ -320,6 +319,8 @@ class Pool:
         """Check out a connection, waiting up to ``timeout`` (default: the
         pool's) for one to be free. Raises PoolTimeout, TooManyRequests or
         PoolClosed."""
+        if self._pid != _fork.pid():
+            self._refuse_if_forked()
         if not self._opened and not self._closed:
             self.open()
         started = time.monotonic()
@@ -327,7 +328,6 @@ class Pool:
         record: Any = None  # an idle _Record, or _SLOT: connect in a reserved slot
         with self._lock:
             if self._closed:
-                self._refuse_if_forked()
                 raise PoolClosed(f"pool {self.name!r} is closed")
             if self._idle:
                 record = self._idle.pop()  # LIFO: see _run_housekeeping
@@ -397,16 +397,16 @@ class Pool:
     def putconn(self, conn: Any, discard: bool = False) -> None:
         """Return a connection. ``discard`` closes it instead of reusing it
         (its holder was interrupted, or it is in an unknown state)."""
+        if self._pid != _fork.pid():
+            # Checked out in the parent before the fork: the parent's session.
+            # Dropped without a word to the server, as the idle ones were.
+            return
         # A single dict pop is atomic (GIL; and greenlets do not preempt), so
         # no lock: a double return finds nothing the second time.
         record = self._out.pop(id(conn), None)
         if record is None or record.conn is not conn:
             if record is not None:  # another connection reused the id: put it back
                 self._out[id(conn)] = record
-            if self._forked_into:
-                # Checked out in the parent before the fork: the parent's session.
-                # Dropped without a word to the server, as the idle ones were.
-                return
             raise PoolError(
                 f"pool {self.name!r}: putconn of a connection this pool does not have checked out: {conn!r}"
             )
@@ -834,10 +834,12 @@ class Pool:
     # -- internals: fork ------------------------------------------------------
 
     def _refuse_if_forked(self) -> None:
-        if self._forked_into:
+        """Raise in a process forked from the one that made this pool."""
+        child = _fork.pid()  # runs the child hooks first, where the fork did not
+        if self._pid != child:
             raise PoolError(
                 f"pool {self.name!r} was made in process {self._pid} and cannot be used in forked child "
-                f"{self._forked_into}: build a new pool in the child (greenpool.registry does this for you)"
+                f"{child}: build a new pool in the child (greenpool.registry does this for you)"
             )
 
     def _disown_after_fork(self) -> None:
@@ -851,7 +853,6 @@ class Pool:
         self._out = {}
         self._waiting = deque()
         self._closed = True
-        self._forked_into = _fork.pid()
         self._maintenance = None
 
 

@@ -142,8 +142,8 @@ def test_contradicting_settings_are_refused(argv, message):
     assert message in info.value.message
 
 
-def test_threads_default_to_auto_and_take_a_count():
-    assert resolve([]).threads == "auto"
+def test_threads_take_a_count_or_auto():
+    assert resolve([]).threads == 10
     assert resolve(["--threads", "4"]).threads == 4
     assert resolve(["--threads", "auto"]).threads == "auto"
 

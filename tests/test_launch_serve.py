@@ -300,8 +300,16 @@ def test_gevent_worker_patches_before_django_or_ssl_is_imported(serve):
     assert "Monkey-patching" not in log and "MonkeyPatchWarning" not in log
 
 
-def test_tornado_threads_default_to_the_default_pools_max_size(serve):
-    server = serve("--log-level", "info", server="tornado", workers=1, env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "3"})
+def test_tornado_threads_auto_are_the_default_pools_max_size(serve):
+    server = serve(
+        "--threads",
+        "auto",
+        "--log-level",
+        "info",
+        server="tornado",
+        workers=1,
+        env={"GREENPOOL_DEMO_POOL_MAX_SIZE": "3"},
+    )
     assert server.get("/read")[0] == 200
     assert re.search(r"tornado worker \S+ ready: .*, 3 threads", server.log()), server.log()[-2000:]
 
@@ -770,7 +778,7 @@ def test_a_worker_that_cannot_be_started_is_retried_and_leaks_no_descriptor(tmp_
     fds = len(os.listdir("/proc/self/fd"))
     assert m.spawn(0) is None
     assert len(os.listdir("/proc/self/fd")) == fds
-    assert 0 not in m.current and 0 in m.respawn_at and not m.workers
+    assert 0 not in m.current and m.respawn.scheduled(0) and not m.workers
 
 
 def test_a_worker_whose_pipe_cannot_be_made_is_retried(tmp_path):
@@ -787,7 +795,7 @@ def test_a_worker_whose_pipe_cannot_be_made_is_retried(tmp_path):
         started.signal(signal.SIGKILL)
         started.proc.wait(timeout=10)
     assert started is None
-    assert 0 not in m.current and 0 in m.respawn_at and not m.workers
+    assert 0 not in m.current and m.respawn.scheduled(0) and not m.workers
 
 
 def test_check_config_kills_a_worker_that_hangs_and_fails(tmp_path, monkeypatch, caplog):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from greenpool.launch import worker
+from greenpool.launch import client_sockets
 from greenpool.launch.worker_tornado import accept_batch
 
 
@@ -26,7 +26,7 @@ def test_one_wake_up_accepts_this_workers_share_of_the_waiting_connections():
     accepted: list[socket.socket] = []
     try:
         deadline = time.monotonic() + 5
-        while worker.pending_connections(listener) != len(clients) and time.monotonic() < deadline:
+        while client_sockets.pending_connections(listener) != len(clients) and time.monotonic() < deadline:
             time.sleep(0.01)
         counts = [accept_batch(listener, 2, lambda conn, _addr: accepted.append(conn)) for _ in range(5)]
         assert counts == [4, 2, 1, 1, 0]  # half of 8, half of 4, half of 2 rounded up, the last, none

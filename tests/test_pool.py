@@ -618,12 +618,23 @@ def test_repr_is_informative():
     assert "'reports'" in repr(pool) and "size=0/3" in repr(pool)
 
 
-def test_forked_child_never_reuses_parents_pool(tmp_path):
-    script = (
-        textwrap.dedent(
-            """
-        import os, sys
-        sys.path.insert(0, %r)
+def _run_in_a_process_that_forks(script: str) -> None:
+    """Run ``script`` in a fresh interpreter (a fork from pytest's would copy its
+    threads and pools); it passes when it ends without an error."""
+    preamble = f"import os, sys\nsys.path.insert(0, {os.getcwd()!r})\n"
+    result = subprocess.run(
+        [sys.executable, "-c", preamble + textwrap.dedent(script) + "\nprint('fork-ok')\n"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fork-ok" in result.stdout
+
+
+def test_forked_child_never_reuses_parents_pool():
+    _run_in_a_process_that_forks(
+        """
         from greenpool import Pool
         from greenpool.errors import PoolError
         from tests.fakedb import FakeDB
@@ -643,22 +654,13 @@ def test_forked_child_never_reuses_parents_pool(tmp_path):
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, status
         assert pool.getconn() is parent_conn
-        print("fork-ok")
         """
-        )
-        % os.getcwd()
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "fork-ok" in result.stdout
 
 
-def test_forked_child_returning_a_connection_checked_out_before_the_fork_leaves_it_to_the_parent(tmp_path):
-    script = (
-        textwrap.dedent(
-            """
-        import os, sys
-        sys.path.insert(0, %r)
+def test_forked_child_returning_a_connection_checked_out_before_the_fork_leaves_it_to_the_parent():
+    _run_in_a_process_that_forks(
+        """
         from greenpool import Pool
         from tests.fakedb import FakeDB
         db = FakeDB()
@@ -673,14 +675,8 @@ def test_forked_child_returning_a_connection_checked_out_before_the_fork_leaves_
         assert os.waitstatus_to_exitcode(status) == 0, status
         pool.putconn(held)
         assert pool.getconn() is held
-        print("fork-ok")
         """
-        )
-        % os.getcwd()
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "fork-ok" in result.stdout
 
 
 def test_threads_share_one_pool_safely():

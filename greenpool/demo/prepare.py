@@ -29,7 +29,7 @@ def main() -> int:
     from django.db import OperationalError, connections
 
     from greenpool import registry
-    from greenpool.launch.worker import describe_db
+    from greenpool.launch.databases import describe_db
 
     try:
         call_command("migrate", verbosity=0, interactive=False)

@@ -110,7 +110,7 @@ def _boolean(value: Any) -> bool:
 _boolean.__doc__ = "true or false"
 
 
-# --threads auto without a pooled default database (Tornado's own examples use 10).
+# --threads auto without a pooled default database (the default count).
 THREADS_WITHOUT_POOL = 10
 
 
@@ -438,12 +438,12 @@ SETTINGS: tuple[Setting, ...] = (
         "threads",
         ("--threads",),
         _threads,
-        "auto",
+        10,
         "tornado: executor threads running Django per worker. auto: the max_size of the "
-        "default database's pool (threads beyond it only queue on the pool, docs/tuning.md), "
-        f"or {THREADS_WITHOUT_POOL} without a pool. 1 means one request at a time and one "
-        "database connection per process. Set more when views also wait on something other "
-        "than the database.",
+        f"default database's pool, or {THREADS_WITHOUT_POOL} without a pool: threads beyond "
+        "max_size only queue on the pool, but requests beyond the threads wait in the "
+        "executor's queue, where the pool's timeout does not bound their wait "
+        "(docs/tuning.md). 1 means one request at a time and one database connection per process.",
         "Workers",
         metavar="INT|auto",
     ),

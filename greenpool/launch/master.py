@@ -25,6 +25,7 @@ back-off when it keeps dying.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import errno
 import json
@@ -32,16 +33,17 @@ import logging
 import os
 import selectors
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from greenpool.launch import processes, sockets
 from greenpool.launch.config import Config, control_root
 from greenpool.launch.errors import BOOT_FAILURES, ExitCode, LaunchError, describe_exit
+from greenpool.launch.listeners import Listeners
 from greenpool.launch.metrics_server import MasterCounters, MetricsServer
 from greenpool.launch.worker import SPEC_ENV
 
@@ -67,9 +69,7 @@ _SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIG
 #: Signals that end a --check-config early (its worker is killed first), and
 #: how often the check looks for one while its worker boots.
 _CHECK_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
-_CHECK_SIGNAL_POLL = 0.1
 _CHECK_TIMED_OUT = object()
-_CHECK_STOPPED = object()
 
 
 class WorkerPhase(enum.Enum):
@@ -120,22 +120,80 @@ class WorkerProc:
             pass
 
 
+@dataclasses.dataclass(frozen=True)
+class AppChoice:
+    """What the workers serve, and the environment they start with."""
+
+    description: str
+    demo: bool
+    env: dict[str, str]
+
+
+def choose_app(app: str | None, environ: Mapping[str, str]) -> AppChoice:
+    """APP, else DJANGO_SETTINGS_MODULE's WSGI application, else the bundled demo site."""
+    env = dict(environ)
+    if app:
+        return AppChoice(f"APP {app}", False, env)
+    if environ.get("DJANGO_SETTINGS_MODULE"):
+        return AppChoice(f"WSGI_APPLICATION of DJANGO_SETTINGS_MODULE={environ['DJANGO_SETTINGS_MODULE']}", False, env)
+    env["DJANGO_SETTINGS_MODULE"] = DEMO_SETTINGS
+    return AppChoice("the bundled demo site (no APP and no DJANGO_SETTINGS_MODULE)", True, env)
+
+
+class RespawnBackoff:
+    """When a worker slot gets a new worker after its worker failed (at boot, or
+    died): at once the first time, then after 0.5, 1, 2 ... s, at most
+    MAX_DELAY, for failures in a row. A worker that served HEALTHY_SECONDS
+    before it died starts the count anew."""
+
+    FIRST_DELAY = 0.25
+    MAX_DELAY = 30.0
+    HEALTHY_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self._failures: dict[int, int] = collections.defaultdict(int)
+        self._due: dict[int, float] = {}
+
+    def failed(self, index: int, now: float) -> float:
+        """Count a failure of slot ``index``; returns the delay before its next worker."""
+        self._failures[index] += 1
+        n = self._failures[index]
+        delay = 0.0 if n <= 1 else min(self.FIRST_DELAY * 2 ** (n - 1), self.MAX_DELAY)
+        self._due[index] = now + delay
+        return delay
+
+    def served(self, index: int, seconds: float) -> None:
+        if seconds > self.HEALTHY_SECONDS:
+            self._failures[index] = 0
+
+    def scheduled(self, index: int) -> bool:
+        """A new worker is due for slot ``index`` (now or after its delay)."""
+        return index in self._due
+
+    def due(self, index: int, now: float) -> bool:
+        return now >= self._due.get(index, 0.0)
+
+    def forget(self, index: int) -> None:
+        self._due.pop(index, None)
+
+
 class Master:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.settings = config.values
-        self.addresses = config.addresses
+        self.listeners = Listeners(
+            config.addresses,
+            self.settings["backlog"],
+            worker_ports=self.settings["worker_ports"],
+            reuse_port=self.settings["reuse_port"],
+        )
         self.desired = config.workers
         self.workers: dict[int, WorkerProc] = {}  # pid -> worker
         self.current: dict[int, WorkerProc] = {}  # index -> the worker serving it
         self.replacement: WorkerProc | None = None  # one new worker at a time (HUP, recycle)
         self.reload_queue: collections.deque[int] = collections.deque()
-        self.respawn_at: dict[int, float] = {}
-        self.failures: dict[int, int] = collections.defaultdict(int)
+        self.respawn = RespawnBackoff()
         self.generation = 0
-        self.shared_socks: list[socket.socket] = []
-        self.port_socks: dict[int, list[socket.socket]] = {}
-        self.unix_paths: list[str] = []
         self.signals: collections.deque[int] = collections.deque()
         self.selector = selectors.DefaultSelector()
         self.started = False  # all initial workers were ready once
@@ -143,64 +201,13 @@ class Master:
         self.graceful = True
         self.exit_code = ExitCode.OK
         self.control_dir = config.resolved_control_dir()
-        self.child_env = dict(os.environ)
-        self.app_description = ""
-        self.demo = False
+        self.app = choose_app(self.settings.get("app"), os.environ)
         self.timeout = float(self.settings["timeout"])
         self.restart_counts = MasterCounters()
         self.metrics_server: MetricsServer | None = None
         self.boot_timeout = max(60.0, self.timeout * 2, self.settings["db_boot_timeout"] * 4)
 
     # -- start ---------------------------------------------------------------
-
-    def choose_app(self) -> None:
-        app = self.settings.get("app")
-        if app:
-            self.app_description = f"APP {app}"
-        elif os.environ.get("DJANGO_SETTINGS_MODULE"):
-            self.app_description = f"WSGI_APPLICATION of DJANGO_SETTINGS_MODULE={os.environ['DJANGO_SETTINGS_MODULE']}"
-        else:
-            self.demo = True
-            self.child_env["DJANGO_SETTINGS_MODULE"] = DEMO_SETTINGS
-            self.app_description = "the bundled demo site (no APP and no DJANGO_SETTINGS_MODULE)"
-
-    def bind_all(self) -> None:
-        backlog = self.settings["backlog"]
-        if self.settings["reuse_port"]:
-            # Each worker binds its own socket; check now that the port is free for us.
-            for address in self.addresses:
-                sockets.refuse_if_answered(address)  # another SO_REUSEPORT server would pass the test bind
-                sockets.bind(address, backlog, reuse_port=True, listen=False).close()
-            return
-        if self.settings["worker_ports"]:
-            for index in range(self.desired):
-                self.bind_index(index)
-            return
-        for address in self.addresses:
-            sock = sockets.bind(address, backlog)
-            self.shared_socks.append(sock)
-            if address.kind == "unix":
-                self.unix_paths.append(address.path)
-
-    def bind_index(self, index: int) -> None:
-        socks = []
-        try:
-            for address in self.addresses:
-                worker_address = address.for_worker(index)
-                socks.append(sockets.bind(worker_address, self.settings["backlog"]))
-                if worker_address.kind == "unix":
-                    self.unix_paths.append(worker_address.path)
-        except LaunchError:
-            for s in socks:
-                s.close()
-            raise
-        self.port_socks[index] = socks
-
-    def listen_names(self, index: int) -> list[str]:
-        if self.settings["reuse_port"]:
-            return [str(a) for a in self.addresses]
-        socks = self.port_socks.get(index, []) if self.settings["worker_ports"] else self.shared_socks
-        return [sockets.describe_socket(s) for s in socks]
 
     def prepare_control_dir(self) -> None:
         longest = os.fsencode(os.path.join(self.control_dir, _LONGEST_CONTROL_NAME))
@@ -241,7 +248,7 @@ class Master:
             )
         for name in os.listdir(self.control_dir):
             if name.endswith(".sock") or name == "master.json":
-                _unlink(os.path.join(self.control_dir, name))
+                sockets.remove_file(os.path.join(self.control_dir, name))
 
     def prepare_demo(self) -> None:
         """Migrate and seed the demo database once, before any worker starts,
@@ -250,7 +257,7 @@ class Master:
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "greenpool.demo.prepare"],
-                env=self.child_env,
+                env=self.app.env,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -301,20 +308,19 @@ class Master:
                     f.write(f"{os.getpid()}\n")
                 os.replace(tmp, path)
             except OSError as exc:
-                _unlink(tmp)
+                sockets.remove_file(tmp)
                 raise LaunchError(ExitCode.USAGE, f"--pid {path}: {exc.strerror or exc}") from None
 
     def run(self) -> int:
-        self.choose_app()
         try:
-            self.bind_all()
+            self.listeners.bind(self.desired)
             self.start_metrics()
             self.prepare_control_dir()
-            if self.demo:
+            if self.app.demo:
                 self.prepare_demo()
             self.write_pidfile()
         except LaunchError as exc:
-            self.close_sockets()
+            self.listeners.close()
             self.stop_metrics()
             try:
                 os.rmdir(self.control_dir)  # if we made it; a directory in use is not empty
@@ -334,7 +340,7 @@ class Master:
             else "SO_REUSEPORT"
             if self.settings["reuse_port"]
             else "one shared socket",
-            self.app_description,
+            self.app.description,
         )
         try:
             for index in range(self.desired):
@@ -370,20 +376,10 @@ class Master:
             read_fd, write_fd = os.pipe()
         except OSError as exc:  # out of file descriptors, before the worker's pipe exists
             return self._cannot_start(index, replaces, check_only, exc)
-        pass_fds = [write_fd]
-        listen: list[dict[str, Any]] = []
-        if self.settings["reuse_port"]:
-            listen = [{"address": str(a)} for a in self.addresses]
-        else:
-            socks = self.port_socks.get(index, []) if self.settings["worker_ports"] else self.shared_socks
-            # How many workers accept from each socket: the worker takes its
-            # share of a socket's queue per wake-up (worker.accept_budget).
-            sharing = 1 if self.settings["worker_ports"] else self.desired
-            for sock in socks:
-                listen.append({"fd": sock.fileno(), "address": sockets.describe_socket(sock), "shared_by": sharing})
-                pass_fds.append(sock.fileno())
+        listen, listen_fds = self.listeners.for_worker(index, self.desired)
+        pass_fds = [write_fd, *listen_fds]
         control = None if check_only else os.path.join(self.control_dir, f"w{index}-g{self.generation}.sock")
-        names = self.listen_names(index)
+        names = self.listeners.names(index)
         spec = {
             "index": index,
             "generation": self.generation,
@@ -399,7 +395,7 @@ class Master:
             "check_budget": self.generation == 1,
             "settings": self.config.to_json(),
         }
-        env = dict(self.child_env)
+        env = dict(self.app.env)
         env[SPEC_ENV] = json.dumps(spec)
         try:
             proc = subprocess.Popen(
@@ -464,20 +460,15 @@ class Master:
             self.current.get(i) is not None and self.current[i].state == WorkerPhase.READY for i in range(self.desired)
         ):
             self.started = True
-            urls = ", ".join(self.public_urls())
+            urls = ", ".join(self.listeners.urls())
             logger.info("all %d workers ready; listening on %s", self.desired, urls)
-            if self.demo:
-                first = self.public_urls()[0]
+            if self.app.demo:
+                first = self.listeners.urls()[0]
                 print(
                     f"greenpool-serve: demo site at {first}/hello (also /read /tx /slow /whoami /healthz)",
                     file=sys.stderr,
                     flush=True,
                 )
-
-    def public_urls(self) -> list[str]:
-        if self.settings["worker_ports"]:
-            return [sockets.parse_address(n).url for i in sorted(self.port_socks) for n in self.listen_names(i)]
-        return [sockets.parse_address(n).url for n in self.listen_names(0)]
 
     def stop_worker(self, w: WorkerProc, graceful: bool) -> None:
         # A worker that has not said "ready" may not have its signal handlers yet:
@@ -544,18 +535,15 @@ class Master:
                 self.schedule_respawn(w.index, f"failed to boot (exit {how})")
         else:
             logger.warning("worker %d (pid %d) died unexpectedly (exit %s)", w.index, w.pid, how)
-            if w.ready_at is not None and time.monotonic() - w.ready_at > 30.0:
-                self.failures[w.index] = 0
+            if w.ready_at is not None:
+                self.respawn.served(w.index, time.monotonic() - w.ready_at)
             if was_current:
                 self.restart_counts.restarted("died")
                 self.schedule_respawn(w.index, "died")
         self.write_state()
 
     def schedule_respawn(self, index: int, why: str) -> None:
-        self.failures[index] += 1
-        n = self.failures[index]
-        delay = 0.0 if n <= 1 else min(0.25 * 2 ** (n - 1), 30.0)
-        self.respawn_at[index] = time.monotonic() + delay
+        delay = self.respawn.failed(index, time.monotonic())
         logger.warning("worker %d %s: restarting it%s", index, why, f" in {delay:.1f}s" if delay else "")
 
     def read_pipe(self, w: WorkerProc) -> None:
@@ -576,17 +564,22 @@ class Master:
 
     # -- the loop -------------------------------------------------------------------
 
+    def wait_for_events(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a signal (through the wake-up pipe) or a
+        worker's message, and read what came."""
+        for key, _ in self.selector.select(timeout=timeout):
+            if key.data is None:
+                try:
+                    while os.read(self.wakeup_fd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif key.data.pid in self.workers:
+                self.read_pipe(key.data)
+
     def loop(self) -> None:
         while True:
-            for key, _ in self.selector.select(timeout=0.25):
-                if key.data is None:
-                    try:
-                        while os.read(self.wakeup_fd, 512):
-                            pass
-                    except BlockingIOError:
-                        pass
-                elif key.data.pid in self.workers:
-                    self.read_pipe(key.data)
+            self.wait_for_events(0.25)
             self.handle_signals()
             self.reap()
             self.check_deadlines()
@@ -630,23 +623,15 @@ class Master:
 
     def add_worker(self) -> None:
         index = self.desired
-        if self.settings["worker_ports"]:
-            for address in self.addresses:
-                if address.kind == "tcp" and address.port + index > 65535:
-                    logger.error(
-                        "TTIN: cannot add worker %d: it would listen on port %d (%s + %d), past 65535",
-                        index,
-                        address.port + index,
-                        address,
-                        index,
-                    )
-                    return
-        if self.settings["worker_ports"] and index not in self.port_socks:
-            try:
-                self.bind_index(index)
-            except LaunchError as exc:
-                logger.error("TTIN: cannot add worker %d: %s", index, exc.message)
-                return
+        why = self.listeners.port_past_max(index)
+        if why is not None:
+            logger.error("TTIN: cannot add worker %d: %s", index, why)
+            return
+        try:
+            self.listeners.bind_worker(index)
+        except LaunchError as exc:
+            logger.error("TTIN: cannot add worker %d: %s", index, exc.message)
+            return
         self.desired += 1
         logger.info("TTIN: %d workers", self.desired)
         self.spawn(index)
@@ -663,14 +648,8 @@ class Master:
             self.stop_worker(w, graceful=True)
         if self.replacement is not None and self.replacement.index == index:
             self.stop_worker(self.replacement, graceful=False)
-        self.respawn_at.pop(index, None)
-        for sock in self.port_socks.pop(index, []):
-            if sock.family == socket.AF_UNIX:
-                path = sock.getsockname()
-                if path in self.unix_paths:
-                    self.unix_paths.remove(path)
-                    _unlink(path)
-            sock.close()
+        self.respawn.forget(index)
+        self.listeners.unbind_worker(index)
 
     def begin_stop(self, graceful: bool) -> None:
         if self.stopping and (not self.graceful or graceful):
@@ -681,7 +660,7 @@ class Master:
         # New connections are refused from now on (as gunicorn does); the
         # workers keep their own copies of the sockets until they stop
         # accepting, and finish what they accepted.
-        self.close_sockets()
+        self.listeners.close()
         for w in list(self.workers.values()):
             if w.state == WorkerPhase.STOPPING and graceful:
                 continue
@@ -735,8 +714,8 @@ class Master:
                 continue
             if self.replacement is not None and self.replacement.index == index:
                 continue
-            if now >= self.respawn_at.get(index, 0.0):
-                self.respawn_at.pop(index, None)
+            if self.respawn.due(index, now):
+                self.respawn.forget(index)
                 self.spawn(index)
         if self.replacement is None and self.reload_queue:
             if any(w.state == WorkerPhase.BOOTING for w in self.current.values()):
@@ -771,7 +750,7 @@ class Master:
             "pid": os.getpid(),
             "started": processes.start_ticks(os.getpid()),  # with pid: this process, not a later one with its PID
             "server": self.settings["server"],
-            "bind": [str(a) for a in self.addresses],
+            "bind": [str(a) for a in self.listeners.addresses],
             "worker_ports": self.settings["worker_ports"],
             "workers": [
                 {
@@ -796,54 +775,34 @@ class Master:
 
     # -- the end ---------------------------------------------------------------------
 
-    def close_sockets(self) -> None:
-        for sock in self.shared_socks:
-            sock.close()
-        for socks in self.port_socks.values():
-            for sock in socks:
-                sock.close()
-        self.shared_socks = []
-        self.port_socks = {}
-        for path in self.unix_paths:
-            _unlink(path)
-        self.unix_paths = []
-
     def cleanup(self) -> None:
         self.stop_metrics()
-        self.close_sockets()
-        _unlink(os.path.join(self.control_dir, "master.json"))
+        self.listeners.close()
+        sockets.remove_file(os.path.join(self.control_dir, "master.json"))
         try:
             os.rmdir(self.control_dir)
         except OSError:
             pass
         path = self.settings.get("pid")
         if path:
-            _unlink(path)
+            sockets.remove_file(path)
         logger.info("master %d exiting with %s", os.getpid(), ExitCode(self.exit_code).describe())
 
     # -- --check-config -----------------------------------------------------------------
 
     def check(self) -> int:
-        """Load the app and open the pools in one worker-like process, then exit."""
-        self.choose_app()
-        self.settings = dict(self.settings, require_db=True)
-        self.config.values["require_db"] = True
-        # A check stopped from outside (TERM from a script's timeout, Ctrl-C)
-        # must not leave its worker behind: it may hang in the app's import,
-        # and it does not watch for its master until it serves.
-        stopped_by: list[int] = []
-        previous = {
-            sig: signal.signal(sig, lambda signum, _frame: stopped_by.append(signum)) for sig in _CHECK_STOP_SIGNALS
-        }
-        try:
-            proc_w = self.spawn(0, check_only=True)
-            if proc_w is None:
-                logger.error("configuration check failed: the worker process could not be started")
-                return int(ExitCode.WORKER_BOOT_ERROR)
-            rc = self._wait_for_check(proc_w, stopped_by)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        """Load the app and open the pools in one worker-like process, then exit.
+
+        Signals are recorded as under run(). A stop signal (TERM from a script's
+        timeout, Ctrl-C) kills the check's worker at once: it may hang in the app's
+        import, and it watches for its master only once it serves."""
+        self.settings["require_db"] = True
+        self.install_signals()
+        proc_w = self.spawn(0, check_only=True)
+        if proc_w is None:
+            logger.error("configuration check failed: the worker process could not be started")
+            return int(ExitCode.WORKER_BOOT_ERROR)
+        rc = self._wait_for_check(proc_w)
         os.close(proc_w.pipe_fd)
         if rc is _CHECK_TIMED_OUT:
             # An app import or a database handshake that hangs: the same limit
@@ -854,33 +813,32 @@ class Master:
                 self.boot_timeout,
             )
             return int(ExitCode.WORKER_BOOT_ERROR)
-        if rc is _CHECK_STOPPED:
-            name = signal.Signals(stopped_by[0]).name
-            logger.error("configuration check stopped by %s: killed its worker (pid %d)", name, proc_w.pid)
-            return 128 + stopped_by[0]  # what a shell reports for a command a signal ended
+        if isinstance(rc, signal.Signals):
+            logger.error("configuration check stopped by %s: killed its worker (pid %d)", rc.name, proc_w.pid)
+            return 128 + rc.value  # what a shell reports for a command a signal ended
         assert isinstance(rc, int)
         if rc == 0:
-            logger.info("configuration OK: %s loads, every database answers", self.app_description)
+            logger.info("configuration OK: %s loads, every database answers", self.app.description)
         else:
             logger.error("configuration check failed: exit %s", describe_exit(rc))
         return rc if rc >= 0 else int(ExitCode.WORKER_BOOT_ERROR)
 
-    def _wait_for_check(self, proc_w: WorkerProc, stopped_by: list[int]) -> int | object:
-        """The check worker's exit status, or _CHECK_TIMED_OUT / _CHECK_STOPPED
-        after killing it. A stop signal to the master kills it at once: it is
-        only a check, with nothing to drain."""
+    def _wait_for_check(self, proc_w: WorkerProc) -> int | signal.Signals | object:
+        """The check worker's exit status; or, after killing it, the stop signal
+        the master got, or _CHECK_TIMED_OUT. Waits in the master's selector, which
+        SIGCHLD and the stop signals wake through the signal wake-up pipe."""
         deadline = time.monotonic() + self.boot_timeout
-        while not stopped_by:
+        while True:
+            rc = proc_w.proc.poll()
+            if rc is not None:
+                return rc
+            stop = next((signal.Signals(s) for s in self.signals if s in _CHECK_STOP_SIGNALS), None)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                return proc_w.proc.wait(timeout=min(remaining, _CHECK_SIGNAL_POLL))
-            except subprocess.TimeoutExpired:
-                continue
-        proc_w.signal(signal.SIGKILL)
-        _reap(proc_w)
-        return _CHECK_STOPPED if stopped_by else _CHECK_TIMED_OUT
+            if stop is not None or remaining <= 0:
+                proc_w.signal(signal.SIGKILL)
+                _reap(proc_w)
+                return stop if stop is not None else _CHECK_TIMED_OUT
+            self.wait_for_events(min(remaining, 1.0))
 
 
 def _reap(w: WorkerProc, timeout: float = 10.0) -> None:
@@ -932,16 +890,6 @@ def _require_private_dir(path: str) -> None:
             f"it must be a directory of uid {os.getuid()} that no one else can write to (e.g. mode "
             "0700); remove it or give --control-dir",
         )
-
-
-def _unlink(path: str) -> None:
-    """Remove a file of ours that may already be gone."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:  # left behind; the next start, or the user, can remove it
-        logger.warning("could not remove %s: %s", path, exc)
 
 
 def _version() -> str:

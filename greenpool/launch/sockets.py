@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import socket
 import stat
 from dataclasses import dataclass
 
 from greenpool.launch.errors import ExitCode, LaunchError
+
+logger = logging.getLogger("greenpool.launch")
 
 
 @dataclass(frozen=True)
@@ -192,3 +195,13 @@ def describe_socket(sock: socket.socket) -> str:
         return f"unix:{name}"
     host, port = name[0], name[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def remove_file(path: str) -> None:
+    """Remove a file of ours (a unix socket, the master's state) that may already be gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # left behind; the next start, or the user, can remove it
+        logger.warning("could not remove %s: %s", path, exc)

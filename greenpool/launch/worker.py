@@ -1,4 +1,7 @@
-"""What both worker types share: the boot, the pools, stats, logs, the master link.
+"""What both worker types share: the spec, the boot, the worker's state and stats,
+the master link. (Their life cycle is worker_life.py; the databases they open,
+databases.py; their client sockets, client_sockets.py; the proxy headers,
+forwarded.py.)
 
 A worker is a fresh interpreter the master starts (``python -c``), so nothing
 of the master (imported modules, sockets, database connections) leaks into it;
@@ -15,25 +18,18 @@ first request; pools open min_size connections), the listening sockets, then
 
 from __future__ import annotations
 
-import array
-import fcntl
 import importlib
-import ipaddress
 import json
 import logging
 import os
 import random
-import socket
-import struct
 import sys
-import termios
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from greenpool import mysql_errors
-from greenpool.launch import budget, logs
+from greenpool.launch import budget, databases, forwarded, logs
 from greenpool.launch.errors import ExitCode, LaunchError
 from greenpool.metrics import REQUEST_BUCKETS, Histogram
 from greenpool.metrics import snapshot as metrics_snapshot
@@ -46,68 +42,10 @@ logger = logging.getLogger("greenpool.launch")
 #: sends a request sooner gets its answer with Connection: close.
 DRAIN_IDLE_SECONDS = 0.5
 
-# How many connections a worker accepts per wake-up of its listening socket.
-# Workers that share one socket are all woken by a connect; one that accepted
-# everything waiting (gevent's default is 100, Tornado's 128) could take a whole
-# burst of keep-alive connections and leave its siblings idle for as long as
-# those connections live (measured: all 100 of wrk's connections on one of two
-# Tornado workers, half the throughput). One per wake-up is balanced but slow
-# when the worker is busy: a busy gevent worker wakes for its listening socket
-# once per hub turn, every few tens of ms, so 500 new connections waited up to
-# 4.6 s in the accept queue (wrk -c500 on /read: the queue, as `ss -lt` shows
-# it, took that long to drain; p99 5.7 s). So a worker takes its share of what
-# is waiting: the queue's length divided by the workers sharing the socket,
-# rounded up, between 1 and ACCEPT_MAX (accept_budget). Where the queue's
-# length cannot be read (unix sockets, non-Linux) it takes ACCEPT_BATCH.
-ACCEPT_BATCH = 1
-ACCEPT_MAX = 64
-
-# struct tcp_info (linux/tcp.h): eight one-byte fields, then u32 rto, ato,
-# snd_mss, rcv_mss, unacked. For a listening socket the kernel reports the
-# accept queue's current length in tcpi_unacked (what `ss -lt` shows as Recv-Q).
-_TCP_INFO_UNACKED = struct.Struct("=I")
-_TCP_INFO_UNACKED_OFFSET = 24
-_TCP_INFO_SIZE = 104
-
-
-def pending_connections(sock: socket.socket) -> int | None:
-    """Connections waiting in a TCP listening socket's accept queue, or None
-    where the platform or socket family does not tell."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
-    except OSError:  # closed meanwhile, or a kernel without tcp_info
-        return None
-    if len(info) < _TCP_INFO_UNACKED_OFFSET + _TCP_INFO_UNACKED.size:
-        return None
-    return int(_TCP_INFO_UNACKED.unpack_from(info, _TCP_INFO_UNACKED_OFFSET)[0])
-
-
-def accept_budget(sock: socket.socket, shared_by: int) -> int:
-    """How many connections to accept now: this worker's share of the queue
-    (see ACCEPT_BATCH above)."""
-    pending = pending_connections(sock)
-    if pending is None:
-        return ACCEPT_BATCH
-    share = -(-pending // max(1, shared_by))  # ceil
-    return max(1, min(ACCEPT_MAX, share))
-
-
-def has_unread_bytes(sock: Any) -> bool:
-    """True when bytes wait in the socket's receive queue (FIONREAD; no read, no
-    wait). The drain checks it just before it closes an "idle" keep-alive
-    connection: a request that has already arrived there, but that the server
-    has not read yet, would otherwise be cut off unanswered, and nginx cannot
-    pass a cut-off POST on to another worker (502)."""
-    if sock is None:  # already closed (Tornado drops a closed stream's socket)
-        return False
-    try:
-        buf = array.array("i", [0])
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf, True)
-        return buf[0] > 0
-    except (OSError, ValueError):  # closed meanwhile: nothing to protect
-        return False
+#: A worker that asked for a replacement (--max-requests) asks again this often
+#: until it is draining: the master drops the request when a rolling restart
+#: stops (a replacement that failed to boot).
+RECYCLE_REPEAT_SECONDS = 5.0
 
 
 def read_spec() -> dict[str, Any]:
@@ -181,153 +119,6 @@ def _boot_error(exc: BaseException, doing: str) -> LaunchError:
     return LaunchError(ExitCode.APP_LOAD_ERROR, f"{doing} failed: {type(exc).__name__}: {exc}\n{detail}")
 
 
-def django_ready() -> bool:
-    if "django" not in sys.modules:
-        return False
-    from django.apps import apps
-    from django.conf import settings
-
-    return bool(settings.configured and apps.ready)
-
-
-def describe_db(settings_dict: dict[str, Any]) -> str:
-    return f"{settings_dict.get('USER') or '?'}@{settings_dict.get('HOST') or 'localhost'}:{settings_dict.get('PORT') or 3306}/{settings_dict.get('NAME')}"
-
-
-#: The least time open_pools gives one alias, once --db-boot-timeout is used up.
-_BOOT_WAIT_FLOOR = 0.25
-
-#: A worker that asked for a replacement (--max-requests) asks again this often
-#: until it is draining: the master drops the request when a rolling restart
-#: stops (a replacement that failed to boot).
-RECYCLE_REPEAT_SECONDS = 5.0
-
-
-def open_pools(boot_timeout: float, require_db: bool) -> dict[str, str]:
-    """Build and open the pool of every alias in settings.DATABASES.
-
-    Touching ``connections[alias]`` validates its OPTIONS (ImproperlyConfigured
-    -> CONFIG_ERROR). A pool opens min_size connections and one is checked
-    out and back, so an unreachable server shows at boot. A database that
-    refuses the login (wrong password, unknown database) or whose host name
-    does not resolve is a configuration error (CONFIG_ERROR): waiting will not
-    cure it. Returns alias -> "ok" / the reason it is unavailable.
-    """
-    if not django_ready():
-        return {}
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-    from django.db import connections
-
-    status: dict[str, str] = {}
-    # One deadline for every alias (a short floor each, so that one dead server
-    # does not leave the next one no time at all).
-    deadline = time.monotonic() + boot_timeout
-    for alias in settings.DATABASES:
-        try:
-            wrapper = connections[alias]
-            pool = getattr(wrapper, "pool", None)
-        except ImproperlyConfigured as exc:
-            raise LaunchError(ExitCode.CONFIG_ERROR, f"DATABASES[{alias!r}] is invalid: {exc}") from None
-        if pool is None:
-            status[alias] = "not pooled"
-            continue
-        where = describe_db(wrapper.settings_dict)
-        try:
-            pool.open(wait=True, timeout=max(deadline - time.monotonic(), _BOOT_WAIT_FLOOR))
-            # A checkout proves the server answers, also with min_size=0,
-            # where open(wait=True) opens nothing.
-            with pool.connection(timeout=max(deadline - time.monotonic(), _BOOT_WAIT_FLOOR)):
-                pass
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            permanent = mysql_errors.permanent_connect_error(exc)
-            if permanent is not None:
-                raise LaunchError(
-                    ExitCode.CONFIG_ERROR,
-                    f"database {alias!r} ({where}) cannot be used: {permanent}; "
-                    f"check DATABASES[{alias!r}] (USER, PASSWORD, NAME, HOST): waiting will not help",
-                ) from None
-            if require_db:
-                raise LaunchError(
-                    ExitCode.DATABASE_UNAVAILABLE,
-                    f"database {alias!r} ({where}) did not answer within {boot_timeout:g}s at boot: {reason}",
-                ) from None
-            logger.warning(
-                "database %r (%s) unavailable at boot: %s; serving anyway, requests that need it get "
-                "503 until it answers (use --require-db to exit instead)",
-                alias,
-                where,
-                reason,
-            )
-            status[alias] = reason
-            continue
-        logger.info("pool %r open: %s, min_size=%d max_size=%d", pool.name, where, pool.min_size, pool.max_size)
-        status[alias] = "ok"
-    return status
-
-
-def close_pools(timeout: float = 5.0) -> None:
-    """Close this process's pools: idle connections say goodbye (COM_QUIT), so
-    the server's Aborted_clients does not rise."""
-    try:
-        from greenpool import registry
-
-        registry.close_all(timeout)
-    except Exception as exc:  # at exit: report, do not mask the exit
-        logger.warning("closing the pools failed: %s", exc)
-
-
-def pool_stats() -> dict[str, Any]:
-    if "greenpool.registry" not in sys.modules:
-        return {}
-    from greenpool import registry
-
-    return {alias: pool.get_stats() for alias, pool in registry.pools().items()}
-
-
-# -- the proxy headers -------------------------------------------------------------
-
-
-class ForwardedPolicy:
-    """Which peers may set X-Forwarded-For / X-Real-IP / X-Forwarded-Proto."""
-
-    def __init__(self, allow: list[str]) -> None:
-        self.any = "*" in allow
-        self.networks = [ipaddress.ip_network(a, strict=False) for a in allow if a != "*"]
-
-    def trusts(self, peer: str | None) -> bool:
-        if self.any or not peer:  # unix-socket peers have no address: always trusted
-            return True
-        try:
-            ip = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.networks)
-
-    def apply(self, environ: dict[str, Any]) -> None:
-        """Tornado's xheaders rules, for the gevent worker: the last
-        X-Forwarded-For hop, overridden by X-Real-IP; the scheme from
-        X-Scheme or X-Forwarded-Proto."""
-        if not self.trusts(environ.get("REMOTE_ADDR")):
-            return
-        ip = environ.get("HTTP_X_FORWARDED_FOR", "").split(",")[-1].strip()
-        ip = environ.get("HTTP_X_REAL_IP", ip).strip()
-        if ip and _is_ip(ip):
-            environ["REMOTE_ADDR"] = ip
-        proto = environ.get("HTTP_X_SCHEME", environ.get("HTTP_X_FORWARDED_PROTO", "")).split(",")[-1].strip().lower()
-        if proto in ("http", "https"):
-            environ["wsgi.url_scheme"] = proto
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
-
-
 # -- the worker's state and stats --------------------------------------------------
 
 
@@ -362,7 +153,7 @@ class WorkerState:
             max_requests += random.randint(0, settings["max_requests_jitter"])
         self.max_requests: int = max_requests
         self.db_status: dict[str, str] = {}
-        self.forwarded = ForwardedPolicy(settings["forwarded_allow_ips"])
+        self.forwarded = forwarded.ForwardedPolicy(settings["forwarded_allow_ips"])
         self.master = MasterLink(spec.get("pipe_fd"), spec.get("master_pid"))
         os.environ["GREENPOOL_WORKER_INDEX"] = str(self.index)
 
@@ -425,7 +216,7 @@ class WorkerState:
                 "connections_open": self.connections_open,
                 "connections_total": self.connections_total,
             },
-            "pools": pool_stats(),
+            "pools": databases.pool_stats(),
             "duration": self.duration.snapshot(),
             "metrics": metrics_snapshot(),
         }
@@ -479,7 +270,7 @@ def boot(state: WorkerState) -> Callable[..., Any]:
     settings = state.settings
     try:
         app = load_app(settings.get("app"))
-        state.db_status = open_pools(
+        state.db_status = databases.open_pools(
             settings["db_boot_timeout"], settings["require_db"] or state.spec.get("check_only", False)
         )
         if state.spec.get("check_budget") and any(s == "ok" for s in state.db_status.values()):
@@ -492,7 +283,7 @@ def boot(state: WorkerState) -> Callable[..., Any]:
 
 
 def check_only_exit(state: WorkerState) -> None:
-    close_pools()
+    databases.close_pools()
     logger.info("check passed: APP loads, databases answer (%s)", state.db_status or "no Django databases")
     logging.shutdown()
     os._exit(0)

@@ -27,7 +27,7 @@ import gevent.server  # noqa: E402
 import gevent.socket  # noqa: E402
 from gevent.pywsgi import OldMessage, WSGIHandler, WSGIServer  # noqa: E402
 
-from greenpool.launch import http_rules, logs, worker, worker_life  # noqa: E402
+from greenpool.launch import client_sockets, databases, http_rules, logs, worker, worker_life  # noqa: E402
 from greenpool.launch.errors import ExitCode, LaunchError  # noqa: E402
 
 logger = logging.getLogger("greenpool.launch")
@@ -133,7 +133,7 @@ class GreenpoolHandler(WSGIHandler):
         requests before greenlets whose database answers were waiting resumed.
         (Measured: docs/tuning.md and CHANGELOG; tests/test_launch_worker_gevent.py.)
         """
-        if worker.has_unread_bytes(self.socket):
+        if client_sockets.has_unread_bytes(self.socket):
             try:
                 # Readable already: this returns at the hub's next poll.
                 gevent.socket.wait_read(
@@ -209,13 +209,13 @@ class GreenpoolHandler(WSGIHandler):
 
 class GreenpoolServer(WSGIServer):
     """pywsgi's server taking its share of the accept queue per wake-up
-    (worker.accept_budget) instead of up to 100 connections."""
+    (client_sockets.accept_budget) instead of up to 100 connections."""
 
     shared_by = 1  # workers accepting from this socket
 
     @property  # type: ignore[override]
     def max_accept(self) -> int:  # read by gevent's BaseServer once per wake-up
-        return worker.accept_budget(self.socket, self.shared_by)
+        return client_sockets.accept_budget(self.socket, self.shared_by)
 
     def set_max_accept(self) -> None:
         """pywsgi would pin max_accept to 1 for wsgi.multiprocess; the budget decides."""
@@ -306,7 +306,7 @@ class GeventWorker:
                 if (
                     handler.idle_since is not None
                     and now - handler.idle_since >= worker.DRAIN_IDLE_SECONDS
-                    and not worker.has_unread_bytes(handler.socket)
+                    and not client_sockets.has_unread_bytes(handler.socket)
                 ):
                     _shutdown(handler)
             gevent.sleep(0.05)
@@ -317,7 +317,7 @@ class GeventWorker:
             for handler in list(self.handlers):
                 _shutdown(handler)
             self.spawn.kill(block=True, timeout=1.0)
-        worker.close_pools(timeout=2.0)
+        databases.close_pools(timeout=2.0)
         if self.control is not None:
             self.control.close()
         worker_life.log_stopped(state, started)

@@ -27,7 +27,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.wsgi import WSGIContainer
 
-from greenpool.launch import http_rules, logs, worker, worker_life
+from greenpool.launch import client_sockets, databases, http_rules, logs, worker, worker_life
 from greenpool.launch.config import THREADS_WITHOUT_POOL
 from greenpool.launch.errors import ExitCode, LaunchError
 
@@ -230,7 +230,7 @@ class GreenpoolHTTPServer(HTTPServer):
 
     def add_listener(self, sock: socket.socket, shared_by: int) -> None:
         """TCPServer.add_sockets for one socket, with an accept handler that takes
-        this worker's share of the queue per wake-up (worker.accept_budget)
+        this worker's share of the queue per wake-up (client_sockets.accept_budget)
         instead of up to 128 connections; shared_by workers accept from it."""
         self._sockets[sock.fileno()] = sock
         self._handlers[sock.fileno()] = _add_batched_accept_handler(sock, shared_by, self._handle_connection)
@@ -261,10 +261,10 @@ class GreenpoolHTTPServer(HTTPServer):
 
 
 def accept_batch(sock: socket.socket, shared_by: int, on_connection: Any) -> int:
-    """Accept at most worker.accept_budget() waiting connections from the non-blocking
+    """Accept at most client_sockets.accept_budget() waiting connections from the non-blocking
     listening socket, handing each to on_connection(connection, address); returns how many."""
     accepted = 0
-    for _ in range(worker.accept_budget(sock, shared_by)):
+    for _ in range(client_sockets.accept_budget(sock, shared_by)):
         try:
             connection, address = sock.accept()
         except BlockingIOError:  # nothing left: a sibling took it, or all were taken
@@ -375,7 +375,7 @@ class TornadoWorker:
         while self.graceful and (self.server._connections or state.in_flight) and time.monotonic() < deadline:
             now = time.monotonic()
             for conn, since in list(self.server.idle.items()):
-                if now - since >= worker.DRAIN_IDLE_SECONDS and not worker.has_unread_bytes(conn.stream.socket):  # type: ignore[attr-defined]
+                if now - since >= worker.DRAIN_IDLE_SECONDS and not client_sockets.has_unread_bytes(conn.stream.socket):  # type: ignore[attr-defined]
                     conn.stream.close()  # type: ignore[attr-defined]
             await asyncio.sleep(0.05)
         if state.in_flight and self.graceful:
@@ -384,10 +384,10 @@ class TornadoWorker:
             conn.stream.close()  # type: ignore[attr-defined]
         self.executor.shutdown(wait=False, cancel_futures=True)
         if state.in_flight == 0:
-            worker.close_pools(timeout=2.0)
+            databases.close_pools(timeout=2.0)
         # else: threads still hold connections; closing idle ones is all we can do
         else:
-            worker.close_pools(timeout=0.5)
+            databases.close_pools(timeout=0.5)
         if self.control is not None:
             self.control.close()
         worker_life.log_stopped(state, started)

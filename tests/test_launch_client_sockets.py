@@ -1,4 +1,4 @@
-"""greenpool/launch/worker.py: the accept budget, on real listening sockets
+"""greenpool/launch/client_sockets.py: the accept budget, on real listening sockets
 (the workers that use it run in tests/test_launch_serve.py)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from greenpool.launch import worker
+from greenpool.launch import client_sockets
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the accept queue's length is read from Linux's tcp_info"
@@ -27,7 +27,7 @@ def tcp_listener_with_waiting(count: int) -> Iterator[socket.socket]:
     clients = [socket.create_connection(listener.getsockname(), timeout=5) for _ in range(count)]
     try:
         deadline = time.monotonic() + 5
-        while worker.pending_connections(listener) != count and time.monotonic() < deadline:
+        while client_sockets.pending_connections(listener) != count and time.monotonic() < deadline:
             time.sleep(0.01)  # the handshakes complete in the kernel, asynchronously
         yield listener
     finally:
@@ -39,10 +39,10 @@ def tcp_listener_with_waiting(count: int) -> Iterator[socket.socket]:
 @linux_only
 def test_pending_connections_counts_the_accept_queue():
     with tcp_listener_with_waiting(7) as listener:
-        assert worker.pending_connections(listener) == 7
+        assert client_sockets.pending_connections(listener) == 7
         listener.accept()[0].close()
         listener.accept()[0].close()
-        assert worker.pending_connections(listener) == 5
+        assert client_sockets.pending_connections(listener) == 5
 
 
 def test_pending_connections_is_unknown_for_a_unix_socket():
@@ -51,8 +51,8 @@ def test_pending_connections_is_unknown_for_a_unix_socket():
         try:
             listener.bind(os.path.join(tmp, "s"))
             listener.listen(8)
-            assert worker.pending_connections(listener) is None
-            assert worker.accept_budget(listener, shared_by=2) == worker.ACCEPT_BATCH
+            assert client_sockets.pending_connections(listener) is None
+            assert client_sockets.accept_budget(listener, shared_by=2) == client_sockets.ACCEPT_BATCH
         finally:
             listener.close()
 
@@ -62,15 +62,15 @@ def test_accept_budget_takes_this_workers_share_of_the_queue_rounded_up():
     # Two workers share the socket: each takes half of what waits, so a burst is split
     # instead of all going to whichever worker woke first.
     with tcp_listener_with_waiting(9) as listener:
-        assert worker.accept_budget(listener, shared_by=2) == 5
-        assert worker.accept_budget(listener, shared_by=1) == 9
-        assert worker.accept_budget(listener, shared_by=20) == 1
+        assert client_sockets.accept_budget(listener, shared_by=2) == 5
+        assert client_sockets.accept_budget(listener, shared_by=1) == 9
+        assert client_sockets.accept_budget(listener, shared_by=20) == 1
 
 
 @linux_only
 def test_accept_budget_is_capped_and_never_zero():
-    with tcp_listener_with_waiting(worker.ACCEPT_MAX + 10) as listener:
-        assert worker.accept_budget(listener, shared_by=1) == worker.ACCEPT_MAX
+    with tcp_listener_with_waiting(client_sockets.ACCEPT_MAX + 10) as listener:
+        assert client_sockets.accept_budget(listener, shared_by=1) == client_sockets.ACCEPT_MAX
     with tcp_listener_with_waiting(0) as listener:
         # Woken with nothing waiting (a sibling took it): try one, as gevent would.
-        assert worker.accept_budget(listener, shared_by=2) == 1
+        assert client_sockets.accept_budget(listener, shared_by=2) == 1
