@@ -1,4 +1,5 @@
-"""The one module that knows which concurrency primitives a pool uses.
+"""The one module that knows which concurrency primitives a pool uses, and
+what gevent (or eventlet) has patched.
 
 A pool runs in one of two modes:
 
@@ -25,6 +26,52 @@ def gevent_patched() -> bool:
     """True when gevent has monkey-patched ``threading`` in this process."""
     monkey = sys.modules.get("gevent.monkey")
     return bool(monkey and monkey.is_module_patched("threading"))
+
+
+def socket_patched() -> bool:
+    """True when gevent has monkey-patched ``socket``: a read then yields to the hub."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("socket")
+
+
+_real_poll: list[Callable[..., Any]] = []
+
+
+def real_poll() -> Callable[..., Any]:
+    """The operating system's ``select.poll``, never a hub's: it blocks the thread
+    (reply_wait) or, with a zero timeout, never blocks. Cached: before patching,
+    select.poll is the real one; after, gevent keeps the original."""
+    if not _real_poll:
+        monkey = sys.modules.get("gevent.monkey")
+        # eventlet's patched select has no poll at all (a Celery -P eventlet worker).
+        eventlet_patcher = sys.modules.get("eventlet.patcher")
+        if monkey is not None and monkey.is_module_patched("select"):
+            _real_poll.append(monkey.get_original("select", "poll"))
+        elif eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("select"):
+            _real_poll.append(eventlet_patcher.original("select").poll)
+        else:
+            import select
+
+            _real_poll.append(select.poll)
+    return _real_poll[0]
+
+
+def current_greenlet() -> Any:
+    """The gevent.Greenlet running now in a patched process (one that can be
+    linked), or None: no gevent, the main greenlet, or a raw greenlet."""
+    if not gevent_patched():
+        return None
+    import gevent
+
+    current = gevent.getcurrent()
+    return current if isinstance(current, gevent.Greenlet) else None
+
+
+def spawn_greenlet(function: Callable[..., Any], *args: Any) -> Any:
+    """Run ``function(*args)`` in a new greenlet (gevent must be patched in)."""
+    import gevent
+
+    return gevent.spawn(function, *args)
 
 
 def resolve_mode(mode: str) -> Mode:

@@ -32,7 +32,6 @@ import re
 import select
 import socket
 import ssl
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +39,8 @@ from typing import Any
 
 import pymysql
 from pymysql.constants import CLIENT, COMMAND, CR, SERVER_STATUS
+
+from greenpool import _compat
 
 logger = logging.getLogger("greenpool")
 
@@ -285,7 +286,7 @@ class PooledConnection(pymysql.connections.Connection):
             return None
         watch = self.greenpool.watch
         if watch is None or watch[0] is not sock:
-            poller = _real_poll()()
+            poller = _compat.real_poll()()
             poller.register(sock.fileno(), select.POLLIN)
             watch = self.greenpool.watch = (sock, poller)
         return bool(watch[1].poll(timeout_ms))
@@ -356,7 +357,7 @@ def connect_factory(
 
     def connect() -> PooledConnection:
         conn = PooledConnection(**frozen)
-        if reply_wait and _socket_patched():
+        if reply_wait and _compat.socket_patched():
             conn.greenpool.reply_wait = reply_wait
         if track_state:
             try:
@@ -380,31 +381,6 @@ def looks_dead(conn: PooledConnection) -> bool:
     read, so a readable socket means the server closed it (EOF) or sent an
     error (KILL, shutdown), or the network reset it. The pool's checkout probe."""
     return conn._readable_within(0) is not False
-
-
-def _socket_patched() -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and monkey.is_module_patched("socket")
-
-
-_real_poll_function: list[Callable[..., Any]] = []
-
-
-def _real_poll() -> Callable[..., Any]:
-    # The real poll blocks the thread (reply_wait) or, with a zero timeout,
-    # never blocks; gevent's would go through the hub. Cached: before
-    # patching, select.poll is the real one; after, gevent keeps the original.
-    if not _real_poll_function:
-        monkey = sys.modules.get("gevent.monkey")
-        # eventlet's patched select has no poll at all (a Celery -P eventlet worker).
-        eventlet_patcher = sys.modules.get("eventlet.patcher")
-        if monkey is not None and monkey.is_module_patched("select"):
-            _real_poll_function.append(monkey.get_original("select", "poll"))
-        elif eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("select"):
-            _real_poll_function.append(eventlet_patcher.original("select").poll)
-        else:
-            _real_poll_function.append(select.poll)
-    return _real_poll_function[0]
 
 
 def check(conn: PooledConnection) -> None:

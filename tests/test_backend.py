@@ -827,3 +827,45 @@ def test_connection_is_closed_when_learning_keepalive_fails(handler, django_db, 
         assert left == 0, "the connection that failed to learn keepalive was closed"
     finally:
         admin.close()
+
+
+def test_the_engine_runs_where_gevent_and_tornado_are_not_installed(django_db):
+    """`pip install greenpool` has neither (they are greenpool-serve's extras): a fresh
+    process where importing them fails runs the ENGINE's pool on threads."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys, threading
+        sys.path.insert(0, {ROOT!r})
+
+        class NotInstalled:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("gevent", "tornado"):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+        sys.meta_path.insert(0, NotInstalled())
+        import django
+        from django.conf import settings
+        from tests.test_backend import db_settings
+        settings.configure(DATABASES={{"default": db_settings({dict(django_db)!r}, OPTIONS={{"pool": {{"max_size": 2}}}})}})
+        django.setup()
+        from django.db import connection, connections
+
+        def work():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            connection.close()
+
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        stats = connections["default"].pool.get_stats()
+        print(json.dumps({{"mode": connections["default"].pool.mode, "requests": stats["requests_num"],
+                           "size": stats["pool_size"], "in_use": stats["pool_in_use"]}}))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out == {"mode": "threads", "requests": 6, "size": out["size"], "in_use": 0} and out["size"] <= 2

@@ -156,6 +156,18 @@ def test_bad_threads_are_refused_naming_the_flag(value, capsys):
     assert "--threads" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("server", ["gevent", "tornado"])
+def test_a_server_whose_package_is_missing_is_refused_naming_the_extra(server, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == server else real(name, *a))
+    with pytest.raises(LaunchError) as info:
+        resolve(["--server", server])
+    assert info.value.code == ExitCode.USAGE
+    assert f"pip install 'greenpool[{server}]'" in info.value.message
+
+
 @pytest.mark.parametrize("value", ["0.1", "0.5", "0.99", "-1"])
 def test_timeout_below_one_second_is_refused_naming_the_flag(value):
     # The heartbeat comes every 0.2 s at best: a shorter --timeout kills healthy workers.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import ipaddress
 import math
 import os
@@ -109,6 +110,9 @@ def _boolean(value: Any) -> bool:
 
 _boolean.__doc__ = "true or false"
 
+
+# The package each --server runs on, and the extra that installs it (setup.cfg).
+SERVER_PACKAGES = {"gevent": "gevent", "tornado": "tornado"}
 
 # --threads auto without a pooled default database (the default count).
 THREADS_WITHOUT_POOL = 10
@@ -322,13 +326,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "server",
         ("--server",),
-        _choice("gevent", "tornado"),
+        _choice(*SERVER_PACKAGES),
         "gevent",
         "Worker type. gevent: monkey-patched worker, gevent.pywsgi with a bounded pool of "
         "--worker-connections greenlets. tornado: Tornado HTTPServer, Django in a pool of "
         "--threads executor threads (never on the IOLoop thread).",
         "Application",
-        choices=("gevent", "tornado"),
+        choices=tuple(SERVER_PACKAGES),
     ),
     Setting(
         "config",
@@ -1066,6 +1070,13 @@ def _cross_check(config: Config) -> None:
                 raise LaunchError(
                     ExitCode.USAGE, f"--worker-ports: {a} + {config.workers - 1} workers passes port 65535"
                 )
+    package = SERVER_PACKAGES[config.server]
+    if importlib.util.find_spec(package) is None:
+        raise LaunchError(
+            ExitCode.USAGE,
+            f"--server {config.server} runs on the {package} package, which is not installed: "
+            f"pip install 'greenpool[{package}]' (or 'greenpool[serve]' for both workers)",
+        )
     if len(set(map(str, addresses))) != len(addresses):
         raise LaunchError(ExitCode.USAGE, f"--bind lists an address twice: {', '.join(map(str, addresses))}")
 

@@ -179,8 +179,7 @@ class RespawnBackoff:
 
 class Master:
     def __init__(self, config: Config) -> None:
-        self.config = config
-        self.settings = config.values
+        self.settings = config.values  # the one way the master reads its settings
         self.listeners = Listeners(
             config.addresses,
             self.settings["backlog"],
@@ -393,7 +392,7 @@ class Master:
             # no worker of this master held a pool before it, so what it finds in use is other
             # clients' (and at most one connection of each sibling booting beside it).
             "check_budget": self.generation == 1,
-            "settings": self.config.to_json(),
+            "settings": dict(self.settings),
         }
         env = dict(self.app.env)
         env[SPEC_ENV] = json.dumps(spec)

@@ -239,11 +239,9 @@ class DatabaseWrapper(mysql_base.DatabaseWrapper):
             self._lease = [None]
             weakref.finalize(self, _return_lease, self._lease)
         self._lease[0] = conn
-        if self._greenlet_linked is None and _compat.gevent_patched():
-            import gevent
-
-            current = gevent.getcurrent()
-            if isinstance(current, gevent.Greenlet):  # not the main or a raw greenlet
+        if self._greenlet_linked is None:
+            current = _compat.current_greenlet()
+            if current is not None:
                 self._greenlet_linked = current
                 current.rawlink(self._on_greenlet_end)
 
@@ -275,9 +273,7 @@ def _spawn_checkin(conn: Any) -> None:
     (a link callback, a finalizer), where nothing may block: the rollback
     and checkin go to a fresh greenlet."""
     if _compat.gevent_patched():
-        import gevent
-
-        gevent.spawn(_checkin_logged, conn)
+        _compat.spawn_greenlet(_checkin_logged, conn)
     else:
         _checkin_logged(conn)
 
