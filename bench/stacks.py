@@ -215,6 +215,16 @@ def _greenpool_nginx(ports: Ports, workdir: Path) -> list[Command]:
     return [*app, Command("nginx", nginx_conf.command(workdir, conf), {}, role="proxy", stop_signal="QUIT")]
 
 
+def _gunicorn_sync_nginx(ports: Ports, workdir: Path) -> list[Command]:
+    # The same nginx config as gp-nginx's, over gunicorn's one shared port (gunicorn's own
+    # recommended deployment: a buffering proxy in front of sync workers).
+    from bench import nginx_conf
+
+    app = _gunicorn("sync", "django", "none")(ports, workdir)
+    conf = nginx_conf.write(workdir, app_port=ports.app, workers=1, listen_port=ports.front)
+    return [*app, Command("nginx", nginx_conf.command(workdir, conf), {}, role="proxy", stop_signal="QUIT")]
+
+
 BOUND = WORKERS * GREENPOOL_MAX_SIZE
 # The pool of the slow-query series sized for its load (a "tuned" row, labelled so):
 # 200 clients waiting on SELECT SLEEP(0.05) want up to 200 connections; 20 per worker
@@ -323,6 +333,16 @@ STACKS: tuple[Stack, ...] = (
         worker_ports=WORKERS,
         settings="nginx (config below) -> `greenpool-serve -w 2 --worker-ports`, least_conn, upstream keepalive; "
         + GP_SETTINGS,
+    ),
+    Stack(
+        "sync-nginx",
+        "nginx + gunicorn sync, CONN_MAX_AGE=None",
+        "gunicorn",
+        _gunicorn_sync_nginx,
+        paths=("/read",),
+        needs_nginx=True,
+        settings="nginx (the same config as nginx + greenpool-serve's, one upstream server: gunicorn's "
+        "shared port) -> `gunicorn -w 2` (sync); CONN_MAX_AGE None: the p99 target's reference behind nginx",
     ),
     Stack(
         "tornado-stock",
@@ -471,6 +491,8 @@ ROUND_STACKS = (
     "tornado-stock",
     "gevent-greenpool",
     "uwsgi-gevent-greenpool",
+    "gp-nginx",  # the p99 target behind nginx compares these two
+    "sync-nginx",
 )
 
 
