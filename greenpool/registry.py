@@ -3,8 +3,8 @@
 Pools are made lazily, on first use, never at import or settings time. The key
 includes the process id (greenpool._fork), so a forked child never finds its
 parent's pool and builds its own; and the hub, because gevent objects belong to
-the hub (thread) that made them. In an unpatched threaded process the hub key is None and all
-threads share one thread-safe pool per alias.
+the hub (thread) that made them. In an unpatched threaded process the hub key is
+None and all threads share one thread-safe pool per alias.
 """
 
 from __future__ import annotations
@@ -51,23 +51,23 @@ def get_pool(alias: str, fingerprint: object, factory: Callable[[], Pool]) -> Po
     return pool
 
 
-# Whether this process's pools live as long as it does: close_pool() then
-# leaves them open, close_all() still closes them. Set by greenpool.celery in a
-# Celery prefork child, whose Django fixup calls close_pool() around every
-# task; a child forked from this process starts without it.
-_kept_for_process = False
+# The process (by pid, so a fork does not inherit it) whose pools live as
+# long as it does: close_pool() there leaves them open, close_all() still
+# closes them. Set by greenpool.celery in a Celery prefork child, whose
+# Django fixup calls close_pool() around every task.
+_kept_for_pid = 0
 
 
 def keep_pools_for_process() -> None:
     """From now on, close_pool() in this process leaves its pool open (the
     connections were returned by the close() before it); close_all() at the
     process's exit closes every pool."""
-    global _kept_for_process
-    _kept_for_process = True
+    global _kept_for_pid
+    _kept_for_pid = _fork.pid()
 
 
 def pools_kept_for_process() -> bool:
-    return _kept_for_process
+    return _kept_for_pid == _fork.pid()
 
 
 def close_pool(alias: str, timeout: float = 5.0) -> None:
@@ -99,7 +99,6 @@ def _forget_parent_pools() -> None:
     # The child's pools disown themselves (greenpool.pool); drop the entries
     # so the dict does not grow with the parent's keys across many forks. The
     # lock may have been held by a parent thread at fork time: a fresh one.
-    global _lock, _kept_for_process
+    global _lock
     _lock = threading.Lock()
-    _kept_for_process = False
     _pools.clear()
