@@ -26,7 +26,7 @@ import os
 import re
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from greenpool import _fork
@@ -126,15 +126,17 @@ def record_hold(pool: str, seconds: float) -> None:
 # -- snapshots ------------------------------------------------------------------------
 
 
+# This process's open pools by alias: greenpool.registry installs its pools() here when
+# it is imported (before that no pool was asked for). A hook, not an import, because
+# the registry builds pools, and pools import this module for their histograms.
+pool_source: list[Callable[[], dict[str, Any]]] = []
+
+
 def snapshot() -> dict[str, Any]:
     """This process's pools and hold histograms, as plain data (JSON-ready)."""
-    import sys
-
     pools: dict[str, Any] = {}
-    if "greenpool.registry" in sys.modules:  # no pool was ever asked for: nothing to import
-        from greenpool import registry
-
-        for alias, pool in registry.pools().items():
+    for source in pool_source:
+        for alias, pool in source().items():
             pools[alias] = {"name": pool.name, "stats": pool.get_stats(), "wait": pool.wait_histogram()}
     return {"pools": pools, "holds": HOLDS.snapshot()}
 

@@ -94,6 +94,9 @@ def close_all(timeout: float = 5.0) -> None:
             entry[0].close(timeout)
 
 
+metrics.pool_source.append(pools)  # what metrics.snapshot() reports
+
+
 @_fork.in_child
 def _forget_parent_pools() -> None:
     # The child's pools disown themselves (greenpool.pool); drop the entries
