@@ -27,13 +27,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
-import errno
 import json
 import logging
 import os
 import selectors
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -41,7 +39,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from greenpool.launch import processes, sockets
-from greenpool.launch.config import Config, control_root
+from greenpool.launch.config import Config
+from greenpool.launch.control_dir import ControlDir
 from greenpool.launch.errors import BOOT_FAILURES, ExitCode, LaunchError, describe_exit
 from greenpool.launch.listeners import Listeners
 from greenpool.launch.metrics_server import MasterCounters, MetricsServer
@@ -199,7 +198,7 @@ class Master:
         self.stopping = False
         self.graceful = True
         self.exit_code = ExitCode.OK
-        self.control_dir = config.resolved_control_dir()
+        self.control_dir = ControlDir(config.resolved_control_dir())
         self.app = choose_app(self.settings.get("app"), os.environ)
         self.timeout = float(self.settings["timeout"])
         self.restart_counts = MasterCounters()
@@ -207,47 +206,6 @@ class Master:
         self.boot_timeout = max(60.0, self.timeout * 2, self.settings["db_boot_timeout"] * 4)
 
     # -- start ---------------------------------------------------------------
-
-    def prepare_control_dir(self) -> None:
-        longest = os.fsencode(os.path.join(self.control_dir, _LONGEST_CONTROL_NAME))
-        if len(longest) > _UNIX_PATH_MAX:
-            raise LaunchError(
-                ExitCode.USAGE,
-                f"--control-dir {self.control_dir}: too long for a unix socket path (the "
-                f"stats sockets in it need up to {len(longest)} bytes, at most {_UNIX_PATH_MAX}); "
-                f"give a shorter --control-dir",
-            )
-        # The stats sockets live here; the default is under the shared temporary
-        # directory, where another user could have made the folder first: its
-        # parent <tmp>/greenpool-serve-<uid> must be private too.
-        try:
-            if os.path.dirname(self.control_dir) == control_root():
-                _make_private_dir(control_root())
-            else:
-                os.makedirs(os.path.dirname(self.control_dir), exist_ok=True)
-            _make_private_dir(self.control_dir)
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename and exc.filename != self.control_dir else ""
-            raise LaunchError(
-                ExitCode.USAGE, f"--control-dir {self.control_dir}: {exc.strerror or exc}{where}"
-            ) from None
-        try:
-            with open(os.path.join(self.control_dir, "master.json")) as f:
-                previous = json.load(f)
-        except (OSError, ValueError):
-            previous = {}
-        if not isinstance(previous, dict):  # not ours, or damaged
-            previous = {}
-        other = previous.get("pid")
-        if other != os.getpid() and processes.running(other, previous.get("started")):
-            raise LaunchError(
-                ExitCode.BIND_ERROR,
-                f"another greenpool-serve (master {other}) uses the control "
-                f"directory {self.control_dir}; give this one its own --control-dir",
-            )
-        for name in os.listdir(self.control_dir):
-            if name.endswith(".sock") or name == "master.json":
-                sockets.remove_file(os.path.join(self.control_dir, name))
 
     def prepare_demo(self) -> None:
         """Migrate and seed the demo database once, before any worker starts,
@@ -314,17 +272,14 @@ class Master:
         try:
             self.listeners.bind(self.desired)
             self.start_metrics()
-            self.prepare_control_dir()
+            self.control_dir.prepare()
             if self.app.demo:
                 self.prepare_demo()
             self.write_pidfile()
         except LaunchError as exc:
             self.listeners.close()
             self.stop_metrics()
-            try:
-                os.rmdir(self.control_dir)  # if we made it; a directory in use is not empty
-            except OSError:
-                pass
+            self.control_dir.remove_if_empty()
             logger.error("%s", exc.message)
             return int(exc.code)
         self.install_signals()
@@ -377,7 +332,7 @@ class Master:
             return self._cannot_start(index, replaces, check_only, exc)
         listen, listen_fds = self.listeners.for_worker(index, self.desired)
         pass_fds = [write_fd, *listen_fds]
-        control = None if check_only else os.path.join(self.control_dir, f"w{index}-g{self.generation}.sock")
+        control = None if check_only else self.control_dir.worker_socket(index, self.generation)
         names = self.listeners.names(index)
         spec = {
             "index": index,
@@ -763,25 +718,14 @@ class Master:
                 for w in sorted(self.workers.values(), key=lambda w: (w.index, w.generation))
             ],
         }
-        path = os.path.join(self.control_dir, "master.json")
-        tmp = path + ".tmp"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(state, f, indent=1)
-            os.replace(tmp, path)
-        except OSError as exc:
-            logger.debug("could not write %s: %s", path, exc)
+        self.control_dir.write_state(state)
 
     # -- the end ---------------------------------------------------------------------
 
     def cleanup(self) -> None:
         self.stop_metrics()
         self.listeners.close()
-        sockets.remove_file(os.path.join(self.control_dir, "master.json"))
-        try:
-            os.rmdir(self.control_dir)
-        except OSError:
-            pass
+        self.control_dir.remove()
         path = self.settings.get("pid")
         if path:
             sockets.remove_file(path)
@@ -855,40 +799,7 @@ def _reap(w: WorkerProc, timeout: float = 10.0) -> None:
         )
 
 
-#: AF_UNIX socket paths have at most 107 bytes (108 with the final NUL).
-_UNIX_PATH_MAX = 107
-#: The longest stats socket name the master gives a worker (w<index>-g<generation>.sock).
-_LONGEST_CONTROL_NAME = "w999-g9999999.sock"
 _DEMO_PREPARE_TIMEOUT = 300
-
-
-def _make_private_dir(path: str) -> None:
-    """Make ``path`` with mode 0700 whatever the umask, or check the one there."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
-    else:
-        os.chmod(path, 0o700)
-    _require_private_dir(path)
-
-
-def _require_private_dir(path: str) -> None:
-    """Refuse a control directory that is a symlink, is not ours, or that others can
-    write to (they could replace master.json or put sockets of their own there).
-    Others may read it: the sockets themselves are mode 0600, and a directory made
-    by an earlier version (<tmp>/greenpool-serve-<uid>, 0755) or by systemd's
-    RuntimeDirectory= (0755) must keep working."""
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o022:
-        raise LaunchError(
-            ExitCode.BIND_ERROR,
-            f"control directory {path} is not private (owner uid {info.st_uid}, "
-            f"mode {stat.S_IMODE(info.st_mode):04o}{', a symlink' if stat.S_ISLNK(info.st_mode) else ''}): "
-            f"it must be a directory of uid {os.getuid()} that no one else can write to (e.g. mode "
-            "0700); remove it or give --control-dir",
-        )
 
 
 def _version() -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from greenpool.launch import config as config_module
 from greenpool.launch import processes
+from greenpool.launch.control_dir import read_state
 from greenpool.launch.errors import ExitCode, LaunchError
 
 
@@ -32,7 +33,7 @@ def find_control_dir(config: config_module.Config) -> str:
         names = []
     for name in names:
         path = os.path.join(root, name)
-        state = _read_state(path)
+        state = read_state(path)
         if state is not None and processes.running(state.get("pid"), state.get("started")):
             live.append((path, state))
     if len(live) == 1:
@@ -47,14 +48,6 @@ def find_control_dir(config: config_module.Config) -> str:
         ExitCode.USAGE,
         f"several greenpool-serve masters are running; choose one with --bind or --control-dir:\n{listing}",
     )
-
-
-def _read_state(control_dir: str) -> dict[str, Any] | None:
-    try:
-        with open(os.path.join(control_dir, "master.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def query(path: str, timeout: float = 3.0) -> dict[str, Any]:
@@ -73,7 +66,7 @@ def query(path: str, timeout: float = 3.0) -> dict[str, Any]:
 
 
 def collect(control_dir: str) -> dict[str, Any]:
-    state = _read_state(control_dir)
+    state = read_state(control_dir)
     if state is None or not processes.running(state.get("pid"), state.get("started")):
         raise LaunchError(ExitCode.FAILURE, f"no running greenpool-serve master in {control_dir}")
     workers = []
