@@ -114,8 +114,8 @@ _boolean.__doc__ = "true or false"
 # The package each --server runs on, and the extra that installs it (setup.cfg).
 SERVER_PACKAGES = {"gevent": "gevent", "tornado": "tornado"}
 
-# --threads auto without a pooled default database (the default count).
-THREADS_WITHOUT_POOL = 10
+# --threads by default, and what auto means without a pooled default database.
+DEFAULT_THREADS = 10
 
 
 def _threads(value: Any) -> int | str:
@@ -442,9 +442,9 @@ SETTINGS: tuple[Setting, ...] = (
         "threads",
         ("--threads",),
         _threads,
-        10,
+        DEFAULT_THREADS,
         "tornado: executor threads running Django per worker. auto: the max_size of the "
-        f"default database's pool, or {THREADS_WITHOUT_POOL} without a pool: threads beyond "
+        f"default database's pool, or {DEFAULT_THREADS} without a pool: threads beyond "
         "max_size only queue on the pool, but requests beyond the threads wait in the "
         "executor's queue, where the pool's timeout does not bound their wait "
         "(docs/tuning.md). 1 means one request at a time and one database connection per process.",

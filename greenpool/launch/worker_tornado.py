@@ -28,7 +28,7 @@ from tornado.ioloop import IOLoop
 from tornado.wsgi import WSGIContainer
 
 from greenpool.launch import client_sockets, databases, http_rules, logs, worker, worker_life
-from greenpool.launch.config import THREADS_WITHOUT_POOL
+from greenpool.launch.config import DEFAULT_THREADS
 from greenpool.launch.errors import ExitCode, LaunchError
 
 logger = logging.getLogger("greenpool.launch")
@@ -297,14 +297,14 @@ def _add_batched_accept_handler(sock: socket.socket, shared_by: int, on_connecti
 
 def executor_threads(setting: int | str) -> int:
     """--threads: a number, or auto: the default database's pool max_size (more
-    threads only queue on it), or config.THREADS_WITHOUT_POOL without a pool.
+    threads only queue on it), or config.DEFAULT_THREADS without a pool.
     Read after Django is set up."""
     if setting != "auto":
         return int(setting)
     from django.db import DEFAULT_DB_ALIAS, connections
 
     pool = getattr(connections[DEFAULT_DB_ALIAS], "pool", None)
-    return pool.max_size if pool is not None else THREADS_WITHOUT_POOL
+    return pool.max_size if pool is not None else DEFAULT_THREADS
 
 
 class TornadoWorker:
